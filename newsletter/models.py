@@ -1,0 +1,182 @@
+"""The plain records that flow between the stages (see DESIGN.md).
+
+`Paper`, `Pick` and `Edition` are dataclasses (cheap to build by the hundred
+thousand); `Subscriber` is a pydantic model because it comes from user files
+and must be validated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+ARXIV_ID = re.compile(r"(\d{4}\.\d{4,5})(v\d+)?$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def normalise_title(title: str) -> str:
+    """Case-fold, drop punctuation and collapse whitespace: the key for title-only papers."""
+    text = unicodedata.normalize("NFKC", title).casefold()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
+
+
+def strip_arxiv_version(arxiv_id: str) -> str:
+    """`2412.20138v2` -> `2412.20138`; other strings are returned stripped."""
+    arxiv_id = arxiv_id.strip()
+    match = ARXIV_ID.search(arxiv_id)
+    return match.group(1) if match else arxiv_id
+
+
+def paper_id(arxiv_id: str | None, title: str) -> str:
+    """The stable paper id: the arXiv id where known, else `t:` + a hash of the normalised title."""
+    if arxiv_id:
+        return strip_arxiv_version(arxiv_id)
+    digest = hashlib.sha1(normalise_title(title).encode("utf-8")).hexdigest()[:16]
+    return f"t:{digest}"
+
+
+@dataclass(slots=True)
+class Paper:
+    """One paper as a source saw it, or as the store merged it from several sources.
+
+    Unknown values stay `None` (never 0): `upvotes=None` means the source did not
+    show a count, `author_count=None` that it did not say how many authors.
+    """
+
+    id: str
+    title: str
+    abstract: str = ""
+    authors: list[str] = field(default_factory=list)
+    author_count: int | None = None
+    organization: str | None = None
+    published: date | None = None
+    upvotes: int | None = None
+    url: str | None = None
+    arxiv_id: str | None = None
+    github_repo: str | None = None
+    github_stars: int | None = None
+    ai_keywords: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+    @classmethod
+    def create(cls, title: str, *, arxiv_id: str | None = None, **fields) -> "Paper":
+        """Build a paper, deriving its id (and a default author count) from what is given."""
+        arxiv_id = strip_arxiv_version(arxiv_id) if arxiv_id else None
+        title = " ".join(title.split())
+        paper = cls(id=paper_id(arxiv_id, title), title=title, arxiv_id=arxiv_id, **fields)
+        if paper.author_count is None and paper.authors:
+            paper.author_count = len(paper.authors)
+        return paper
+
+    @property
+    def link(self) -> str:
+        """Where the title links to: the arXiv abstract page, else the source's own url."""
+        if self.arxiv_id:
+            return f"https://arxiv.org/abs/{self.arxiv_id}"
+        return self.url or ""
+
+
+Mode = Literal["trending", "keywords", "mixed"]
+
+
+class Subscriber(BaseModel):
+    """One reader's profile, read from a TOML file in `[subscribers] dir`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: EmailStr
+    name: str = ""
+    timezone: str = "UTC"
+    send_at: time = time(7, 30)
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+    mode: Mode = "trending"
+    keywords: list[str] = Field(default_factory=list)
+    max_items: int = Field(default=10, ge=1, le=100)
+    min_upvotes: int | None = Field(default=None, ge=0)
+    max_age_days: int = Field(default=7, ge=1)
+    trending_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    template: str = "digest"
+    active: bool = True
+
+    @field_validator("email")
+    @classmethod
+    def _lower_email(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _parse_send_at(cls, value):
+        if isinstance(value, str):
+            match = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+            if not match or int(match[1]) > 23 or int(match[2]) > 59:
+                raise ValueError(f"expected a time like \"07:30\", got {value!r}")
+            return time(int(match[1]), int(match[2]))
+        return value
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _parse_days(cls, value):
+        if isinstance(value, str):
+            value = [value]
+        days = []
+        for day in value:
+            key = str(day).strip().lower()[:3]
+            if key not in WEEKDAYS:
+                raise ValueError(f"unknown day {day!r} (use mon, tue, wed, thu, fri, sat, sun)")
+            days.append(key)
+        return days
+
+    @model_validator(mode="after")
+    def _keywords_for_keyword_mode(self):
+        if self.mode in ("keywords", "mixed") and not [k for k in self.keywords if not k.strip().startswith("-")]:
+            raise ValueError(f"mode {self.mode!r} needs at least one keyword that is not an exclusion")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def sends_on(self, day: date) -> bool:
+        """Whether this subscriber wants an edition on `day` (their local date)."""
+        return WEEKDAYS[day.weekday()] in self.days
+
+
+@dataclass(slots=True)
+class Pick:
+    """A paper chosen for a subscriber, with its score and why it was chosen."""
+
+    paper: Paper
+    score: float
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Edition:
+    """One subscriber's email for one date."""
+
+    subscriber: Subscriber
+    date: date
+    picks: list[Pick]
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    message_id: str = ""
