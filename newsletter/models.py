@@ -15,7 +15,7 @@ from datetime import date, datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 ARXIV_ID = re.compile(r"(\d{4}\.\d{4,5})(v\d+)?$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -100,7 +100,7 @@ class Subscriber(BaseModel):
     send_at: time = time(7, 30)
     days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
     mode: Mode = "trending"
-    keywords: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list, validate_default=True)
     max_items: int = Field(default=10, ge=1, le=100)
     min_upvotes: int | None = Field(default=None, ge=0)
     max_age_days: int = Field(default=7, ge=1)
@@ -145,11 +145,13 @@ class Subscriber(BaseModel):
             days.append(key)
         return days
 
-    @model_validator(mode="after")
-    def _keywords_for_keyword_mode(self):
-        if self.mode in ("keywords", "mixed") and not [k for k in self.keywords if not k.strip().startswith("-")]:
-            raise ValueError(f"mode {self.mode!r} needs at least one keyword that is not an exclusion")
-        return self
+    @field_validator("keywords")
+    @classmethod
+    def _keywords_for_keyword_mode(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        mode = info.data.get("mode")
+        if mode in ("keywords", "mixed") and not [k for k in value if not k.strip().startswith("-")]:
+            raise ValueError(f"mode {mode!r} needs at least one keyword that is not an exclusion")
+        return value
 
     @property
     def zone(self) -> ZoneInfo:

@@ -1,0 +1,459 @@
+"""The `newsletter` command line (Typer): thin wrappers over the pipeline stages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from newsletter.config import DEFAULT_CONFIG, Config, ConfigError, SubscriberList, display_path, load_config, load_subscribers
+from newsletter.sources import FORMATS, ParseResult, parse_file
+from newsletter.store import IngestStats, Store
+
+app = typer.Typer(
+    help="A self-hosted, per-subscriber daily digest of new research papers.\n\n"
+    "Typical day: `newsletter ingest FILES` (or `fetch hf`), then `newsletter send`.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+subscribers_app = typer.Typer(help="Validate and inspect subscriber files; manage the suppression list.", no_args_is_help=True)
+fetch_app = typer.Typer(help="Download papers from the network, then ingest them.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(fetch_app, name="fetch")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class Options:
+    config_path: Path
+    db: Path | None
+
+    def config(self) -> Config:
+        """The validated config, or exit 2 with one line per problem."""
+        try:
+            return load_config(self.config_path, db=self.db)
+        except ConfigError as error:
+            fail(error.problems, code=2)
+
+
+def fail(problems: list[str] | str, code: int = 1):
+    """Print problems to stderr (one per line) and exit."""
+    for line in [problems] if isinstance(problems, str) else problems:
+        err.print(line, markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def open_store(config: Config) -> Iterator[Store]:
+    try:
+        store = Store(config.store_url)
+    except Exception as error:  # a store that cannot be opened is a user-facing problem, not a traceback
+        fail(f"{config.store_url}: cannot open the store: {error}", code=2)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def report_subscriber_problems(loaded: SubscriberList) -> None:
+    for problem in loaded.problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+
+
+def parse_day(value: Optional[str], option: str = "--date") -> Optional[date]:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: expected a date like 2026-11-25, got {value!r}", code=2)
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Config file (TOML). Relative paths inside it resolve against its folder.")
+]
+DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite store file, overriding [store] path.")]
+DateOption = Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: each subscriber's local today).")]
+
+
+@app.callback()
+def main_options(ctx: typer.Context, config: ConfigOption = DEFAULT_CONFIG, db: DbOption = None) -> None:
+    ctx.obj = Options(config_path=config, db=db)
+
+
+# -- ingest and papers ----------------------------------------------------------
+
+
+def ingest_paths(store: Store, paths: list[Path], *, format: str, page_date: date | None) -> list[tuple[ParseResult, IngestStats]]:
+    """Parse and store each file in its own transaction; warnings go to stderr."""
+    results = []
+    for path in paths:
+        parsed = parse_file(Path(display_path(path)), format, page_date=page_date)
+        for warning in parsed.warnings:
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        stats = store.add_papers(parsed.papers) if parsed.papers else IngestStats()
+        results.append((parsed, stats))
+    return results
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Files to ingest (default: [sources] inputs).")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help=f"auto, {', '.join(FORMATS)}.")] = "auto",
+    page_date: Annotated[Optional[str], typer.Option(help="Date of a Hugging Face page dump, for dates shown without a year.")] = None,
+) -> None:
+    """Parse paper files (Hugging Face pages or API JSON, arXiv Atom, JSON Lines) into the store.
+
+    Exits 0 when anything was ingested, 1 when a file yielded nothing.
+    """
+    if format != "auto" and format not in FORMATS:
+        fail(f"--format: unknown format {format!r} (choose one of: auto, {', '.join(FORMATS)})", code=2)
+    config = ctx.obj.config()
+    paths = paths or config.input_paths()
+    if not paths:
+        fail("nothing to ingest: give PATH arguments or set [sources] inputs in the config", code=2)
+    with open_store(config) as store:
+        results = ingest_paths(store, paths, format=format, page_date=parse_day(page_date, "--page-date") or config.model.sources.page_date)
+    table = Table("file", "format", "parsed", "new", "updated", "skipped", "warnings", title="Ingest")
+    for parsed, stats in results:
+        table.add_row(display_path(Path(parsed.path)), parsed.format, str(stats.parsed), str(stats.new),
+                      str(stats.updated), str(stats.unchanged), str(len(parsed.warnings)))
+    out.print(table)
+    if any(not parsed.papers for parsed, _ in results):
+        raise typer.Exit(1)
+
+
+def paper_json(paper) -> dict:
+    """A paper as one `papers --json` object (the JSON Lines input format too)."""
+    return {
+        "id": paper.id,
+        "title": paper.title,
+        "abstract": paper.abstract,
+        "authors": paper.authors,
+        "author_count": paper.author_count,
+        "organization": paper.organization,
+        "published": paper.published.isoformat() if paper.published else None,
+        "upvotes": paper.upvotes,
+        "url": paper.url,
+        "sources": paper.sources,
+        "arxiv_id": paper.arxiv_id,
+        "github_repo": paper.github_repo,
+        "github_stars": paper.github_stars,
+        "ai_keywords": paper.ai_keywords,
+    }
+
+
+@app.command()
+def papers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,
+    since: Annotated[Optional[str], typer.Option(help="Only papers dated on or after YYYY-MM-DD.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many papers.")] = None,
+) -> None:
+    """List the papers in the store, newest first."""
+    config = ctx.obj.config()
+    with open_store(config) as store:
+        found = store.papers(since=parse_day(since, "--since"), limit=limit)
+    if as_json:
+        for paper in found:
+            sys.stdout.write(json.dumps(paper_json(paper), ensure_ascii=False) + "\n")
+        return
+    table = Table("published", "upvotes", "id", "title", title=f"{len(found)} papers")
+    for paper in found:
+        table.add_row(str(paper.published or ""), "" if paper.upvotes is None else str(paper.upvotes), paper.id, paper.title)
+    out.print(table)
+
+
+# -- fetch ------------------------------------------------------------------------
+
+
+def _ingest_fetched(ctx: typer.Context, fetcher) -> None:
+    from newsletter.sources.fetch import FetchError
+
+    config = ctx.obj.config()
+    try:
+        with err.status("fetching…"):
+            parsed = fetcher()
+    except FetchError as error:
+        fail(str(error))
+    for warning in parsed.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    with open_store(config) as store:
+        stats = store.add_papers(parsed.papers)
+    out.print(f"{parsed.path}: {stats.parsed} papers ({stats.new} new, {stats.updated} updated)")
+
+
+@fetch_app.command("hf")
+def fetch_hf(ctx: typer.Context, day: Annotated[Optional[str], typer.Option("--date", help="Daily papers date YYYY-MM-DD (default: today, UTC).")] = None) -> None:
+    """Fetch the Hugging Face daily papers for a date and ingest them (weekends have none)."""
+    from datetime import datetime, timezone
+
+    from newsletter.sources.fetch import fetch_hf_daily
+
+    when = parse_day(day) or datetime.now(timezone.utc).date()
+    _ingest_fetched(ctx, lambda: fetch_hf_daily(when))
+
+
+@fetch_app.command("arxiv")
+def fetch_arxiv(ctx: typer.Context, category: Annotated[str, typer.Option(help="arXiv category, e.g. cs.LG.")]) -> None:
+    """Fetch today's arXiv listing for a category and ingest it."""
+    from newsletter.sources.fetch import fetch_arxiv_listing
+
+    _ingest_fetched(ctx, lambda: fetch_arxiv_listing(category))
+
+
+# -- subscribers ------------------------------------------------------------------
+
+
+def loaded_subscribers(config: Config, *, quiet: bool = False) -> SubscriberList:
+    loaded = load_subscribers(config.subscribers_dir)
+    if not quiet:
+        report_subscriber_problems(loaded)
+    return loaded
+
+
+@subscribers_app.command("check")
+def subscribers_check(ctx: typer.Context) -> None:
+    """Validate every subscriber file; list all problems and exit 1 if there are any."""
+    config = ctx.obj.config()
+    loaded = loaded_subscribers(config, quiet=True)
+    for problem in loaded.problems:
+        out.print(problem, markup=False)
+    out.print(f"{len(loaded.subscribers)} subscribers ok, {len(loaded.problems)} problems")
+    if loaded.problems:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("list")
+def subscribers_list(ctx: typer.Context) -> None:
+    """Show the subscribers as a table (email, mode, time zone, send time, active)."""
+    config = ctx.obj.config()
+    loaded = loaded_subscribers(config)
+    with open_store(config) as store:
+        suppressed = store.suppressed()
+    table = Table("email", "mode", "time zone", "send at", "days", "active", title=f"{len(loaded.subscribers)} subscribers")
+    for s in loaded.subscribers:
+        active = "unsubscribed" if s.email in suppressed else ("yes" if s.active else "no")
+        days = "every day" if len(s.days) == 7 else ",".join(s.days)
+        table.add_row(s.email, s.mode, s.timezone, s.send_at.strftime("%H:%M"), days, active)
+    out.print(table)
+
+
+@subscribers_app.command("enable")
+def subscribers_enable(ctx: typer.Context, email: str) -> None:
+    """Take an address off the suppression list, so it receives editions again."""
+    config = ctx.obj.config()
+    with open_store(config) as store:
+        changed = store.unsuppress(email)
+    out.print(f"{email}: {'re-enabled' if changed else 'was not suppressed'}")
+
+
+@subscribers_app.command("disable")
+def subscribers_disable(ctx: typer.Context, email: str) -> None:
+    """Put an address on the suppression list (as an unsubscribe would)."""
+    config = ctx.obj.config()
+    with open_store(config) as store:
+        changed = store.suppress(email, reason="disabled by operator")
+    out.print(f"{email}: {'suppressed' if changed else 'was already suppressed'}")
+
+
+# -- select, render, send ---------------------------------------------------------------
+
+
+def find_subscriber(config: Config, email: str):
+    loaded = loaded_subscribers(config)
+    subscriber = loaded.find(email)
+    if subscriber is None:
+        fail(f"{email}: no such subscriber in {display_path(config.subscribers_dir)}", code=2)
+    return subscriber
+
+
+def builder_for(config: Config, store: Store):
+    from newsletter.pipeline import EditionBuilder, MissingSecret
+
+    try:
+        return EditionBuilder(config, store)
+    except MissingSecret as error:
+        fail(str(error), code=2)
+
+
+@app.command("select")
+def select_cmd(
+    ctx: typer.Context,
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber email.")],
+    day: DateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Show the picks for one subscriber, with score and reasons, without sending anything."""
+    from newsletter.pipeline import local_today
+
+    config = ctx.obj.config()
+    sub = find_subscriber(config, subscriber)
+    edition_day = parse_day(day) or local_today(sub)
+    with open_store(config) as store:
+        picks = builder_for(config, store).select(sub, edition_day)
+    if as_json:
+        print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
+            {"rank": n, "score": round(p.score, 4), "reasons": p.reasons, "paper": paper_json(p.paper)}
+            for n, p in enumerate(picks, 1)]}, ensure_ascii=False, indent=2))
+        return
+    if not picks:
+        out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
+        return
+    table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
+    for n, pick in enumerate(picks, 1):
+        table.add_row(str(n), f"{pick.score:.3f}", pick.paper.title, "; ".join(pick.reasons))
+    out.print(table)
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber email.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .html, .txt or .eml.")],
+    day: DateOption = None,
+) -> None:
+    """Write one subscriber's edition to a file (.html, .txt or .eml by the extension)."""
+    from newsletter.pipeline import local_today
+
+    suffix = out_file.suffix.lower()
+    if suffix not in (".html", ".txt", ".eml"):
+        fail(f"--out: {out_file}: use a .html, .txt or .eml file name", code=2)
+    config = ctx.obj.config()
+    sub = find_subscriber(config, subscriber)
+    edition_day = parse_day(day) or local_today(sub)
+    with open_store(config) as store:
+        built = builder_for(config, store).edition(sub, edition_day)
+    if built is None:
+        fail(f"{sub.email}: no picks for {edition_day}, nothing to render")
+    edition, data = built
+    if suffix == ".eml":
+        out_file.write_bytes(data)
+    else:
+        out_file.write_text(edition.html if suffix == ".html" else edition.text, encoding="utf-8")
+    out.print(f"wrote {out_file} ({len(edition.picks)} papers, subject: {edition.subject})", markup=False)
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    day: DateOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render everything, send and record nothing.")] = False,
+    only: Annotated[Optional[str], typer.Option("--only", help="Send to this one subscriber only.")] = None,
+    resend_uncertain: Annotated[bool, typer.Option(
+        "--resend-uncertain/--no-resend-uncertain",
+        help="Editions a crashed run left 'sending' are re-sent with the same Message-ID (default), or marked for review.")] = True,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
+    no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
+) -> None:
+    """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
+
+    A (subscriber, date) is sent at most once: running again the same day sends nothing new.
+    """
+    from newsletter.pipeline import MissingSecret, run_edition
+
+    config = ctx.obj.config()
+    edition_day = parse_day(day)
+    loaded = loaded_subscribers(config)
+    with open_store(config) as store:
+        inputs = config.input_paths()
+        if inputs and not no_ingest:
+            results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date)
+            new = sum(stats.new for _, stats in results)
+            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
+                      f"{store.count_papers()} in the store")
+        total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]}"), TimeRemainingColumn()]
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("editions", total=total, sent=0, failed=0)
+
+            def on_progress(summary, remaining):
+                progress.update(task, completed=total - remaining, sent=summary.sent, failed=summary.failed)
+
+            try:
+                summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
+                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed, on_progress=on_progress)
+            except MissingSecret as error:
+                fail(str(error), code=2)
+    print_summary(config, summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def print_summary(config: Config, summary) -> None:
+    """The run's summary table and the lines worth reading."""
+    table = Table("", "", title="Dry run (nothing sent or recorded)" if summary.dry_run else "Send summary", show_header=False)
+    rows = [
+        ("subscribers", summary.subscribers),
+        ("editions rendered", summary.rendered),
+        ("sent", summary.sent),
+        ("failed", summary.failed),
+        ("already sent earlier", summary.already_sent),
+        ("no new papers (no email)", len(summary.empty)),
+        ("unsubscribed", summary.suppressed),
+        ("not a sending day", summary.not_today),
+        ("failed earlier (use --retry-failed)", summary.previously_failed),
+        ("uncertain after a crash", summary.uncertain),
+        ("held for review", summary.held_for_review),
+    ]
+    for label, value in rows:
+        if value or label in ("subscribers", "sent"):
+            table.add_row(label, str(value))
+    out.print(table)
+    for email, reply in summary.failures:
+        err.print(f"failed: {email}: {reply}", markup=False)
+    for email in summary.empty:
+        out.print(f"{email}: no new papers, no email today", markup=False)
+    if summary.sent and config.delivery.backend in ("file", "mbox"):
+        options = config.delivery.backend_options
+        where = options.get("dir", "outbox") if config.delivery.backend == "file" else options.get("path", "outbox.mbox")
+        out.print(f"Wrote {summary.sent} emails to {display_path(config.resolve(where))}", markup=False)
+    elif not summary.sent and not summary.dry_run and summary.already_sent:
+        out.print("Nothing new to send: every due edition is already in the ledger.")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    day: Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: all dates).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
+    config = ctx.obj.config()
+    edition_day = parse_day(day)
+    with open_store(config) as store:
+        counts = store.ledger_counts(edition_day)
+        failed = store.ledger_rows(edition_date=edition_day, state="failed")
+        review = store.ledger_rows(edition_date=edition_day, state="review")
+    problems = [
+        {"email": row.email, "date": row.edition_date.isoformat(), "state": row.state, "reply": row.reply, "attempts": row.attempts}
+        for row in [*failed, *review]
+    ]
+    if as_json:
+        print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts, "problems": problems}, indent=2))
+        return
+    table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
+    for state, count in counts.items():
+        table.add_row(state, str(count))
+    out.print(table)
+    for item in problems:
+        out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,296 @@
+"""Configuration and subscriber files: TOML validated by pydantic.
+
+Every problem a user can make in these files is reported as one line,
+`file: field: problem` (or `file:line: problem` for TOML syntax), never as a
+traceback. Relative paths resolve against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from newsletter.models import Subscriber
+
+DEFAULT_CONFIG = Path("config.toml")
+INSECURE_DEV_KEY = b"newsletter-insecure-development-key"
+
+
+class ConfigError(Exception):
+    """A user file is wrong; `problems` holds one `file: field: problem` line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NewsletterSection(_Section):
+    name: str = "Papers digest"
+    sender: str = Field(alias="from")
+    base_url: str
+    address: str = ""
+    secret_env: str = "NEWSLETTER_SECRET"
+
+    @field_validator("sender")
+    @classmethod
+    def _has_address(cls, value: str) -> str:
+        if "@" not in parseaddr(value)[1]:
+            raise ValueError(f"expected an address like 'Papers <papers@example.org>', got {value!r}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"https?://[^\s/]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def sender_address(self) -> str:
+        return parseaddr(self.sender)[1]
+
+    @property
+    def domain(self) -> str:
+        return self.sender_address.rpartition("@")[2]
+
+
+class StoreSection(_Section):
+    path: Path = Path("newsletter.db")
+    url: str | None = None
+
+
+class SourcesSection(_Section):
+    inputs: list[str] = Field(default_factory=list)
+    fetch: list[str] = Field(default_factory=list)
+    page_date: date | None = None
+
+
+class SubscribersSection(_Section):
+    dir: Path = Path("subscribers")
+
+
+class RenderSection(_Section):
+    templates_dir: Path | None = None
+    subject: str = "{count} new papers on {topics} · {date}"
+    language: str = "en"
+
+
+class ScheduleSection(_Section):
+    fetch: str | None = "0 */3 * * *"
+    catch_up_hours: float = Field(default=6.0, ge=0)
+    misfire_grace_time: int = Field(default=3600, ge=1)
+    skip_empty: bool = True
+    shutdown_timeout: float = Field(default=60.0, gt=0)
+
+
+class DeliverySection(BaseModel):
+    """`backend` names the backend; `[delivery.<name>]` tables hold each backend's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: str = "file"
+    chunk_size: int = Field(default=200, ge=1)
+
+    @property
+    def backend_options(self) -> dict[str, Any]:
+        return dict((self.model_extra or {}).get(self.backend, {}))
+
+
+class ConfigModel(_Section):
+    newsletter: NewsletterSection
+    store: StoreSection = Field(default_factory=StoreSection)
+    sources: SourcesSection = Field(default_factory=SourcesSection)
+    subscribers: SubscribersSection = Field(default_factory=SubscribersSection)
+    delivery: DeliverySection = Field(default_factory=DeliverySection)
+    render: RenderSection = Field(default_factory=RenderSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+
+
+@dataclass
+class Config:
+    """The validated configuration plus where it came from."""
+
+    path: Path
+    model: ConfigModel
+    db_override: Path | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, path: Path | str) -> Path:
+        """A path from the config file, made absolute against the config's directory."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def newsletter(self) -> NewsletterSection:
+        return self.model.newsletter
+
+    @property
+    def delivery(self) -> DeliverySection:
+        return self.model.delivery
+
+    @property
+    def store_url(self) -> str:
+        """SQLAlchemy URL of the store: `--db` wins, then `[store] url`, then `[store] path`."""
+        if self.db_override is not None:
+            return f"sqlite:///{self.db_override.resolve()}"
+        if self.model.store.url:
+            return self.model.store.url
+        return f"sqlite:///{self.resolve(self.model.store.path)}"
+
+    @property
+    def subscribers_dir(self) -> Path:
+        return self.resolve(self.model.subscribers.dir)
+
+    @property
+    def templates_dir(self) -> Path | None:
+        directory = self.model.render.templates_dir
+        return self.resolve(directory) if directory else None
+
+    def input_paths(self) -> list[Path]:
+        """`[sources] inputs` expanded: globs relative to the config directory, sorted."""
+        paths: list[Path] = []
+        for pattern in self.model.sources.inputs:
+            resolved = self.resolve(pattern)
+            if any(ch in pattern for ch in "*?["):
+                anchor = Path(resolved.anchor)
+                paths.extend(sorted(anchor.glob(str(resolved.relative_to(anchor)))))
+            else:
+                paths.append(resolved)
+        return paths
+
+    def secret_key(self) -> bytes | None:
+        """The unsubscribe signing key from the environment variable named in config, if set."""
+        value = os.environ.get(self.newsletter.secret_env)
+        return value.encode("utf-8") if value else None
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory where possible."""
+    try:
+        return str(Path(os.path.relpath(path)))
+    except ValueError:
+        return str(path)
+
+
+def _toml_problem(shown: str, error: tomllib.TOMLDecodeError) -> str:
+    message = str(error)
+    match = re.search(r"\(at line (\d+), column \d+\)$", message)
+    if match:
+        return f"{shown}:{match[1]}: {message[: match.start()].strip()}"
+    return f"{shown}: {message}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, raising ConfigError with `file:line: problem` when it cannot."""
+    shown = display_path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{shown}: file not found"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([_toml_problem(shown, error)]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{shown}: cannot read: {error}"]) from None
+
+
+def validation_problems(shown: str, error: ValidationError, prefix: str = "") -> list[str]:
+    """pydantic errors as `file: dotted.field: message` lines."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{shown}: {where or '(top level)'}: {message}")
+    return problems
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG, *, db: Path | None = None) -> Config:
+    """Read and validate the config file, including the chosen backend's options."""
+    path = Path(path)
+    shown = display_path(path)
+    if not path.exists():
+        hint = " (pass --config PATH, or copy config.example.toml to config.toml)" if path == DEFAULT_CONFIG else ""
+        raise ConfigError([f"{shown}: file not found{hint}"])
+    try:
+        model = ConfigModel.model_validate(read_toml(path))
+    except ValidationError as error:
+        raise ConfigError(validation_problems(shown, error)) from None
+    config = Config(path=path.resolve(), model=model, db_override=db)
+    _check_backend(config, shown)
+    return config
+
+
+def _check_backend(config: Config, shown: str) -> None:
+    from newsletter.delivery import UnknownBackend, get_backend_class
+
+    name = config.delivery.backend
+    try:
+        backend_class = get_backend_class(name)
+    except UnknownBackend as error:
+        raise ConfigError([f"{shown}: delivery.backend: {error}"]) from None
+    try:
+        backend_class.Settings.model_validate(config.delivery.backend_options)
+    except ValidationError as error:
+        raise ConfigError(validation_problems(shown, error, prefix=f"delivery.{name}")) from None
+
+
+@dataclass
+class SubscriberList:
+    """The subscribers that loaded, and one problem line per file that did not."""
+
+    subscribers: list[Subscriber] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def find(self, email: str) -> Subscriber | None:
+        email = email.strip().lower()
+        return next((s for s in self.subscribers if s.email == email), None)
+
+
+def load_subscribers(directory: Path) -> SubscriberList:
+    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
+    from newsletter.selection import parse_keywords
+
+    result = SubscriberList()
+    if not directory.is_dir():
+        result.problems.append(f"{display_path(directory)}: subscriber directory not found")
+        return result
+    first_file_of: dict[str, str] = {}
+    for path in sorted(directory.glob("*.toml")):
+        shown = display_path(path)
+        try:
+            subscriber = Subscriber.model_validate(read_toml(path))
+            parse_keywords(list(subscriber.keywords))
+        except ConfigError as error:
+            result.problems.extend(error.problems)
+            continue
+        except ValidationError as error:
+            result.problems.extend(validation_problems(shown, error))
+            continue
+        except ValueError as error:
+            result.problems.append(f"{shown}: keywords: {error}")
+            continue
+        if subscriber.email in first_file_of:
+            result.problems.append(
+                f"{shown}: email: duplicate address {subscriber.email} (already in {first_file_of[subscriber.email]})"
+            )
+            continue
+        first_file_of[subscriber.email] = shown
+        result.subscribers.append(subscriber)
+    return result

@@ -1,0 +1,274 @@
+"""One edition run: due subscribers -> select -> render -> ledger -> send.
+
+The run is idempotent and resumable. Each (subscriber, edition date) is written
+to the ledger as `pending` before a backend sees it, `sending` while the backend
+has it, and `sent` or `failed` after, so a second run sends only what is left
+and a crash leaves `sending` as the only uncertain state. Subscribers are
+streamed in chunks (select, render, send), so memory stays flat however many
+there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from newsletter.config import INSECURE_DEV_KEY, Config
+from newsletter.delivery import Backend, OutgoingMessage, create_backend
+from newsletter.message import build_message, make_message_id
+from newsletter.models import Edition, Pick, Subscriber
+from newsletter.render import RenderedEdition, Renderer, RenderSettings
+from newsletter.selection import PaperIndex, select
+from newsletter.store import LedgerEntry, Store
+from newsletter.unsubscribe import unsubscribe_url
+
+
+class MissingSecret(Exception):
+    """The unsubscribe signing key is not set where it must be."""
+
+
+def local_today(subscriber: Subscriber, now: datetime | None = None) -> date:
+    """The subscriber's current date in their own time zone."""
+    return (now or datetime.now(subscriber.zone)).astimezone(subscriber.zone).date()
+
+
+def signing_key(config: Config) -> bytes:
+    """The unsubscribe key from the environment; a fixed development key for non-SMTP backends."""
+    key = config.secret_key()
+    if key is not None:
+        return key
+    if config.delivery.backend == "smtp":
+        raise MissingSecret(
+            f"{config.newsletter.secret_env} is not set: real mail needs a secret key for unsubscribe links "
+            f"(e.g. export {config.newsletter.secret_env}=$(python -c 'import secrets; print(secrets.token_hex(32))'))"
+        )
+    return INSECURE_DEV_KEY
+
+
+class EditionBuilder:
+    """Selects and renders editions; the one code path shared by send, render and preview."""
+
+    def __init__(self, config: Config, store: Store, *, key: bytes | None = None):
+        self.config = config
+        self.store = store
+        self.key = key if key is not None else signing_key(config)
+        self.renderer = Renderer(
+            RenderSettings(
+                newsletter_name=config.newsletter.name,
+                base_url=config.newsletter.base_url,
+                address=config.newsletter.address,
+                subject=config.model.render.subject,
+                templates_dir=config.templates_dir,
+                language=config.model.render.language,
+            )
+        )
+        self._indexes: dict[tuple[date, int], PaperIndex] = {}
+
+    def index(self, day: date, max_age_days: int) -> PaperIndex:
+        """The papers an edition dated `day` may pick from, indexed once per (date, age window)."""
+        key = (day, max_age_days)
+        if key not in self._indexes:
+            papers = self.store.papers(since=day - timedelta(days=max_age_days), until=day)
+            self._indexes[key] = PaperIndex(papers, day)
+        return self._indexes[key]
+
+    def select(self, subscriber: Subscriber, day: date, already_sent: set[str] | None = None) -> list[Pick]:
+        """Fresh picks for one subscriber and date (no ledger change)."""
+        if already_sent is None:
+            already_sent = self.store.sent_paper_ids([subscriber.email], before=day).get(subscriber.email, set())
+        return select(subscriber, self.index(day, subscriber.max_age_days), already_sent=already_sent)
+
+    def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
+        """The picks an earlier run recorded, so a resend carries exactly the same edition."""
+        papers = self.store.get_papers(entry.paper_ids)
+        return [
+            Pick(paper=papers[item["id"]], score=item["score"], reasons=list(item["reasons"]))
+            for item in entry.picks
+            if item["id"] in papers
+        ]
+
+    def build(self, subscriber: Subscriber, day: date, picks: list[Pick]) -> tuple[Edition, bytes]:
+        """Render one edition and serialise it as an RFC 5322 message."""
+        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
+        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
+        message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
+        data = build_message(
+            sender=self.config.newsletter.sender,
+            to_name=subscriber.name,
+            to_email=subscriber.email,
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            message_id=message_id,
+            unsubscribe_url=link,
+        )
+        edition = Edition(subscriber, day, picks, rendered.subject, rendered.html, rendered.text, message_id)
+        return edition, data
+
+    def edition(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
+        """What `send` would deliver to this subscriber for `day` (recorded picks if any), or None."""
+        entry = self.store.ledger_entries(day, [subscriber.email]).get(subscriber.email)
+        picks = self.picks_from_ledger(entry) if entry else self.select(subscriber, day)
+        return self.build(subscriber, day, picks) if picks else None
+
+
+@dataclass
+class RunSummary:
+    """What one `send` run did, for the summary table and the scheduler's log line."""
+
+    dry_run: bool = False
+    subscribers: int = 0
+    sent: int = 0
+    failed: int = 0
+    rendered: int = 0
+    empty: list[str] = field(default_factory=list)
+    already_sent: int = 0
+    suppressed: int = 0
+    not_today: int = 0
+    previously_failed: int = 0
+    uncertain: int = 0
+    held_for_review: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    dates: set[date] = field(default_factory=set)
+
+
+ProgressCallback = Callable[[RunSummary, int], None]
+
+
+def _chunked(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_edition(
+    config: Config,
+    store: Store,
+    subscribers: Iterable[Subscriber],
+    *,
+    day: date | None = None,
+    only: str | None = None,
+    dry_run: bool = False,
+    resend_uncertain: bool = True,
+    retry_failed: bool = False,
+    backend: Backend | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Send every due subscriber their edition for `day` (default: each one's local today)."""
+    summary = RunSummary(dry_run=dry_run)
+    suppressed = store.suppressed()
+    due_by_day: dict[date, list[Subscriber]] = {}
+    for subscriber in subscribers:
+        if only and subscriber.email != only.strip().lower():
+            continue
+        if not subscriber.active:
+            continue
+        summary.subscribers += 1
+        if subscriber.email in suppressed:
+            summary.suppressed += 1
+            continue
+        edition_day = day or local_today(subscriber)
+        if not subscriber.sends_on(edition_day):
+            summary.not_today += 1
+            continue
+        due_by_day.setdefault(edition_day, []).append(subscriber)
+    summary.dates = set(due_by_day)
+
+    builder = EditionBuilder(config, store)
+    remaining = sum(len(group) for group in due_by_day.values())
+    owns_backend = backend is None and not dry_run
+    if owns_backend:
+        backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
+        backend.open()
+    try:
+        for edition_day, group in sorted(due_by_day.items()):
+            for chunk in _chunked(group, config.delivery.chunk_size):
+                _send_chunk(
+                    builder, store, chunk, edition_day, backend, summary,
+                    dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                )
+                remaining -= len(chunk)
+                if on_progress:
+                    on_progress(summary, remaining)
+    finally:
+        if owns_backend:
+            backend.close()
+    return summary
+
+
+def _send_chunk(
+    builder: EditionBuilder,
+    store: Store,
+    chunk: list[Subscriber],
+    day: date,
+    backend: Backend | None,
+    summary: RunSummary,
+    *,
+    dry_run: bool,
+    resend_uncertain: bool,
+    retry_failed: bool,
+) -> None:
+    emails = [s.email for s in chunk]
+    entries = store.ledger_entries(day, emails)
+    sent_before = store.sent_paper_ids(emails, before=day)
+    new_editions, messages, held = [], [], []
+    for subscriber in chunk:
+        entry = entries.get(subscriber.email)
+        state = entry.state if entry else None
+        if state == "sent":
+            summary.already_sent += 1
+            continue
+        if state == "review" or (state == "failed" and not retry_failed):
+            summary.previously_failed += state == "failed"
+            summary.held_for_review += state == "review"
+            continue
+        if state == "sending":
+            summary.uncertain += 1
+            if not resend_uncertain:
+                held.append((subscriber.email, "review", "uncertain: a run stopped while sending; check before resending"))
+                continue
+        if entry:
+            picks = builder.picks_from_ledger(entry)
+        else:
+            picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
+        if not picks:
+            summary.empty.append(subscriber.email)
+            continue
+        edition, data = builder.build(subscriber, day, picks)
+        summary.rendered += 1
+        if entry is None:
+            new_editions.append((subscriber.email, day, edition.message_id, picks, edition.subject))
+        messages.append(
+            OutgoingMessage(
+                message_id=edition.message_id,
+                sender=builder.config.newsletter.sender_address,
+                recipient=subscriber.email,
+                data=data,
+            )
+        )
+    if dry_run:
+        return
+    store.mark(day, held)
+    store.record_pending(new_editions)
+    if not messages:
+        return
+    store.mark(day, [(m.recipient, "sending", None) for m in messages])
+    results = backend.send_messages(messages)
+    outcomes = []
+    for message, result in zip(messages, results, strict=True):
+        outcomes.append((message.recipient, "sent" if result.ok else "failed", result.reply))
+        if result.ok:
+            summary.sent += 1
+        else:
+            summary.failed += 1
+            summary.failures.append((message.recipient, result.reply))
+    store.mark(day, outcomes, count_attempt=True)
+
+
+def is_done(store: Store, subscribers: list[Subscriber], day: date) -> bool:
+    """Whether every active, unsuppressed subscriber due on `day` has a settled ledger row."""
+    suppressed = store.suppressed()
+    emails = [s.email for s in subscribers if s.active and s.email not in suppressed and s.sends_on(day)]
+    entries = store.ledger_entries(day, emails)
+    return all(email in entries and entries[email].state in ("sent", "failed", "review") for email in emails)
+

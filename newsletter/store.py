@@ -1,0 +1,564 @@
+"""The paper store and the delivery ledger. All SQL lives here (SQLAlchemy Core).
+
+SQLite (one file, WAL) is the default; the schema is versioned with
+`PRAGMA user_version` and migrated on open.
+
+Papers are de-duplicated by their stable id (arXiv id, else a title hash); a
+title-only record and an arXiv record with the same normalised title become one.
+
+The ledger has one row per (subscriber, edition date) moving through
+`pending` -> `sending` -> `sent` | `failed` (or `review` when an uncertain
+send is held back for a person to look at).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+    bindparam,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter.models import Paper, Pick, normalise_title
+
+SCHEMA_VERSION = 1
+LEDGER_STATES = ("pending", "sending", "sent", "failed", "review")
+_CHUNK = 500
+
+metadata = MetaData()
+
+papers_table = Table(
+    "papers",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("title_key", Text, nullable=False, index=True),
+    Column("abstract", Text, nullable=False, default=""),
+    Column("authors", Text, nullable=False, default="[]"),
+    Column("author_count", Integer),
+    Column("organization", Text),
+    Column("published", Date, index=True),
+    Column("upvotes", Integer, index=True),
+    Column("url", Text),
+    Column("arxiv_id", String),
+    Column("github_repo", Text),
+    Column("github_stars", Integer),
+    Column("ai_keywords", Text, nullable=False, default="[]"),
+    Column("sources", Text, nullable=False, default="[]"),
+    Column("first_seen", DateTime(timezone=True), index=True),
+    Column("last_seen", DateTime(timezone=True)),
+)
+
+deliveries_table = Table(
+    "deliveries",
+    metadata,
+    Column("subscriber_email", String, primary_key=True),
+    Column("edition_date", Date, primary_key=True, index=True),
+    Column("state", String, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("picks", Text, nullable=False, default="[]"),
+    Column("subject", Text, nullable=False, default=""),
+    Column("reply", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+sent_papers_table = Table(
+    "sent_papers",
+    metadata,
+    Column("subscriber_email", String, primary_key=True),
+    Column("paper_id", String, primary_key=True),
+    Column("edition_date", Date, nullable=False),
+)
+
+suppressions_table = Table(
+    "suppressions",
+    metadata,
+    Column("email", String, primary_key=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class IngestStats:
+    """What one `add_papers` call did."""
+
+    parsed: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One (subscriber, edition date) row of the delivery ledger."""
+
+    email: str
+    edition_date: date
+    state: str
+    message_id: str
+    picks: tuple[dict, ...]
+    subject: str
+    reply: str | None
+    attempts: int
+    updated_at: datetime
+
+    @property
+    def paper_ids(self) -> list[str]:
+        return [pick["id"] for pick in self.picks]
+
+
+def merge_papers(old: Paper, new: Paper) -> Paper:
+    """One record from two sightings of the same paper; never loses known data.
+
+    Highest upvotes win; missing authors, organisation, date, url and ids are
+    filled; sources and keywords are united; first/last seen widen.
+    """
+
+    def first(a, b):
+        return a if a not in (None, "", []) else b
+
+    def highest(a, b):
+        return b if a is None else a if b is None else max(a, b)
+
+    def earliest(a, b):
+        return b if a is None else a if b is None else min(a, b)
+
+    return replace(
+        old,
+        id=old.id if old.arxiv_id or not new.arxiv_id else new.id,
+        title=first(old.title, new.title),
+        abstract=old.abstract if len(old.abstract) >= len(new.abstract) else new.abstract,
+        authors=old.authors if len(old.authors) >= len(new.authors) else new.authors,
+        author_count=highest(old.author_count, new.author_count),
+        organization=first(old.organization, new.organization),
+        published=first(old.published, new.published),
+        upvotes=highest(old.upvotes, new.upvotes),
+        url=first(old.url, new.url),
+        arxiv_id=first(old.arxiv_id, new.arxiv_id),
+        github_repo=first(old.github_repo, new.github_repo),
+        github_stars=highest(old.github_stars, new.github_stars),
+        ai_keywords=list(dict.fromkeys([*old.ai_keywords, *new.ai_keywords])),
+        sources=list(dict.fromkeys([*old.sources, *new.sources])),
+        first_seen=earliest(old.first_seen, new.first_seen),
+        last_seen=highest(old.last_seen, new.last_seen),
+    )
+
+
+def _paper_row(paper: Paper) -> dict:
+    return {
+        "id": paper.id,
+        "title": paper.title,
+        "title_key": normalise_title(paper.title),
+        "abstract": paper.abstract,
+        "authors": json.dumps(paper.authors, ensure_ascii=False),
+        "author_count": paper.author_count,
+        "organization": paper.organization,
+        "published": paper.published,
+        "upvotes": paper.upvotes,
+        "url": paper.url,
+        "arxiv_id": paper.arxiv_id,
+        "github_repo": paper.github_repo,
+        "github_stars": paper.github_stars,
+        "ai_keywords": json.dumps(paper.ai_keywords, ensure_ascii=False),
+        "sources": json.dumps(paper.sources),
+        "first_seen": paper.first_seen,
+        "last_seen": paper.last_seen,
+    }
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _paper_from_row(row) -> Paper:
+    return Paper(
+        id=row.id,
+        title=row.title,
+        abstract=row.abstract,
+        authors=json.loads(row.authors),
+        author_count=row.author_count,
+        organization=row.organization,
+        published=row.published,
+        upvotes=row.upvotes,
+        url=row.url,
+        arxiv_id=row.arxiv_id,
+        github_repo=row.github_repo,
+        github_stars=row.github_stars,
+        ai_keywords=json.loads(row.ai_keywords),
+        sources=json.loads(row.sources),
+        first_seen=_as_utc(row.first_seen),
+        last_seen=_as_utc(row.last_seen),
+    )
+
+
+def _ledger_from_row(row) -> LedgerEntry:
+    return LedgerEntry(
+        email=row.subscriber_email,
+        edition_date=row.edition_date,
+        state=row.state,
+        message_id=row.message_id,
+        picks=tuple(json.loads(row.picks)),
+        subject=row.subject,
+        reply=row.reply,
+        attempts=row.attempts,
+        updated_at=_as_utc(row.updated_at),
+    )
+
+
+class PaperSet:
+    """Papers keyed by id and by normalised title, merging sightings of the same paper."""
+
+    def __init__(self, papers: Iterable[Paper] = ()):
+        self._by_id: dict[str, Paper] = {}
+        self._id_by_title: dict[str, str] = {}
+        for paper in papers:
+            self.add(paper)
+
+    def match(self, paper: Paper) -> Paper | None:
+        """The held paper that is the same as `paper` (same id, or same normalised title)."""
+        found = self._by_id.get(paper.id)
+        if found is None:
+            held_id = self._id_by_title.get(normalise_title(paper.title))
+            found = self._by_id.get(held_id) if held_id else None
+            if found is not None and found.arxiv_id and paper.arxiv_id and found.arxiv_id != paper.arxiv_id:
+                return None
+        return found
+
+    def add(self, paper: Paper) -> None:
+        old = self.match(paper)
+        if old is not None:
+            paper = merge_papers(old, paper)
+            if paper.id != old.id:
+                del self._by_id[old.id]
+        self._by_id[paper.id] = paper
+        self._id_by_title[normalise_title(paper.title)] = paper.id
+
+    def papers(self) -> list[Paper]:
+        return list(self._by_id.values())
+
+
+def _content(paper: Paper) -> dict:
+    row = _paper_row(paper)
+    del row["last_seen"]
+    return row
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    """Papers, the delivery ledger and the suppression list, behind plain methods."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.url}: store schema version {version} is newer than this program's ({SCHEMA_VERSION}); upgrade newsletter"
+                )
+            if version < 1:
+                metadata.create_all(conn)
+            conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql("PRAGMA user_version").scalar()
+
+    # -- papers -------------------------------------------------------------
+
+    def add_papers(self, papers: Iterable[Paper], *, seen_at: datetime | None = None) -> IngestStats:
+        """Upsert papers in one transaction, merging with what the store already holds."""
+        seen_at = seen_at or _now()
+        stats = IngestStats()
+        batch = PaperSet()
+        for paper in papers:
+            stats.parsed += 1
+            batch.add(replace(paper, first_seen=paper.first_seen or seen_at, last_seen=paper.last_seen or seen_at))
+        with self.engine.begin() as conn:
+            stored = PaperSet(self._load_matches(conn, batch.papers()))
+            inserts, updates, renamed = [], [], {}
+            for paper in batch.papers():
+                old = stored.match(paper)
+                if old is None:
+                    inserts.append(_paper_row(paper))
+                    stats.new += 1
+                    continue
+                merged = merge_papers(old, paper)
+                if _content(merged) == _content(old):
+                    stats.unchanged += 1
+                else:
+                    stats.updated += 1
+                if merged.id != old.id:
+                    renamed[old.id] = merged.id
+                    inserts.append(_paper_row(merged))
+                else:
+                    updates.append(_paper_row(merged))
+            if renamed:
+                self._rename_papers(conn, renamed)
+            if inserts:
+                conn.execute(insert(papers_table), inserts)
+            if updates:
+                columns = {name: bindparam(f"v_{name}") for name in updates[0] if name != "id"}
+                statement = update(papers_table).where(papers_table.c.id == bindparam("v_id")).values(columns)
+                conn.execute(statement, [{f"v_{k}": v for k, v in row.items()} for row in updates])
+        return stats
+
+    def _load_matches(self, conn: Connection, papers: list[Paper]) -> list[Paper]:
+        """Stored papers that share an id or a normalised title with `papers`."""
+        found: dict[str, Paper] = {}
+        ids = [p.id for p in papers]
+        keys = [normalise_title(p.title) for p in papers]
+        for column, values in ((papers_table.c.id, ids), (papers_table.c.title_key, keys)):
+            for chunk in _chunks(values):
+                for row in conn.execute(select(papers_table).where(column.in_(chunk))):
+                    found[row.id] = _paper_from_row(row)
+        return list(found.values())
+
+    def _rename_papers(self, conn: Connection, renamed: dict[str, str]) -> None:
+        """Title-only records that turned out to have an arXiv id: drop the old row, keep its history."""
+        for old_id, new_id in renamed.items():
+            conn.execute(
+                update(sent_papers_table).where(sent_papers_table.c.paper_id == old_id).values(paper_id=new_id)
+            )
+        for chunk in _chunks(list(renamed)):
+            conn.execute(delete(papers_table).where(papers_table.c.id.in_(chunk)))
+
+    def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
+        """Papers by id (ids that are not stored are simply absent)."""
+        ids = list(ids)
+        found: dict[str, Paper] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(select(papers_table).where(papers_table.c.id.in_(chunk))):
+                    found[row.id] = _paper_from_row(row)
+        return found
+
+    def papers(self, *, since: date | None = None, until: date | None = None, limit: int | None = None) -> list[Paper]:
+        """Stored papers dated `since`..`until` (published, else first seen), newest first."""
+        newest = func.coalesce(papers_table.c.published, func.date(papers_table.c.first_seen))
+        query = select(papers_table).order_by(newest.desc(), papers_table.c.id)
+        if since is not None:
+            query = query.where(newest >= since)
+        if until is not None:
+            query = query.where(newest <= until)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_paper_from_row(row) for row in conn.execute(query)]
+
+    def count_papers(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(papers_table)).scalar_one()
+
+    # -- ledger ---------------------------------------------------------------
+
+    def ledger_entries(self, edition_date: date, emails: Iterable[str] | None = None) -> dict[str, LedgerEntry]:
+        """Ledger rows for one edition date, keyed by subscriber email (all, or just `emails`)."""
+        query = select(deliveries_table).where(deliveries_table.c.edition_date == edition_date)
+        with self.engine.connect() as conn:
+            if emails is None:
+                return {row.subscriber_email: _ledger_from_row(row) for row in conn.execute(query)}
+            found = {}
+            for chunk in _chunks(list(emails)):
+                for row in conn.execute(query.where(deliveries_table.c.subscriber_email.in_(chunk))):
+                    found[row.subscriber_email] = _ledger_from_row(row)
+            return found
+
+    def ledger_counts(self, edition_date: date | None = None) -> dict[str, int]:
+        """How many ledger rows are in each state (for one date, or overall)."""
+        query = select(deliveries_table.c.state, func.count()).group_by(deliveries_table.c.state)
+        if edition_date is not None:
+            query = query.where(deliveries_table.c.edition_date == edition_date)
+        with self.engine.connect() as conn:
+            counts = dict.fromkeys(LEDGER_STATES, 0)
+            counts.update({state: n for state, n in conn.execute(query)})
+            return counts
+
+    def ledger_rows(self, *, edition_date: date | None = None, state: str | None = None) -> list[LedgerEntry]:
+        """Ledger rows filtered by date and/or state, oldest first."""
+        query = select(deliveries_table).order_by(deliveries_table.c.edition_date, deliveries_table.c.subscriber_email)
+        if edition_date is not None:
+            query = query.where(deliveries_table.c.edition_date == edition_date)
+        if state is not None:
+            query = query.where(deliveries_table.c.state == state)
+        with self.engine.connect() as conn:
+            return [_ledger_from_row(row) for row in conn.execute(query)]
+
+    def record_pending(self, editions: Sequence[tuple[str, date, str, Sequence[Pick], str]]) -> None:
+        """Record editions as `pending` before anything is handed to a backend.
+
+        Each item is (email, edition date, Message-ID, picks, subject). The
+        papers are remembered as sent to that subscriber, so no later edition
+        repeats them. Rows that already exist keep their state.
+        """
+        if not editions:
+            return
+        now = _now()
+        with self.engine.begin() as conn:
+            keys = {(email, day) for email, day, *_ in editions}
+            existing = set()
+            for day in {day for _, day in keys}:
+                emails = [email for email, d in keys if d == day]
+                for chunk in _chunks(emails):
+                    query = select(deliveries_table.c.subscriber_email).where(
+                        deliveries_table.c.edition_date == day, deliveries_table.c.subscriber_email.in_(chunk)
+                    )
+                    existing.update((email, day) for email in conn.execute(query).scalars())
+            fresh = [e for e in editions if (e[0], e[1]) not in existing]
+            if not fresh:
+                return
+            conn.execute(
+                insert(deliveries_table),
+                [
+                    {
+                        "subscriber_email": email,
+                        "edition_date": day,
+                        "state": "pending",
+                        "message_id": message_id,
+                        "picks": json.dumps(
+                            [{"id": p.paper.id, "score": p.score, "reasons": p.reasons} for p in picks], ensure_ascii=False
+                        ),
+                        "subject": subject,
+                        "attempts": 0,
+                        "updated_at": now,
+                    }
+                    for email, day, message_id, picks, subject in fresh
+                ],
+            )
+            sent = {
+                (email, pick.paper.id): day for email, day, _, picks, _ in fresh for pick in picks
+            }
+            already = set()
+            for chunk in _chunks(list({email for email, _ in sent})):
+                query = select(sent_papers_table.c.subscriber_email, sent_papers_table.c.paper_id).where(
+                    sent_papers_table.c.subscriber_email.in_(chunk)
+                )
+                already.update(tuple(row) for row in conn.execute(query))
+            rows = [
+                {"subscriber_email": email, "paper_id": paper_id, "edition_date": day}
+                for (email, paper_id), day in sent.items()
+                if (email, paper_id) not in already
+            ]
+            if rows:
+                conn.execute(insert(sent_papers_table), rows)
+
+    def mark(self, edition_date: date, outcomes: Sequence[tuple[str, str, str | None]], *, count_attempt: bool = False) -> None:
+        """Move ledger rows to a new state: each outcome is (email, state, reply)."""
+        if not outcomes:
+            return
+        for _, state, _ in outcomes:
+            if state not in LEDGER_STATES:
+                raise ValueError(f"unknown ledger state {state!r}")
+        table = deliveries_table
+        statement = (
+            update(table)
+            .where(table.c.subscriber_email == bindparam("v_email"), table.c.edition_date == bindparam("v_day"))
+            .values(
+                state=bindparam("v_state"),
+                reply=func.coalesce(bindparam("v_reply"), table.c.reply),
+                attempts=table.c.attempts + (1 if count_attempt else 0),
+                updated_at=bindparam("v_now"),
+            )
+        )
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                statement,
+                [
+                    {"v_email": email, "v_day": edition_date, "v_state": state, "v_reply": reply, "v_now": now}
+                    for email, state, reply in outcomes
+                ],
+            )
+
+    def sent_paper_ids(self, emails: Iterable[str], *, before: date | None = None) -> dict[str, set[str]]:
+        """Paper ids already given to each subscriber (in editions other than `before`'s date)."""
+        found: dict[str, set[str]] = {}
+        table = sent_papers_table
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(emails)):
+                query = select(table.c.subscriber_email, table.c.paper_id).where(table.c.subscriber_email.in_(chunk))
+                if before is not None:
+                    query = query.where(table.c.edition_date != before)
+                for email, paper_id in conn.execute(query):
+                    found.setdefault(email, set()).add(paper_id)
+        return found
+
+    # -- suppression list ---------------------------------------------------------
+
+    def suppress(self, email: str, reason: str = "unsubscribed") -> bool:
+        """Add an address to the suppression list; False when it was already there."""
+        email = email.strip().lower()
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(suppressions_table.c.email).where(suppressions_table.c.email == email)
+            ).first()
+            if exists:
+                return False
+            conn.execute(insert(suppressions_table).values(email=email, reason=reason, created_at=_now()))
+            return True
+
+    def unsuppress(self, email: str) -> bool:
+        """Remove an address from the suppression list; False when it was not there."""
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(suppressions_table).where(suppressions_table.c.email == email.strip().lower()))
+            return result.rowcount > 0
+
+    def suppressed(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(suppressions_table.c.email)).scalars())

@@ -1,0 +1,143 @@
+"""Config and subscriber files: validated, with one `file: field: problem` line per mistake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import ConfigError, load_config, load_subscribers
+from tests.conftest import run_cli
+
+MINIMAL = """
+[newsletter]
+name = "Digest"
+from = "Digest <digest@example.org>"
+base_url = "https://papers.example.org/"
+"""
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_defaults_and_relative_paths(tmp_path: Path):
+    config = load_config(write(tmp_path / "conf" / "config.toml", MINIMAL + '[sources]\ninputs = ["papers/*.txt"]\n'))
+    write(tmp_path / "conf" / "papers" / "a.txt", "x")
+    assert config.newsletter.base_url == "https://papers.example.org"
+    assert config.newsletter.domain == "example.org"
+    assert config.store_url == f"sqlite:///{tmp_path / 'conf' / 'newsletter.db'}"
+    assert config.subscribers_dir == tmp_path / "conf" / "subscribers"
+    assert config.input_paths() == [tmp_path / "conf" / "papers" / "a.txt"]
+    assert config.delivery.backend == "file"
+
+
+def test_db_override(tmp_path: Path):
+    config = load_config(write(tmp_path / "config.toml", MINIMAL), db=Path("other.db"))
+    assert config.store_url == f"sqlite:///{tmp_path / 'other.db'}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('[delivery]\nbackend = "smpt"\n', "config.toml: delivery.backend: unknown backend 'smpt' (choose one of: "),
+        ("[store]\npaht = 'x.db'\n", "config.toml: store.paht: unknown key"),
+        ('[delivery]\nbackend = "smtp"\n[delivery.smtp]\nport = "many"\n', "config.toml: delivery.smtp.port: "),
+        ("[schedule]\ncatch_up_hours = -1\n", "config.toml: schedule.catch_up_hours: "),
+    ],
+)
+def test_config_problems_are_one_line_each(tmp_path: Path, extra: str, expected: str):
+    [problem] = problems_of(write(tmp_path / "config.toml", MINIMAL + extra))
+    assert problem.startswith(expected), problem
+
+
+def test_missing_required_keys(tmp_path: Path):
+    problems = problems_of(write(tmp_path / "config.toml", '[newsletter]\nname = "x"\n'))
+    assert "config.toml: newsletter.from: Field required" in problems
+    assert "config.toml: newsletter.base_url: Field required" in problems
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path):
+    [problem] = problems_of(write(tmp_path / "config.toml", MINIMAL + "\n[broken\n"))
+    assert problem.startswith("config.toml:7: ")
+
+
+def test_missing_default_config_says_what_to_do():
+    [problem] = problems_of(Path("config.toml"))
+    assert "copy config.example.toml to config.toml" in problem
+
+
+SUBSCRIBER = 'email = "{email}"\nname = "N"\ntimezone = "Europe/Berlin"\nsend_at = "07:30"\nmode = "keywords"\nkeywords = ["diffusion"]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (SUBSCRIBER.replace("Europe/Berlin", "Mars/Base"), "subscribers/ada.toml: timezone: unknown time zone 'Mars/Base'"),
+        (SUBSCRIBER.replace("{email}", "not-an-address"), "subscribers/ada.toml: email: value is not a valid email address"),
+        (SUBSCRIBER.replace('"keywords"', '"random"'), "subscribers/ada.toml: mode: Input should be 'trending', 'keywords' or 'mixed'"),
+        (SUBSCRIBER.replace('["diffusion"]', "[]"), "subscribers/ada.toml: keywords: mode 'keywords' needs at least one keyword"),
+        (SUBSCRIBER.replace('"07:30"', '"7.30"'), "subscribers/ada.toml: send_at: "),
+        (SUBSCRIBER + "colour = 'blue'\n", "subscribers/ada.toml: colour: unknown key"),
+        (SUBSCRIBER.replace("keywords = [", "keywords = [\n"), "subscribers/ada.toml:6: "),
+    ],
+)
+def test_each_subscriber_problem_is_reported_and_the_rest_load(tmp_path: Path, text: str, expected: str):
+    write(tmp_path / "subscribers" / "ada.toml", text.replace("{email}", "ada@example.org"))
+    write(tmp_path / "subscribers" / "bob.toml", SUBSCRIBER.replace("{email}", "bob@example.org"))
+    loaded = load_subscribers(Path("subscribers"))
+    assert [s.email for s in loaded.subscribers] == ["bob@example.org"]
+    [problem] = loaded.problems
+    assert problem.startswith(expected), problem
+
+
+def test_duplicate_email_across_files(tmp_path: Path):
+    write(tmp_path / "subscribers" / "a.toml", SUBSCRIBER.replace("{email}", "same@example.org"))
+    write(tmp_path / "subscribers" / "b.toml", SUBSCRIBER.replace("{email}", "SAME@example.org"))
+    loaded = load_subscribers(Path("subscribers"))
+    assert len(loaded.subscribers) == 1
+    assert loaded.problems == [
+        "subscribers/b.toml: email: duplicate address same@example.org (already in subscribers/a.toml)"
+    ]
+
+
+def test_bad_keyword_syntax_is_a_subscriber_problem(tmp_path: Path):
+    write(tmp_path / "subscribers" / "a.toml", SUBSCRIBER.replace('["diffusion"]', '["diffusion", "video^abc"]').replace("{email}", "a@example.org"))
+    loaded = load_subscribers(Path("subscribers"))
+    assert loaded.subscribers == []
+    assert loaded.problems[0].startswith("subscribers/a.toml: keywords: ")
+
+
+def test_subscribers_check_and_list_through_the_cli(example_dir: Path):
+    ok = run_cli("subscribers", "check", cwd=example_dir)
+    assert ok.returncode == 0 and "3 subscribers ok, 0 problems" in ok.stdout
+    listing = run_cli("subscribers", "list", cwd=example_dir)
+    assert "ada@example.org" in listing.stdout and "Europe/London" in listing.stdout
+    write(example_dir / "examples" / "subscribers" / "zed.toml", 'email = "zed@example.org"\ntimezone = "Mars/Base"\n')
+    bad = run_cli("subscribers", "check", cwd=example_dir)
+    assert bad.returncode == 1
+    assert "examples/subscribers/zed.toml: timezone: unknown time zone 'Mars/Base'" in bad.stdout
+
+
+def test_suppressed_address_gets_nothing_until_enabled(example_dir: Path):
+    assert run_cli("subscribers", "disable", "ada@example.org", cwd=example_dir).returncode == 0
+    result = run_cli("send", cwd=example_dir)
+    assert "Wrote 2 emails" in result.stdout
+    assert run_cli("subscribers", "enable", "ada@example.org", cwd=example_dir).returncode == 0
+    again = run_cli("send", cwd=example_dir)
+    assert "Wrote 1 emails" in again.stdout
+    assert os.path.exists(example_dir / "outbox")
