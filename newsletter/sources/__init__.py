@@ -1,0 +1,131 @@
+"""Turn input files and downloaded bytes into `Paper`s: one parser module per format.
+
+`parse_file` and `parse_bytes` never raise for bad content; every problem becomes a
+warning `path:line: problem` (or `path: problem`) and the good records are kept.
+Network fetching lives in `fetch.py`, so everything here works offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+from newsletter.models import Paper
+from newsletter.sources import arxiv, hf_api, hf_page, jsonl
+
+FORMATS = ("hf-page", "hf-api", "arxiv", "jsonl")
+PARSERS = {"hf-page": hf_page.parse, "hf-api": hf_api.parse, "arxiv": arxiv.parse, "jsonl": jsonl.parse}
+MAX_DECODE_WARNINGS = 10
+
+
+class UnknownFormat(ValueError):
+    """The format name is not one of FORMATS, or the content does not look like any of them."""
+
+
+@dataclass
+class ParseResult:
+    """The papers read from one file or response, and what was wrong with it."""
+
+    path: str
+    format: str
+    papers: list[Paper] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def detect_format(path: Path, head: bytes) -> str:
+    """Guess the format from the first bytes, using the file extension where content is ambiguous."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    suffix = Path(path).suffix.lower()
+    if not text:
+        raise UnknownFormat(f"{path}: empty, cannot tell its format")
+    if b"\x00" in head:
+        raise UnknownFormat(f"{path}: binary data, not one of {', '.join(FORMATS)}")
+    if text.startswith(b"<"):
+        if b"<feed" in text:
+            return "arxiv"
+        raise UnknownFormat(f"{path}: XML/HTML but not an Atom <feed>; expected an arXiv feed")
+    if text.startswith(b"["):
+        return "hf-api"
+    if text.startswith(b"{"):
+        return "jsonl"
+    if suffix in (".json", ".jsonl", ".ndjson", ".xml", ".atom"):
+        raise UnknownFormat(f"{path}: the extension says {suffix} but the content is plain text")
+    return "hf-page"
+
+
+def parse_file(path: Path, format: str = "auto", *, page_date: date | None = None) -> ParseResult:
+    """Read and parse one file; unreadable, empty or binary files give a warning and no papers.
+
+    For Hugging Face pages, dates without a year are resolved against `page_date`,
+    else the page's own date line, else the file's modification date.
+    """
+    path = Path(path)
+    _check_format(format)
+    name = str(path)
+    try:
+        data = path.read_bytes()
+        seen_on = datetime.fromtimestamp(path.stat().st_mtime).date()
+    except OSError as error:
+        return ParseResult(name, format, [], [f"{name}: cannot read: {error.strerror or error}"])
+    return parse_bytes(data, format, name=name, page_date=page_date, seen_on=seen_on)
+
+
+def parse_bytes(
+    data: bytes, format: str, *, name: str, page_date: date | None = None, seen_on: date | None = None
+) -> ParseResult:
+    """Parse bytes already in memory (a file's content or a download); `name` prefixes warnings.
+
+    `seen_on` is when the data was saved (default today): the year reference for
+    page dates without a year when neither `page_date` nor the page itself says.
+    """
+    _check_format(format)
+    if not data.strip():
+        return ParseResult(name, format, [], [f"{name}: empty, no papers"])
+    if format == "auto":
+        try:
+            format = detect_format(Path(name), data[:4096])
+        except UnknownFormat as error:
+            return ParseResult(name, format, [], [f"{error}; give the format explicitly ({', '.join(FORMATS)})"])
+    if b"\x00" in data[:4096]:
+        return ParseResult(name, format, [], [f"{name}: binary data, not {format}; skipped"])
+    text, warnings = decode(data, name)
+    if format == "hf-page":
+        papers, problems = hf_page.parse(text, name=name, page_date=page_date, seen_on=seen_on)
+    else:
+        papers, problems = PARSERS[format](text, name=name)
+    return ParseResult(name, format, papers, warnings + problems)
+
+
+def decode(data: bytes, name: str) -> tuple[str, list[str]]:
+    """Decode UTF-8 (dropping a BOM); invalid bytes become U+FFFD with a warning per line."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    parts: list[str] = []
+    bad_lines: list[int] = []
+    pos = 0
+    while True:
+        try:
+            parts.append(data[pos:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as error:
+            start, end = pos + error.start, pos + error.end
+            parts.append(data[pos:start].decode("utf-8"))
+            parts.append("\ufffd")
+            line = data.count(b"\n", 0, start) + 1
+            if not bad_lines or bad_lines[-1] != line:
+                bad_lines.append(line)
+            pos = end
+    warnings = [f"{name}:{line}: invalid UTF-8, replaced with \ufffd" for line in bad_lines[:MAX_DECODE_WARNINGS]]
+    if len(bad_lines) > MAX_DECODE_WARNINGS:
+        warnings.append(f"{name}: invalid UTF-8 on {len(bad_lines) - MAX_DECODE_WARNINGS} more lines")
+    return "".join(parts), warnings
+
+
+def _check_format(format: str) -> None:
+    if format != "auto" and format not in FORMATS:
+        raise UnknownFormat(f"unknown format {format!r}; use one of: auto, {', '.join(FORMATS)}")
