@@ -43,7 +43,8 @@ from newsletter.models import Paper, Pick, normalise_title
 
 SCHEMA_VERSION = 1
 LEDGER_STATES = ("pending", "sending", "sent", "failed", "review")
-_CHUNK = 500
+_CHUNK = 5000
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 metadata = MetaData()
 
@@ -57,7 +58,7 @@ papers_table = Table(
     Column("authors", Text, nullable=False, default="[]"),
     Column("author_count", Integer),
     Column("organization", Text),
-    Column("published", Date, index=True),
+    Column("published", Date),
     Column("upvotes", Integer, index=True),
     Column("url", Text),
     Column("arxiv_id", String),
@@ -65,8 +66,10 @@ papers_table = Table(
     Column("github_stars", Integer),
     Column("ai_keywords", Text, nullable=False, default="[]"),
     Column("sources", Text, nullable=False, default="[]"),
-    Column("first_seen", DateTime(timezone=True), index=True),
+    Column("first_seen", DateTime(timezone=True)),
     Column("last_seen", DateTime(timezone=True)),
+    # the date selection goes by: published where known, else the day we first saw it
+    Column("dated", Date, index=True),
 )
 
 deliveries_table = Table(
@@ -175,13 +178,13 @@ def merge_papers(old: Paper, new: Paper) -> Paper:
     )
 
 
-def _paper_row(paper: Paper) -> dict:
+def _paper_row(paper: Paper, title_key: str | None = None) -> dict:
     return {
         "id": paper.id,
         "title": paper.title,
-        "title_key": normalise_title(paper.title),
+        "title_key": title_key or normalise_title(paper.title),
         "abstract": paper.abstract,
-        "authors": json.dumps(paper.authors, ensure_ascii=False),
+        "authors": _to_json(paper.authors),
         "author_count": paper.author_count,
         "organization": paper.organization,
         "published": paper.published,
@@ -190,10 +193,11 @@ def _paper_row(paper: Paper) -> dict:
         "arxiv_id": paper.arxiv_id,
         "github_repo": paper.github_repo,
         "github_stars": paper.github_stars,
-        "ai_keywords": json.dumps(paper.ai_keywords, ensure_ascii=False),
-        "sources": json.dumps(paper.sources),
+        "ai_keywords": _to_json(paper.ai_keywords),
+        "sources": _to_json(paper.sources),
         "first_seen": paper.first_seen,
         "last_seen": paper.last_seen,
+        "dated": paper.published or (paper.first_seen.date() if paper.first_seen else None),
     }
 
 
@@ -244,27 +248,31 @@ class PaperSet:
     def __init__(self, papers: Iterable[Paper] = ()):
         self._by_id: dict[str, Paper] = {}
         self._id_by_title: dict[str, str] = {}
+        self.title_key: dict[str, str] = {}
         for paper in papers:
             self.add(paper)
 
-    def match(self, paper: Paper) -> Paper | None:
+    def match(self, paper: Paper, title_key: str | None = None) -> Paper | None:
         """The held paper that is the same as `paper` (same id, or same normalised title)."""
         found = self._by_id.get(paper.id)
         if found is None:
-            held_id = self._id_by_title.get(normalise_title(paper.title))
+            held_id = self._id_by_title.get(title_key or normalise_title(paper.title))
             found = self._by_id.get(held_id) if held_id else None
             if found is not None and found.arxiv_id and paper.arxiv_id and found.arxiv_id != paper.arxiv_id:
                 return None
         return found
 
     def add(self, paper: Paper) -> None:
-        old = self.match(paper)
+        key = normalise_title(paper.title)
+        old = self.match(paper, key)
         if old is not None:
             paper = merge_papers(old, paper)
             if paper.id != old.id:
                 del self._by_id[old.id]
+            key = self.title_key[old.id] if paper.title == old.title else normalise_title(paper.title)
         self._by_id[paper.id] = paper
-        self._id_by_title[normalise_title(paper.title)] = paper.id
+        self._id_by_title[key] = paper.id
+        self.title_key[paper.id] = key
 
     def papers(self) -> list[Paper]:
         return list(self._by_id.values())
@@ -323,20 +331,26 @@ class Store:
     # -- papers -------------------------------------------------------------
 
     def add_papers(self, papers: Iterable[Paper], *, seen_at: datetime | None = None) -> IngestStats:
-        """Upsert papers in one transaction, merging with what the store already holds."""
+        """Upsert papers in one transaction, merging with what the store already holds.
+
+        Papers without first/last seen times are stamped with `seen_at` (default now).
+        """
         seen_at = seen_at or _now()
         stats = IngestStats()
         batch = PaperSet()
         for paper in papers:
             stats.parsed += 1
-            batch.add(replace(paper, first_seen=paper.first_seen or seen_at, last_seen=paper.last_seen or seen_at))
+            paper.first_seen = paper.first_seen or seen_at
+            paper.last_seen = paper.last_seen or seen_at
+            batch.add(paper)
         with self.engine.begin() as conn:
-            stored = PaperSet(self._load_matches(conn, batch.papers()))
+            stored = PaperSet(self._load_matches(conn, batch))
             inserts, updates, renamed = [], [], {}
             for paper in batch.papers():
-                old = stored.match(paper)
+                title_key = batch.title_key[paper.id]
+                old = stored.match(paper, title_key)
                 if old is None:
-                    inserts.append(_paper_row(paper))
+                    inserts.append(_paper_row(paper, title_key))
                     stats.new += 1
                     continue
                 merged = merge_papers(old, paper)
@@ -359,11 +373,11 @@ class Store:
                 conn.execute(statement, [{f"v_{k}": v for k, v in row.items()} for row in updates])
         return stats
 
-    def _load_matches(self, conn: Connection, papers: list[Paper]) -> list[Paper]:
-        """Stored papers that share an id or a normalised title with `papers`."""
+    def _load_matches(self, conn: Connection, batch: PaperSet) -> list[Paper]:
+        """Stored papers that share an id or a normalised title with the batch."""
         found: dict[str, Paper] = {}
-        ids = [p.id for p in papers]
-        keys = [normalise_title(p.title) for p in papers]
+        ids = list(batch.title_key)
+        keys = list(batch.title_key.values())
         for column, values in ((papers_table.c.id, ids), (papers_table.c.title_key, keys)):
             for chunk in _chunks(values):
                 for row in conn.execute(select(papers_table).where(column.in_(chunk))):
@@ -391,7 +405,7 @@ class Store:
 
     def papers(self, *, since: date | None = None, until: date | None = None, limit: int | None = None) -> list[Paper]:
         """Stored papers dated `since`..`until` (published, else first seen), newest first."""
-        newest = func.coalesce(papers_table.c.published, func.date(papers_table.c.first_seen))
+        newest = papers_table.c.dated
         query = select(papers_table).order_by(newest.desc(), papers_table.c.id)
         if since is not None:
             query = query.where(newest >= since)

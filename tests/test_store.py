@@ -24,7 +24,7 @@ def test_file_is_wal_and_versioned(tmp_path: Path, store: Store):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(papers)")}
-    assert any("published" in name for name in indexes) and any("upvotes" in name for name in indexes)
+    assert any("dated" in name for name in indexes) and any("upvotes" in name for name in indexes)
 
 
 def test_same_paper_twice_is_one_record_with_the_best_of_both(store: Store):
