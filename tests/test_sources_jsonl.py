@@ -16,7 +16,7 @@ FULL = {
     "organization": None,
     "published": "2024-12-28",
     "upvotes": 144,
-    "url": "https://b-61j.pages.dev/papers/2412.20138",
+    "url": "https://huggingface.co/papers/2412.20138",
     "sources": ["hf-api", "arxiv"],
     "arxiv_id": "2412.20138",
     "github_repo": "https://github.com/tauricresearch/tradingagents",

@@ -8,7 +8,7 @@ from datetime import date
 
 from newsletter.models import Paper
 
-PAPER_URL = "https://b-61j.pages.dev/papers/{}"
+PAPER_URL = "https://huggingface.co/papers/{}"
 PARAGRAPH = re.compile(r"\n\s*\n")
 
 
