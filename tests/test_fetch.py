@@ -145,6 +145,20 @@ def test_client_errors_are_not_retried():
     assert len(requests) == 1
 
 
+def test_other_http_errors_are_not_retried():
+    client, requests = client_for(httpx.TooManyRedirects("Exceeded maximum allowed redirects."))
+    with pytest.raises(FetchError, match=r"p=0: TooManyRedirects: Exceeded maximum allowed redirects.$"):
+        fetch_hf_daily(DAY, client=client, sleep=FakeTime().sleep)
+    assert len(requests) == 1
+
+
+def test_retry_after_as_an_http_date():
+    client, _ = client_for(httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), ok(WEEKEND))
+    fake = FakeTime()
+    fetch_hf_daily(DAY, client=client, sleep=fake.sleep)
+    assert fake.sleeps == [1.0]    # a date in the past: fall back to the backoff
+
+
 def test_too_long_retry_after_gives_up_at_once():
     client, requests = client_for(httpx.Response(429, headers={"Retry-After": "3600"}))
     fake = FakeTime()

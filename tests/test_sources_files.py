@@ -43,7 +43,7 @@ def test_detect_format_refuses_with_a_clear_message(name, head, message):
         detect_format(Path(name), head)
 
 
-def test_every_fixture_is_detected(tmp_path):
+def test_every_fixture_is_detected():
     formats = {"hf-pages": "hf-page", "hf-api": "hf-api", "arxiv": "arxiv"}
     for folder, expected in formats.items():
         for path in (FIXTURES / folder).iterdir():

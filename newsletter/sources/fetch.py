@@ -85,6 +85,8 @@ def get(
             response = client.get(url, params=params, headers={"User-Agent": USER_AGENT})
         except httpx.TransportError as error:
             problem = f"{type(error).__name__}: {error or 'connection failed'}"
+        except httpx.HTTPError as error:   # too many redirects, undecodable body: retrying will not help
+            raise FetchError(f"GET {target}: {type(error).__name__}: {error}") from None
         else:
             status = response.status_code
             if status < 400:
