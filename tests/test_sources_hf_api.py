@@ -28,7 +28,7 @@ def test_fields_of_an_item_with_organisation():
     paper = load()["2609.24984"]
     assert paper.title == "WorldCrafter: Consistent Video World Model with Implicit 3D-aware Memory"
     assert paper.arxiv_id == "2609.24984"
-    assert paper.url == "https://b-61j.pages.dev/papers/2609.24984"
+    assert paper.url == "https://huggingface.co/papers/2609.24984"
     assert paper.authors == ["Wangbo Yu", "Kunhao Liu", "Chaoran Feng", "Ying Shan"]
     assert paper.author_count == 4
     assert paper.published == date(2026, 9, 21)

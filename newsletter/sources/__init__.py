@@ -80,7 +80,7 @@ def parse_bytes(
     page dates without a year when neither `page_date` nor the page itself says.
     """
     _check_format(format)
-    if not data.strip():
+    if not data or data.isspace():
         return ParseResult(name, format, [], [f"{name}: empty, no papers"])
     if format == "auto":
         try:
@@ -107,23 +107,16 @@ def decode(data: bytes, name: str) -> tuple[str, list[str]]:
         pass
     parts: list[str] = []
     bad_lines: list[int] = []
-    pos = 0
-    while True:
+    for number, raw in enumerate(data.split(b"\n"), 1):
         try:
-            parts.append(data[pos:].decode("utf-8"))
-            break
-        except UnicodeDecodeError as error:
-            start, end = pos + error.start, pos + error.end
-            parts.append(data[pos:start].decode("utf-8"))
-            parts.append("\ufffd")
-            line = data.count(b"\n", 0, start) + 1
-            if not bad_lines or bad_lines[-1] != line:
-                bad_lines.append(line)
-            pos = end
+            parts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            parts.append(raw.decode("utf-8", "replace"))
+            bad_lines.append(number)
     warnings = [f"{name}:{line}: invalid UTF-8, replaced with \ufffd" for line in bad_lines[:MAX_DECODE_WARNINGS]]
     if len(bad_lines) > MAX_DECODE_WARNINGS:
         warnings.append(f"{name}: invalid UTF-8 on {len(bad_lines) - MAX_DECODE_WARNINGS} more lines")
-    return "".join(parts), warnings
+    return "\n".join(parts), warnings
 
 
 def _check_format(format: str) -> None:

@@ -24,7 +24,7 @@ from newsletter.sources import ParseResult, parse_bytes
 PROJECT_URL = "https://github.com/newsletter-digest/newsletter"
 USER_AGENT = f"newsletter/{__version__} (+{PROJECT_URL})"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-HF_DAILY_URL = "https://b-61j.pages.dev/api/daily_papers"
+HF_DAILY_URL = "https://huggingface.co/api/daily_papers"
 ARXIV_LISTING_URL = "https://rss.arxiv.org/atom/{}"
 ARXIV_QUERY_URL = "https://export.arxiv.org/api/query"
 CATEGORY = re.compile(r"[a-z-]+(?:\.[A-Za-z-]+)?")
@@ -85,6 +85,8 @@ def get(
             response = client.get(url, params=params, headers={"User-Agent": USER_AGENT})
         except httpx.TransportError as error:
             problem = f"{type(error).__name__}: {error or 'connection failed'}"
+        except httpx.HTTPError as error:   # too many redirects, undecodable body: retrying will not help
+            raise FetchError(f"GET {target}: {type(error).__name__}: {error}") from None
         else:
             status = response.status_code
             if status < 400:

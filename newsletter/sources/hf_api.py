@@ -8,7 +8,7 @@ from datetime import date
 
 from newsletter.models import Paper
 
-PAPER_URL = "https://b-61j.pages.dev/papers/{}"
+PAPER_URL = "https://huggingface.co/papers/{}"
 PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -61,7 +61,7 @@ def _item(item: object, where: str) -> tuple[Paper | None, list[str]]:
         upvotes=_int(record.get("upvotes"), "upvotes", where, warnings),
         github_repo=record.get("githubRepo") if isinstance(record.get("githubRepo"), str) else None,
         github_stars=_int(record.get("githubStars"), "githubStars", where, warnings),
-        ai_keywords=[k for k in record.get("ai_keywords") or [] if isinstance(k, str)],
+        ai_keywords=_strings(record.get("ai_keywords")),
         sources=["hf-api"],
     )
     if paper.arxiv_id:
@@ -79,6 +79,10 @@ def _authors(value: object) -> list[str]:
         return []
     names = (a.get("name") if isinstance(a, dict) else a for a in value)
     return [" ".join(n.split()) for n in names if isinstance(n, str) and n.strip()]
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _organization(value: object) -> str | None:
