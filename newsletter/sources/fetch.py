@@ -21,8 +21,7 @@ import httpx
 from newsletter import __version__
 from newsletter.sources import ParseResult, parse_bytes
 
-PROJECT_URL = "https://github.com/newsletter-digest/newsletter"
-USER_AGENT = f"newsletter/{__version__} (+{PROJECT_URL})"
+USER_AGENT = f"newsletter/{__version__} (self-hosted research paper digest; python-httpx)"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 HF_DAILY_URL = "https://huggingface.co/api/daily_papers"
 ARXIV_LISTING_URL = "https://rss.arxiv.org/atom/{}"
