@@ -68,7 +68,7 @@ def test_hf_daily_success():
     (request,) = requests
     assert request.url.host == "huggingface.co" and request.url.path == "/api/daily_papers"
     assert dict(request.url.params) == {"date": "2026-09-23", "limit": "100", "p": "0"}
-    assert request.headers["User-Agent"].startswith("newsletter/0.1.0 (+https://github.com/")
+    assert request.headers["User-Agent"].startswith("newsletter/0.1.0 (self-hosted research paper digest")
 
 
 def test_hf_daily_pages_until_a_short_page():
