@@ -34,6 +34,7 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -221,7 +222,8 @@ class Service:
         With a BlockingScheduler this blocks until SIGTERM/SIGINT or `stop()`.
         """
         self._acquire_lock()
-        blocking = isinstance(self.scheduler, BlockingScheduler)
+        # BackgroundScheduler subclasses BlockingScheduler but returns at once
+        blocking = isinstance(self.scheduler, BlockingScheduler) and not isinstance(self.scheduler, BackgroundScheduler)
         try:
             self.scheduler.add_listener(self._on_skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
             if self._fetch is not None and self.settings.fetch_cron:
