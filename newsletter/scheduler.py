@@ -56,6 +56,12 @@ class SendGroup:
     days: tuple[str, ...]  # "mon".."sun", in week order
     emails: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        if not self.days or any(day not in WEEKDAYS for day in self.days):
+            raise ValueError(f"days: expected some of {', '.join(WEEKDAYS)}, got {self.days!r}")
+        if self.send_at.second or self.send_at.microsecond or self.send_at.tzinfo:
+            raise ValueError(f"send_at: expected a local time in whole minutes, got {self.send_at!r}")
+
     @property
     def key(self) -> GroupKey:
         return (self.timezone, self.send_at, self.days)
@@ -99,6 +105,10 @@ class ScheduleSettings:
             raise ValueError("misfire_grace_time: must be at least 1 second")
         if self.reload_interval <= timedelta(0):
             raise ValueError("reload_interval: must be positive")
+        if self.catch_up < timedelta(0):
+            raise ValueError("catch_up: must not be negative")
+        if self.shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout: must not be negative")
 
 
 class AlreadyRunning(RuntimeError):
@@ -106,12 +116,12 @@ class AlreadyRunning(RuntimeError):
 
 
 def group_subscribers(subscribers: list[Subscriber]) -> list[SendGroup]:
-    """Group active subscribers by (time zone, send time, days); subscribers with no days are left out."""
+    """Group active subscribers by (time zone, send time to the minute, days); subscribers with no days are left out."""
     groups: dict[GroupKey, dict[str, None]] = {}
     for subscriber in subscribers:
         days = tuple(day for day in WEEKDAYS if day in subscriber.days)
         if subscriber.active and days:
-            key = (subscriber.timezone, subscriber.send_at, days)
+            key = (subscriber.timezone, subscriber.send_at.replace(second=0, microsecond=0), days)
             groups.setdefault(key, {})[subscriber.email] = None
     return [SendGroup(*key, emails=tuple(emails)) for key, emails in sorted(groups.items())]
 
@@ -134,7 +144,6 @@ class SendTrigger(CronTrigger):
         super().__init__(
             hour=group.send_at.hour,
             minute=group.send_at.minute,
-            second=group.send_at.second,
             day_of_week=",".join(group.days),
             timezone=ZoneInfo(group.timezone),
         )
@@ -158,8 +167,8 @@ def next_fire_times(group: SendGroup, after: datetime, count: int) -> list[datet
     return times
 
 
-def last_fire_time(group: SendGroup, now: datetime) -> datetime | None:
-    """The group's latest send time at or before `now` (aware), in UTC; None if it has no days.
+def last_fire_time(group: SendGroup, now: datetime) -> datetime:
+    """The group's latest send time at or before `now` (aware), in UTC.
 
     Agrees with `SendTrigger`: a time in a DST gap counts one gap later, a
     repeated time counts once (its first pass).
@@ -173,7 +182,7 @@ def last_fire_time(group: SendGroup, now: datetime) -> datetime | None:
             fire = datetime.combine(day, group.send_at, tzinfo=zone).astimezone(UTC)
             if fire <= now:
                 return fire
-    return None
+    raise AssertionError("unreachable: a group sends at least once a week")
 
 
 def edition_date(group: SendGroup, fire: datetime) -> date:
@@ -372,25 +381,22 @@ class Service:
             self._catch_up(group)
         return added, removed
 
-    def _catch_up(self, group: SendGroup) -> date | None:
-        """Send a missed edition at once if its send time passed less than `catch_up` ago."""
+    def _catch_up(self, group: SendGroup) -> None:
+        """Send a missed edition at once if its send time passed at most `catch_up` ago; log older misses."""
         now = self._now()
         fire = last_fire_time(group, now)
-        if fire is None:
-            return None
         day = edition_date(group, fire)
         if self._is_group_done(group, day):
-            return None
-        late = now.astimezone(UTC) - fire
+            return
+        late = timedelta(seconds=round((now.astimezone(UTC) - fire).total_seconds()))
         if late > self.settings.catch_up:
             log.warning(
                 "%s: the %s edition was due %s ago, more than catch_up (%s); skipped, not sent late",
                 group.job_id, day, late, self.settings.catch_up,
             )
-            return None
+            return
         log.info("%s: the %s edition was due %s ago and is not sent; sending now", group.job_id, day, late)
         self._add_job(self._run_send, "date", f"catch-up {group.job_id}", args=[group, day])
-        return day
 
     def _on_skipped(self, event) -> None:
         if event.code == EVENT_JOB_MISSED:
