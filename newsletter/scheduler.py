@@ -238,11 +238,7 @@ class Service:
             if self._fetch is not None and self.settings.fetch_cron:
                 self._add_job(self._run_fetch, CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC), "fetch")
             self._add_job(self._reload, IntervalTrigger(seconds=self.settings.reload_interval.total_seconds(), timezone=UTC), "reload")
-            added, _ = self._reconcile(group_subscribers(self._load_subscribers()))
-            now = self._now()
-            for group in added:
-                upcoming = next_fire_times(group, now, 1)[0]
-                log.info("%s: %d subscribers, next run %s", group.job_id, len(group.emails), upcoming.isoformat())
+            self._reconcile(group_subscribers(self._load_subscribers()))
             if blocking:
                 self._install_signal_handlers()
             self.scheduler.start()
@@ -375,9 +371,13 @@ class Service:
         removed = sorted(present - wanted.keys())
         for job_id in removed:
             self.scheduler.remove_job(job_id)
+            log.info("%s: no active subscribers left; job removed", job_id)
         added = [group for job_id, group in wanted.items() if job_id not in present]
+        now = self._now()
         for group in added:
             self._add_job(self._run_send, SendTrigger(group), group.job_id, args=[group])
+            upcoming = next_fire_times(group, now, 1)[0].isoformat()
+            log.info("%s: %d subscriber(s), next run %s", group.job_id, len(group.emails), upcoming)
             self._catch_up(group)
         return added, removed
 
