@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_SCHEDULER_START
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -236,11 +236,13 @@ class Service:
         try:
             self.scheduler.add_listener(self._on_skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
             if self._fetch is not None and self.settings.fetch_cron:
-                self._add_job(self._run_fetch, CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC), "fetch")
-            self._add_job(self._reload, IntervalTrigger(seconds=self.settings.reload_interval.total_seconds(), timezone=UTC), "reload")
+                fetch_trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC)
+                self._add_job(self._run_fetch, fetch_trigger, "fetch")
+            reload_trigger = IntervalTrigger(seconds=self.settings.reload_interval.total_seconds(), timezone=UTC)
+            self._add_job(self._reload, reload_trigger, "reload")
             self._reconcile(group_subscribers(self._load_subscribers()))
-            if blocking:
-                self._install_signal_handlers()
+            if blocking:  # installed once running, so a signal always finds a scheduler to shut down
+                self.scheduler.add_listener(self._install_signal_handlers, EVENT_SCHEDULER_START)
             self.scheduler.start()
         except BaseException:
             self._restore_signal_handlers()
@@ -258,7 +260,9 @@ class Service:
         if self.scheduler.running:
             with self._state_lock:
                 running = sorted(self._running)
-            log.info("stopping; waiting up to %g s for: %s", self.settings.shutdown_timeout, ", ".join(running) or "nothing")
+            log.info(
+                "stopping; waiting up to %g s for: %s", self.settings.shutdown_timeout, ", ".join(running) or "nothing"
+            )
             worker = threading.Thread(target=self._shutdown_scheduler, name="newsletter-shutdown", daemon=True)
             worker.start()
             worker.join(self.settings.shutdown_timeout)
@@ -293,7 +297,9 @@ class Service:
         if self._fetch is not None and self.settings.fetch_cron:
             trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC)
             fire = trigger.get_next_fire_time(None, now + timedelta(microseconds=1))
-            rows.append({"job": "fetch", "cron": self.settings.fetch_cron, "next_run_utc": fire.astimezone(UTC).isoformat()})
+            rows.append(
+                {"job": "fetch", "cron": self.settings.fetch_cron, "next_run_utc": fire.astimezone(UTC).isoformat()}
+            )
         return rows
 
     # --- jobs ------------------------------------------------------------------
@@ -453,7 +459,7 @@ class Service:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self, event=None) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -379,8 +379,9 @@ def spawn(tmp_path, mode, shutdown_timeout=20):
     script = tmp_path / "service.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [str(tmp_path / "run.lock"), str(tmp_path / "marker"), mode, str(shutdown_timeout)]
     return subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "run.lock"), str(tmp_path / "marker"), mode, str(shutdown_timeout)],
+        [sys.executable, str(script), *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
