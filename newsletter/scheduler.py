@@ -218,7 +218,6 @@ class Service:
         self._stopping = threading.Event()
         self._stopper: threading.Thread | None = None
         self._previous_handlers: dict[int, object] = {}
-        self._group_locks: dict[GroupKey, threading.Lock] = {}
         self._running: dict[str, int] = {}
         self._state_lock = threading.Lock()
 
@@ -304,23 +303,22 @@ class Service:
 
     # --- jobs ------------------------------------------------------------------
 
-    def _add_job(self, func, trigger, job_id: str, args: list | None = None) -> None:
+    def _add_job(self, func, trigger, job_id: str, **options) -> None:
         self.scheduler.add_job(
             func,
             trigger,
-            args=args,
             id=job_id,
             name=job_id,
             replace_existing=True,
             misfire_grace_time=self.settings.misfire_grace_time,
             coalesce=True,
             max_instances=1,
+            **options,
         )
 
-    def _run_send(self, group: SendGroup, day: date | None = None) -> JobStats | None:
-        """Send one group's edition to its current members; `day` defaults to the local date of the latest send time."""
-        if day is None:
-            day = edition_date(group, last_fire_time(group, self._now()))
+    def _run_send(self, group: SendGroup) -> JobStats | None:
+        """Send the edition of the group's latest send time (its local date) to the group's current members."""
+        day = edition_date(group, last_fire_time(group, self._now()))
         what = f"{group.job_id} {day}"
         with self._tracking(what) as started:
             try:
@@ -328,11 +326,10 @@ class Service:
                 if current is None:
                     log.info("%s: no active subscribers left; skipped (%.1f s)", what, clock.monotonic() - started)
                     return None
-                with self._group_locks.setdefault(group.key, threading.Lock()):
-                    if self._is_group_done(current, day):
-                        log.info("%s: already sent; skipped (%.1f s)", what, clock.monotonic() - started)
-                        return None
-                    stats = self._send_group(current, day)
+                if self._is_group_done(current, day):
+                    log.info("%s: already sent; skipped (%.1f s)", what, clock.monotonic() - started)
+                    return None
+                stats = self._send_group(current, day)
             except Exception:
                 log.exception("%s: failed after %.1f s", what, clock.monotonic() - started)
                 return None
@@ -371,7 +368,11 @@ class Service:
             )
 
     def _reconcile(self, groups: list[SendGroup]) -> tuple[list[SendGroup], list[str]]:
-        """Make the send jobs match `groups`; new groups get a catch-up check."""
+        """Make the send jobs match `groups`; a new group whose edition is overdue runs at once (catch-up).
+
+        Catch-up moves the group's own cron job to now rather than adding a one-off
+        job, so max_instances=1 also keeps it from overlapping the regular run.
+        """
         wanted = {group.job_id: group for group in groups}
         present = {job.id for job in self.scheduler.get_jobs() if job.id.startswith("send ")}
         removed = sorted(present - wanted.keys())
@@ -381,28 +382,27 @@ class Service:
         added = [group for job_id, group in wanted.items() if job_id not in present]
         now = self._now()
         for group in added:
-            self._add_job(self._run_send, SendTrigger(group), group.job_id, args=[group])
             upcoming = next_fire_times(group, now, 1)[0].isoformat()
             log.info("%s: %d subscriber(s), next run %s", group.job_id, len(group.emails), upcoming)
-            self._catch_up(group)
+            run_now = {"next_run_time": datetime.now(UTC)} if self._overdue(group, now) else {}
+            self._add_job(self._run_send, SendTrigger(group), group.job_id, args=[group], **run_now)
         return added, removed
 
-    def _catch_up(self, group: SendGroup) -> None:
-        """Send a missed edition at once if its send time passed at most `catch_up` ago; log older misses."""
-        now = self._now()
+    def _overdue(self, group: SendGroup, now: datetime) -> bool:
+        """Whether the group's latest edition is unsent and due at most `catch_up` ago; older misses are logged."""
         fire = last_fire_time(group, now)
         day = edition_date(group, fire)
         if self._is_group_done(group, day):
-            return
+            return False
         late = timedelta(seconds=round((now.astimezone(UTC) - fire).total_seconds()))
         if late > self.settings.catch_up:
             log.warning(
                 "%s: the %s edition was due %s ago, more than catch_up (%s); skipped, not sent late",
                 group.job_id, day, late, self.settings.catch_up,
             )
-            return
+            return False
         log.info("%s: the %s edition was due %s ago and is not sent; sending now", group.job_id, day, late)
-        self._add_job(self._run_send, "date", f"catch-up {group.job_id}", args=[group, day])
+        return True
 
     def _on_skipped(self, event) -> None:
         if event.code == EVENT_JOB_MISSED:

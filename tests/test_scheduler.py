@@ -90,6 +90,11 @@ class Harness:
     def job_ids(self):
         return sorted(job.id for job in self.service.scheduler.get_jobs())
 
+    def overdue(self):
+        """Jobs set to run at once (catch-up) rather than at their next scheduled time."""
+        real_now = datetime.now(UTC)
+        return sorted(job.id for job in self.service.scheduler.get_jobs() if job.next_run_time <= real_now)
+
 
 @pytest.fixture
 def harness(tmp_path):
@@ -248,8 +253,8 @@ def test_edited_subscribers_take_effect_without_restart(harness, caplog):
                        (("a@example.org", "c@example.org"), date(2026, 11, 26))]
     # the reload job adds the 08:00 group; b already had today's edition, so no catch-up
     h.run("reload")
-    assert "send Europe/Berlin 08:00 mon,tue,wed,thu,fri" in h.job_ids()
     assert h.job_ids() == ["fetch", "reload", berlin, "send Europe/Berlin 08:00 mon,tue,wed,thu,fri"]
+    assert h.overdue() == []
     # everyone deactivated: the reload removes the empty groups
     h.subscribers = [sub("a@example.org", active=False)]
     h.run("reload")
@@ -290,23 +295,35 @@ def test_fetch_job_logs_its_counts(harness, caplog):
 def test_catch_up_sends_a_missed_edition_inside_the_window(harness):
     h = harness([sub("a@example.org")], datetime(2026, 11, 25, 9, 0, tzinfo=UTC))  # 10:00 Berlin, due at 07:30
     h.service.start()
-    job = h.service.scheduler.get_job("catch-up send Europe/Berlin 07:30 mon,tue,wed,thu,fri")
-    assert job.args[1] == date(2026, 11, 25) and job.misfire_grace_time == 3600
-    h.run(job.id)
+    assert h.overdue() == ["send Europe/Berlin 07:30 mon,tue,wed,thu,fri"]
+    h.now += timedelta(seconds=1)
+    h.run("send Europe/Berlin 07:30 mon,tue,wed,thu,fri")
     assert h.sends == [(("a@example.org",), date(2026, 11, 25))]
+
+
+def test_a_group_that_appears_while_running_is_caught_up(harness):
+    h = harness([sub("a@example.org", at="09:00")], datetime(2026, 11, 25, 6, 0, tzinfo=UTC))  # 07:00 Berlin
+    h.service.start()
+    assert h.overdue() == []
+    h.subscribers = [sub("a@example.org", at="07:00")]  # at 08:00 Berlin
+    h.now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    h.run("reload")
+    assert h.job_ids() == ["fetch", "reload", "send Europe/Berlin 07:00 mon,tue,wed,thu,fri"]
+    assert h.overdue() == ["send Europe/Berlin 07:00 mon,tue,wed,thu,fri"]
 
 
 def test_catch_up_after_midnight_is_for_the_previous_local_day(harness):
     h = harness([sub("a@example.org", at="23:30")], datetime(2026, 11, 25, 23, 15, tzinfo=UTC))  # 00:15 Thursday
     h.service.start()
-    h.run("catch-up send Europe/Berlin 23:30 mon,tue,wed,thu,fri")
+    assert h.overdue() == ["send Europe/Berlin 23:30 mon,tue,wed,thu,fri"]
+    h.run("send Europe/Berlin 23:30 mon,tue,wed,thu,fri")
     assert h.sends == [(("a@example.org",), date(2026, 11, 25))]
 
 
 def test_catch_up_skips_and_logs_an_old_miss(harness, caplog):
     h = harness([sub("a@example.org")], datetime(2026, 11, 25, 13, 0, tzinfo=UTC), catch_up=timedelta(hours=4))
     h.service.start()
-    assert not any(i.startswith("catch-up") for i in h.job_ids())
+    assert h.overdue() == []
     assert "the 2026-11-25 edition was due 6:30:00 ago, more than catch_up (4:00:00); skipped" in caplog.text
 
 
@@ -314,7 +331,7 @@ def test_catch_up_skips_a_done_edition(harness, caplog):
     h = harness([sub("a@example.org")], datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
     h.done.add(("a@example.org", date(2026, 11, 25)))
     h.service.start()
-    assert not any(i.startswith("catch-up") for i in h.job_ids())
+    assert h.overdue() == []
     assert "edition" not in caplog.text
 
 
