@@ -84,8 +84,14 @@ class JobStats:
 class ScheduleSettings:
     """The `[schedule]` settings; see docs/running.md.
 
-    `skip_empty` is read by the pipeline (an edition with no picks sends no email);
-    the scheduler only carries it.
+    - fetch_cron: crontab line in UTC for the fetch job; None or "" for no fetch job.
+    - catch_up: on start, an unsent edition due at most this long ago is sent at once;
+      older ones are logged and skipped.
+    - misfire_grace_time: seconds a job may start late and still run (APScheduler's
+      default of 1 s would silently drop a digest after a suspend or a busy minute).
+    - skip_empty: read by the pipeline (no picks, no email); the scheduler only carries it.
+    - shutdown_timeout: seconds SIGTERM waits for the sends in flight.
+    - reload_interval: how often the subscriber files are re-read.
     """
 
     fetch_cron: str | None = "0 */3 * * *"
@@ -304,6 +310,13 @@ class Service:
     # --- jobs ------------------------------------------------------------------
 
     def _add_job(self, func, trigger, job_id: str, **options) -> None:
+        """Add or replace a job with the three options every job needs.
+
+        misfire_grace_time: a late start (suspend, clock step, busy worker) still
+        runs within the grace instead of being dropped after APScheduler's 1 s;
+        coalesce: runs missed while stopped or busy run once, not once each;
+        max_instances=1: a slow send is never overlapped by its own next run.
+        """
         self.scheduler.add_job(
             func,
             trigger,
