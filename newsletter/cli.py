@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -439,12 +440,14 @@ def status(
         counts = store.ledger_counts(edition_day)
         failed = store.ledger_rows(edition_date=edition_day, state="failed")
         review = store.ledger_rows(edition_date=edition_day, state="review")
+        next_runs = make_service(config, store).next_runs()
     problems = [
         {"email": row.email, "date": row.edition_date.isoformat(), "state": row.state, "reply": row.reply, "attempts": row.attempts}
         for row in [*failed, *review]
     ]
     if as_json:
-        print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts, "problems": problems}, indent=2))
+        print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
+                          "problems": problems, "next_runs": next_runs}, indent=2))
         return
     table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
     for state, count in counts.items():
@@ -452,6 +455,117 @@ def status(
     out.print(table)
     for item in problems:
         out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+    jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
+    for job in next_runs:
+        group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]
+        jobs.add_row(job["job"], job["next_run_utc"], group)
+    out.print(jobs)
+
+
+# -- the scheduler service ---------------------------------------------------------------
+
+
+def fetch_sources(config: Config, store: Store):
+    """Download every `[sources] fetch` entry and store it; returns JobStats (sent = papers stored)."""
+    from datetime import datetime, timezone
+
+    from newsletter.scheduler import JobStats
+    from newsletter.sources.fetch import FetchError, fetch_arxiv_listing, fetch_hf_daily
+
+    stats = JobStats()
+    for source in config.model.sources.fetch:
+        try:
+            if source == "hf":
+                parsed = fetch_hf_daily(datetime.now(timezone.utc).date())
+            else:
+                parsed = fetch_arxiv_listing(source.removeprefix("arxiv:"))
+        except (FetchError, ValueError) as error:
+            logging.getLogger("newsletter.fetch").error("%s: %s", source, error)
+            stats.failed += 1
+            continue
+        for warning in parsed.warnings:
+            logging.getLogger("newsletter.fetch").warning(warning)
+        stats.sent += store.add_papers(parsed.papers).parsed if parsed.papers else 0
+        stats.skipped += len(parsed.warnings)
+    return stats
+
+
+def make_service(config: Config, store: Store):
+    """The scheduler service wired to this config: fetch, per-group sends, the ledger check."""
+    from datetime import timedelta
+
+    from newsletter.pipeline import is_done, run_edition
+    from newsletter.scheduler import JobStats, ScheduleSettings, Service
+
+    schedule = config.model.schedule
+    log = logging.getLogger("newsletter.subscribers")
+
+    def current_subscribers():
+        loaded = load_subscribers(config.subscribers_dir)
+        for problem in loaded.problems:
+            log.warning(problem)
+        return loaded.subscribers
+
+    def members(group):
+        wanted = set(group.emails)
+        return [s for s in current_subscribers() if s.email in wanted]
+
+    def send_group(group, day):
+        summary = run_edition(config, store, members(group), day=day)
+        return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
+
+    settings = ScheduleSettings(
+        fetch_cron=schedule.fetch,
+        catch_up=timedelta(hours=schedule.catch_up_hours),
+        misfire_grace_time=schedule.misfire_grace_time,
+        skip_empty=schedule.skip_empty,
+        shutdown_timeout=schedule.shutdown_timeout,
+        reload_interval=timedelta(minutes=schedule.reload_minutes),
+    )
+    return Service(
+        settings,
+        load_subscribers=current_subscribers,
+        send_group=send_group,
+        is_group_done=lambda group, day: is_done(store, members(group), day),
+        fetch=(lambda: fetch_sources(config, store)) if config.model.sources.fetch else None,
+        lock_path=config.lock_path,
+    )
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    log_file: Annotated[Optional[Path], typer.Option(help="Also write the log to this file.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the scheduler service: fetch papers on [schedule] fetch, send each group at its local time.
+
+    One job per (time zone, send time, days) group; missed editions from the last
+    [schedule] catch_up_hours are sent on start. Stop with SIGTERM or Ctrl-C:
+    sends in flight finish first.
+    """
+    from newsletter.pipeline import MissingSecret, signing_key
+    from newsletter.scheduler import AlreadyRunning
+
+    config = ctx.obj.config()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        signing_key(config)
+    except MissingSecret as error:
+        fail(str(error), code=2)
+    with open_store(config) as store:
+        service = make_service(config, store)
+        try:
+            service.start()
+        except AlreadyRunning as error:
+            fail(f"error: {error}", code=1)
+    if not service.shutdown_clean:
+        raise typer.Exit(1)
 
 
 def main() -> None:

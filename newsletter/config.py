@@ -76,6 +76,14 @@ class SourcesSection(_Section):
     fetch: list[str] = Field(default_factory=list)
     page_date: date | None = None
 
+    @field_validator("fetch")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if source != "hf" and not re.fullmatch(r"arxiv:[\w.-]+", source):
+                raise ValueError(f"unknown source {source!r} (use \"hf\" or \"arxiv:<category>\", e.g. \"arxiv:cs.LG\")")
+        return value
+
 
 class SubscribersSection(_Section):
     dir: Path = Path("subscribers")
@@ -93,6 +101,19 @@ class ScheduleSection(_Section):
     misfire_grace_time: int = Field(default=3600, ge=1)
     skip_empty: bool = True
     shutdown_timeout: float = Field(default=60.0, gt=0)
+    reload_minutes: float = Field(default=5.0, gt=0)
+
+    @field_validator("fetch")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if value:
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as error:
+                raise ValueError(f"{value!r} is not a crontab line (minute hour day month weekday): {error}") from None
+        return value or None
 
 
 class DeliverySection(BaseModel):
@@ -172,6 +193,13 @@ class Config:
             else:
                 paths.append(resolved)
         return paths
+
+    @property
+    def lock_path(self) -> Path:
+        """The single-instance lock file of `newsletter run`: next to the SQLite store."""
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url.removeprefix("sqlite:///") + ".lock")
+        return self.base_dir / "newsletter.lock"
 
     def secret_key(self) -> bytes | None:
         """The unsubscribe signing key from the environment variable named in config, if set."""
