@@ -1,0 +1,140 @@
+"""Build the MIME message for one edition, fast.
+
+`EmailMessage` costs ~2 ms per message; this fills a fixed multipart/alternative
+skeleton instead (headers per recipient, base64 bodies via `binascii`), which is what
+`EmailMessage` with `policy=SMTP` would produce for these parts, in a tenth of the time.
+Values from outside never carry CR or LF into a header, and non-ASCII names and
+subjects are written as RFC 2047 encoded words.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+from datetime import date
+from email.utils import formatdate, parseaddr
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+NOT_IN_ADDRESS = re.compile(r'[\s<>,;"]')
+SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+WORD_BYTES = 39  # 39 bytes -> 52 base64 chars -> a 64-char encoded word; "Subject: " + word < 76
+LINE = 78
+NAME_CHARS = 150
+
+
+def make_message_id(email: str, day: date, domain: str) -> str:
+    """The edition's Message-ID, the same every time for this subscriber, date and domain."""
+    digest = hashlib.sha256(f"{email.lower()}\n{day.isoformat()}".encode()).hexdigest()[:32]
+    return f"<{digest}@{clean(domain)}>"
+
+
+def clean(value: str) -> str:
+    """One header line's worth of `value`: control characters (CR, LF, …) become spaces."""
+    return CONTROL.sub(" ", value).strip()
+
+
+def encoded_word(text: str) -> str:
+    """`text` as one RFC 2047 base64 encoded word."""
+    return "=?utf-8?b?" + binascii.b2a_base64(text.encode("utf-8"), newline=False).decode("ascii") + "?="
+
+
+def encode_words(text: str) -> list[str]:
+    """`text` as encoded words under 76 characters each, split between characters."""
+    chunks, chunk, size = [], [], 0
+    for char in text:
+        length = len(char.encode("utf-8"))
+        if size + length > WORD_BYTES:
+            chunks.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += length
+    chunks.append("".join(chunk))
+    return [encoded_word(chunk) for chunk in chunks]
+
+
+def fold(name: str, words: list[str]) -> str:
+    """`Name: w1 w2 …` folded with CRLF + space so lines stay near 78 characters."""
+    lines, line = [], name + ":"
+    for word in words:
+        if len(line) + 1 + len(word) > LINE and line != name + ":":
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def text_header(name: str, value: str) -> str:
+    """An unstructured header (Subject): plain when ASCII, encoded words otherwise."""
+    value = clean(value)
+    return fold(name, value.split() if value.isascii() else encode_words(value))
+
+
+def address_header(name: str, display: str, address: str) -> str:
+    """`Name: Display <address>`, the display name quoted or encoded as needed.
+
+    A non-ASCII display name is one encoded word, as `EmailMessage` writes it: parsers
+    such as Python's put a space between adjacent encoded words in a name. It is cut
+    at `NAME_CHARS` so the line stays far below the 998-character limit.
+    """
+    display, address = clean(display)[:NAME_CHARS], NOT_IN_ADDRESS.sub("", address)
+    if not display:
+        return fold(name, [address])
+    if not display.isascii():
+        words = [encoded_word(display)]
+    elif SPECIALS.search(display):
+        words = ['"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    else:
+        words = display.split()
+    return fold(name, words + [f"<{address}>"])
+
+
+def body(data: str) -> bytes:
+    """UTF-8 text as base64 in lines of 76 characters, CRLF-terminated."""
+    encoded = binascii.b2a_base64(data.encode("utf-8"), newline=False)
+    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+
+
+def build_message(
+    *,
+    sender: str,
+    to_name: str,
+    to_email: str,
+    subject: str,
+    html: str,
+    text: str,
+    message_id: str,
+    unsubscribe_url: str,
+    date_header: str | None = None,
+) -> bytes:
+    """The whole message as bytes with CRLF line endings, ready for SMTP or a .eml file.
+
+    `sender` is `"Name <address>"` or a bare address. The bodies are multipart/alternative:
+    text/plain first, then text/html.
+    """
+    sender_name, sender_address = parseaddr(clean(sender))
+    boundary = "=_" + hashlib.sha1(message_id.encode("utf-8")).hexdigest()[:24]
+    head = (
+        address_header("From", sender_name, sender_address)
+        + address_header("To", to_name, to_email)
+        + text_header("Subject", subject)
+        + f"Date: {clean(date_header or formatdate(localtime=True))}\r\n"
+        + f"Message-ID: {clean(message_id)}\r\n"
+        + "MIME-Version: 1.0\r\n"
+        + f"List-Unsubscribe: <{clean(unsubscribe_url)}>\r\n"
+        + "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+        + "\r\n"
+    )
+    part = f"--{boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    return b"".join(
+        (
+            head.encode("utf-8"),
+            (part % "plain").encode("ascii"),
+            body(text),
+            (part % "html").encode("ascii"),
+            body(html),
+            f"--{boundary}--\r\n".encode("ascii"),
+        )
+    )
