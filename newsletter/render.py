@@ -214,12 +214,20 @@ class Renderer:
         layout = f"{name}.mjml"
         source, layout_dir = self._read(layout, used)
 
+        include_errors: list[TemplateError] = []
+
         def include(path: str) -> str:
-            return self._read(path.removeprefix("./"), used)[0]
+            try:
+                return self._read(path.removeprefix("./"), used)[0]
+            except TemplateError as error:  # the compiler would hide it behind its own message
+                include_errors.append(error)
+                raise
 
         try:
             compiled = mjml.mjml2html(source, include_loader=include, disable_comments=True, fonts={})
         except (ValueError, RuntimeError) as error:
+            if include_errors:
+                raise include_errors[0] from None
             raise TemplateError(f"{layout_dir / layout}: {error}") from None
         try:
             template = self.html_env.from_string(compiled)
