@@ -91,8 +91,10 @@ def address_header(name: str, display: str, address: str) -> str:
 
 
 def body(data: str) -> bytes:
-    """UTF-8 text as base64 in lines of 76 characters, CRLF-terminated."""
-    encoded = binascii.b2a_base64(data.encode("utf-8"), newline=False)
+    """UTF-8 text in canonical form (CRLF line breaks, one at the end, as `EmailMessage` writes it)
+    as base64 in lines of 76 characters."""
+    canonical = b"\r\n".join(data.encode("utf-8").splitlines()) + b"\r\n"
+    encoded = binascii.b2a_base64(canonical, newline=False)
     return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
 
 
