@@ -93,9 +93,15 @@ def address_header(name: str, display: str, address: str) -> str:
 def body(data: str) -> bytes:
     """UTF-8 text in canonical form (CRLF line breaks, one at the end, as `EmailMessage` writes it)
     as base64 in lines of 76 characters."""
-    canonical = b"\r\n".join(data.encode("utf-8").splitlines()) + b"\r\n"
+    raw = data.encode("utf-8")
+    if b"\r" in raw:
+        canonical = b"\r\n".join(raw.splitlines()) + b"\r\n"
+    else:
+        canonical = raw.replace(b"\n", b"\r\n")
+        if not canonical.endswith(b"\r\n"):
+            canonical += b"\r\n"
     encoded = binascii.b2a_base64(canonical, newline=False)
-    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 def build_message(
