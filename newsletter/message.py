@@ -10,6 +10,7 @@ subjects are written as RFC 2047 encoded words.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import re
 from datetime import date
@@ -41,16 +42,15 @@ def encoded_word(text: str) -> str:
 
 def encode_words(text: str) -> list[str]:
     """`text` as encoded words under 76 characters each, split between characters."""
-    chunks, chunk, size = [], [], 0
-    for char in text:
-        length = len(char.encode("utf-8"))
-        if size + length > WORD_BYTES:
-            chunks.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(char)
-        size += length
-    chunks.append("".join(chunk))
-    return [encoded_word(chunk) for chunk in chunks]
+    data = text.encode("utf-8")
+    words, start = [], 0
+    while start < len(data):
+        end = min(start + WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # never split inside a UTF-8 sequence
+            end -= 1
+        words.append("=?utf-8?b?" + binascii.b2a_base64(data[start:end], newline=False).decode("ascii") + "?=")
+        start = end
+    return words
 
 
 def fold(name: str, words: list[str]) -> str:
@@ -90,6 +90,12 @@ def address_header(name: str, display: str, address: str) -> str:
     return fold(name, words + [f"<{address}>"])
 
 
+@functools.lru_cache(maxsize=64)
+def from_header(sender: str) -> str:
+    """The From header for `"Name <address>"` or a bare address (cached: it is the same for every mail)."""
+    return address_header("From", *parseaddr(clean(sender)))
+
+
 def body(data: str) -> bytes:
     """UTF-8 text in canonical form (CRLF line breaks, one at the end, as `EmailMessage` writes it)
     as base64 in lines of 76 characters."""
@@ -121,10 +127,9 @@ def build_message(
     `sender` is `"Name <address>"` or a bare address. The bodies are multipart/alternative:
     text/plain first, then text/html.
     """
-    sender_name, sender_address = parseaddr(clean(sender))
     boundary = "=_" + hashlib.sha1(message_id.encode("utf-8")).hexdigest()[:24]
     head = (
-        address_header("From", sender_name, sender_address)
+        from_header(sender)
         + address_header("To", to_name, to_email)
         + text_header("Subject", subject)
         + f"Date: {clean(date_header or formatdate(localtime=True))}\r\n"

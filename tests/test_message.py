@@ -82,6 +82,14 @@ def test_non_ascii_names_and_subjects_are_rfc2047_encoded():
     assert_same_message(raw, values)
 
 
+@pytest.mark.parametrize("subject", ["山田" * 30 + " · 25 Nov 2026", " ".join(["🧪 papers"] * 12), "é" * 120])
+def test_multibyte_subjects_split_between_characters(subject):
+    values = fields(subject=subject)
+    raw = build_message(**values)
+    assert parse(raw)["Subject"] == subject
+    assert_same_message(raw, values)
+
+
 def test_long_ascii_subject_is_folded():
     values = fields(subject=" ".join(["papers"] * 40))
     raw = build_message(**values)
