@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.models import Subscriber
-from newsletter.render import RenderedEdition
+from newsletter.render import RenderedEdition, TemplateError
 from newsletter.unsubscribe import verify_token
 
 WIDTHS = {"wide": 600, "narrow": 320}
@@ -47,7 +47,7 @@ button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 0; backgr
 {% for row in rows %}<tr><td><a href="{{ row.link }}">{{ row.subscriber.email }}</a>
 {% if row.subscriber.name %}<span class="muted">{{ row.subscriber.name }}</span>{% endif %}</td>
 <td>{{ row.subscriber.mode }}</td><td>{{ row.subscriber.template }}</td>
-<td>{% if row.count is none %}<span class="muted">no edition</span>{% else %}{{ row.count }}{% endif %}</td>
+<td>{% if row.error %}template error: {{ row.error }}{% elif row.count is none %}<span class="muted">no edition</span>{% else %}{{ row.count }}{% endif %}</td>
 <td>{% if row.count is not none %}<a href="{{ row.base }}/text?date={{ day }}">text</a> · <a href="{{ row.base }}/eml?date={{ day }}">.eml</a>{% endif %}</td></tr>
 {% else %}<tr><td colspan="5" class="muted">No subscribers.</td></tr>{% endfor %}
 </tbody></table></div>{% endblock %}""",
@@ -98,7 +98,10 @@ def create_app(
             day = _day(request)
             if day is None:
                 return message("Bad date", "date: expected YYYY-MM-DD", 400)
-            built = build_edition(email, day)
+            try:
+                built = build_edition(email, day)
+            except TemplateError as error:  # shown, so a template being edited can be fixed from the browser
+                return message("Template error", str(error), 500)
             if built is None:
                 return message("No edition", f"There is no edition for {email} on {day.isoformat()}.", 404)
             return show(request, email, day, *built)
@@ -112,9 +115,12 @@ def create_app(
         rows = []
         for subscriber in list_subscribers():
             base = "/s/" + quote(subscriber.email)
-            built = build_edition(subscriber.email, day)
+            try:
+                built, error = build_edition(subscriber.email, day), ""
+            except TemplateError as problem:
+                built, error = None, str(problem)
             count = built[0].count if built else None
-            rows.append({"subscriber": subscriber, "count": count, "base": base, "link": f"{base}?date={day}"})
+            rows.append({"subscriber": subscriber, "count": count, "error": error, "base": base, "link": f"{base}?date={day}"})
         return page("index.html", day=day.isoformat(), rows=rows)
 
     def edition_page(request: Request, email: str, day: date, edition: RenderedEdition, raw: bytes) -> Response:

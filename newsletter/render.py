@@ -70,12 +70,11 @@ def format_date(day: date) -> str:
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
-def topics(subscriber: Subscriber) -> str:
-    """The subject's `{topics}`: the first keywords, or "trending papers" in trending mode."""
-    wanted = [k.strip().strip('"') for k in subscriber.keywords if not k.strip().startswith("-")]
-    if subscriber.mode == "trending" or not wanted:
-        return "trending papers"
-    return ", ".join(wanted[:3])
+def keywords(subscriber: Subscriber) -> list[str]:
+    """The topics the subscriber asked for: keywords without the exclusions (`-word`); none in trending mode."""
+    if subscriber.mode == "trending":
+        return []
+    return [k.strip().strip('"') for k in subscriber.keywords if not k.strip().startswith("-")]
 
 
 def byline(authors: list[str], author_count: int | None, organization: str | None) -> str:
@@ -184,17 +183,19 @@ class Renderer:
             raise TemplateError(f"template {name!r}: {error}") from None
         return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
 
-    def context(self, subscriber, day, picks, unsubscribe_url, profile_url=None) -> dict:
+    def context(
+        self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None
+    ) -> dict:
         """The values the templates see for one edition."""
         settings = self.settings
         count = len(picks)
-        topic_text = topics(subscriber)
+        wanted = keywords(subscriber)
+        topic_text = ", ".join(wanted[:3]) or "trending papers"
         date_label = format_date(day)
         subject = settings.subject.format(count=count, topics=topic_text, date=date_label, name=subscriber.name)
-        if subscriber.mode == "trending":
-            reason = "the most upvoted new papers"
-        else:
-            reason = "new papers on " + ", ".join(k for k in subscriber.keywords if not k.strip().startswith("-"))
+        reason = "the most upvoted new papers"
+        if wanted:
+            reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
         noun = "paper" if count == 1 else "papers"
         return {
             "lang": settings.language,
@@ -205,9 +206,7 @@ class Renderer:
             "date_label": date_label,
             "count": count,
             "topics": topic_text,
-            "headline": f"{count} new {noun}" + ("" if topic_text == "trending papers" else f" on {topic_text}")
-            if count
-            else "No new papers today",
+            "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
             "greeting": f"Hi {subscriber.name}," if subscriber.name.strip() else "Hello,",
             "intro": "here is what's new, best matches first." if count else "nothing matched your profile today.",
             "preheader": preheader([pick.paper.title for pick in picks[:3]]),

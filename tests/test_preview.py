@@ -152,6 +152,15 @@ def test_templates_are_read_again_on_each_request(tmp_path):
     assert "Picked because: matches" in client.get(url).text
 
 
+def test_a_broken_template_is_shown_not_crashed(tmp_path):
+    (tmp_path / "paper.mjml").write_text("<mj-section><mj-column><mj-text>{% if %}</mj-text></mj-column></mj-section>")
+    client = TestClient(Service(templates_dir=tmp_path).app())
+    response = client.get("/s/ada@example.org?date=2026-11-25")
+    assert response.status_code == 500 and "Template error" in response.text and "digest.mjml" in response.text
+    index = client.get("/?date=2026-11-25")
+    assert index.status_code == 200 and "template error: template 'digest'" in index.text
+
+
 def test_unsubscribe_confirm_then_one_click_post(client, service):
     token = make_token("ada@example.org", KEY)
     confirm = client.get(f"/unsubscribe?token={token}")
@@ -227,7 +236,7 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_preview_in_headless_chromium(server, browser, tmp_path):
+def test_preview_in_headless_chromium(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{server}/?date=2026-11-25")
@@ -240,3 +249,9 @@ def test_preview_in_headless_chromium(server, browser, tmp_path):
     browser.switch_to.default_content()
     shot = tmp_path / "preview.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    browser.find_element(By.PARTIAL_LINK_TEXT, "narrow").click()
+    frame = browser.find_element(By.TAG_NAME, "iframe")
+    assert frame.get_attribute("width") == "320"
+    browser.switch_to.frame(frame)
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 320  # no sideways scrolling
+    assert [h.text for h in browser.find_elements(By.TAG_NAME, "h2")] == [p.title for p in PAPERS]

@@ -107,6 +107,15 @@ def test_header_footer_and_preheader(renderer):
     assert "Hello," in page and "Hi " not in page and "reply to this email" in page
 
 
+def test_footer_says_why_for_each_mode(renderer):
+    def footer(subscriber):
+        return text_of(parse(renderer.render(subscriber, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).html).body)
+
+    assert "for the most upvoted new papers." in footer(Subscriber(email="t@example.org"))
+    mixed = Subscriber(email="m@example.org", mode="mixed", keywords=["agents", "-crypto"])
+    assert "for new papers on agents and the most upvoted new papers." in footer(mixed)
+
+
 def test_a_loop_of_ten_items_renders_ten_cards(renderer):
     ten = [Paper.create(f"Paper number {i}", url=f"https://example.org/{i}") for i in range(10)]
     doc = parse(renderer.render(ADA, DAY, picks(ten), unsubscribe_url=UNSUBSCRIBE).html)
