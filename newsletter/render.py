@@ -230,41 +230,49 @@ class Renderer:
         if cached and cached[1] == self._signature(cached[0]):
             return cached[2], cached[3]
         used = [f"{name}.txt"]
-        layout = f"{name}.mjml"
-        source, layout_dir = self._read(layout, used)
+        sources: list[tuple[Path, str]] = []
+        problems: list[TemplateError] = []
 
-        include_errors: list[TemplateError] = []
-
-        def include(path: str) -> str:
+        def read(file: str) -> str:
             try:
-                return self._read(path.removeprefix("./"), used)[0]
+                path, text = self._read(file.removeprefix("./"), used)
             except TemplateError as error:  # the compiler would hide it behind its own message
-                include_errors.append(error)
+                problems.append(error)
                 raise
+            sources.append((path, text))
+            return text
 
+        layout = read(f"{name}.mjml")
         try:
-            compiled = mjml.mjml2html(source, include_loader=include, disable_comments=True, fonts={})
+            compiled = mjml.mjml2html(layout, include_loader=read, disable_comments=True, fonts={})
         except (ValueError, RuntimeError) as error:
-            if include_errors:
-                raise include_errors[0] from None
-            raise TemplateError(f"{layout_dir / layout}: {error}") from None
+            raise (problems[0] if problems else TemplateError(f"{sources[0][0]}: {error}")) from None
         try:
             template = self.html_env.from_string(compiled)
         except jinja2.TemplateSyntaxError as error:
-            raise TemplateError(f"{layout_dir / layout}: {error.message}") from None
-        text_name = f"{name}.txt" if (layout_dir / f"{name}.txt").is_file() else None
+            raise self._locate(error, sources) from None
+        text_name = f"{name}.txt" if sources[0][0].with_name(f"{name}.txt").is_file() else None
         self._compiled[name] = (used, self._signature(used), template, text_name)
         return template, text_name
 
-    def _read(self, file: str, used: list[str]) -> tuple[str, Path]:
-        """Read a template file from the first directory that has it, noting it in `used`."""
+    def _locate(self, error: jinja2.TemplateSyntaxError, sources: list[tuple[Path, str]]) -> TemplateError:
+        """Name the file and line of a Jinja syntax error found in the compiled HTML."""
+        for path, text in sources:
+            try:
+                self.html_env.parse(text)
+            except jinja2.TemplateSyntaxError as found:
+                return TemplateError(f"{path}:{found.lineno}: {found.message}")
+        return TemplateError(f"{sources[0][0]}: {error.message}")
+
+    def _read(self, file: str, used: list[str]) -> tuple[Path, str]:
+        """Read a template file from the first directory that has it, noting its name in `used`."""
         if not INCLUDE_PATH.fullmatch(file) or ".." in file.split("/"):
             raise TemplateError(f"{file}: template paths are plain relative names")
         used.append(file)
         for directory in self.dirs:
             path = directory / file
             if path.is_file():
-                return path.read_text(encoding="utf-8"), directory
+                return path, path.read_text(encoding="utf-8")
         raise TemplateError(f"{file}: not found in {', '.join(str(d) for d in self.dirs)}")
 
     def _signature(self, files: list[str]) -> tuple:
