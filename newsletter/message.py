@@ -35,9 +35,9 @@ def clean(value: str) -> str:
     return CONTROL.sub(" ", value).strip()
 
 
-def encoded_word(text: str) -> str:
-    """`text` as one RFC 2047 base64 encoded word."""
-    return "=?utf-8?b?" + binascii.b2a_base64(text.encode("utf-8"), newline=False).decode("ascii") + "?="
+def encoded_word(data: bytes) -> str:
+    """UTF-8 `data` as one RFC 2047 base64 encoded word."""
+    return "=?utf-8?b?" + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="
 
 
 def encode_words(text: str) -> list[str]:
@@ -48,7 +48,7 @@ def encode_words(text: str) -> list[str]:
         end = min(start + WORD_BYTES, len(data))
         while end < len(data) and data[end] & 0xC0 == 0x80:  # never split inside a UTF-8 sequence
             end -= 1
-        words.append("=?utf-8?b?" + binascii.b2a_base64(data[start:end], newline=False).decode("ascii") + "?=")
+        words.append(encoded_word(data[start:end]))
         start = end
     return words
 
@@ -82,7 +82,7 @@ def address_header(name: str, display: str, address: str) -> str:
     if not display:
         return fold(name, [address])
     if not display.isascii():
-        words = [encoded_word(display)]
+        words = [encoded_word(display.encode("utf-8"))]
     elif SPECIALS.search(display):
         words = ['"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
     else:
@@ -125,7 +125,8 @@ def build_message(
     """The whole message as bytes with CRLF line endings, ready for SMTP or a .eml file.
 
     `sender` is `"Name <address>"` or a bare address. The bodies are multipart/alternative:
-    text/plain first, then text/html.
+    text/plain first, then text/html. Headers are ASCII unless an address itself is not
+    (that needs an SMTPUTF8 server).
     """
     boundary = "=_" + hashlib.sha1(message_id.encode("utf-8")).hexdigest()[:24]
     head = (
