@@ -6,6 +6,7 @@ so what the browser shows is what a subscriber would get.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Callable
 from urllib.parse import quote
@@ -44,7 +45,7 @@ button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 0; backgr
 <div class="panel"><h1>Editions for {{ day }}</h1>
 <form method="get" action="/"><label>Date <input type="date" name="date" value="{{ day }}"></label> <button>Show</button></form></div>
 <div class="panel"><table><thead><tr><th>Subscriber</th><th>Mode</th><th>Template</th><th>Papers</th><th></th></tr></thead><tbody>
-{% for row in rows %}<tr><td><a href="{{ row.link }}">{{ row.subscriber.email }}</a>
+{% for row in rows %}<tr><td><a href="{{ row.base }}?date={{ day }}">{{ row.subscriber.email }}</a>
 {% if row.subscriber.name %}<span class="muted">{{ row.subscriber.name }}</span>{% endif %}</td>
 <td>{{ row.subscriber.mode }}</td><td>{{ row.subscriber.template }}</td>
 <td>{% if row.error %}template error: {{ row.error }}{% elif row.count is none %}<span class="muted">no edition</span>{% else %}{{ row.count }}{% endif %}</td>
@@ -114,13 +115,12 @@ def create_app(
             return message("Bad date", "date: expected YYYY-MM-DD", 400)
         rows = []
         for subscriber in list_subscribers():
-            base = "/s/" + quote(subscriber.email)
             try:
                 built, error = build_edition(subscriber.email, day), ""
             except TemplateError as problem:
                 built, error = None, str(problem)
             count = built[0].count if built else None
-            rows.append({"subscriber": subscriber, "count": count, "error": error, "base": base, "link": f"{base}?date={day}"})
+            rows.append({"subscriber": subscriber, "count": count, "error": error, "base": _base(subscriber.email)})
         return page("index.html", day=day.isoformat(), rows=rows)
 
     def edition_page(request: Request, email: str, day: date, edition: RenderedEdition, raw: bytes) -> Response:
@@ -130,7 +130,7 @@ def create_app(
             email=email,
             day=day.isoformat(),
             edition=edition,
-            base="/s/" + quote(email),
+            base=_base(email),
             width=width if width in WIDTHS else "wide",
             widths=WIDTHS,
         )
@@ -142,7 +142,7 @@ def create_app(
         return PlainTextResponse(edition.text)
 
     def edition_eml(request: Request, email: str, day: date, edition: RenderedEdition, raw: bytes) -> Response:
-        filename = f"{day.isoformat()}-{email}.eml".replace('"', "")
+        filename = re.sub(r"[^A-Za-z0-9@._+-]", "_", f"{day.isoformat()}-{email}.eml")
         return Response(
             raw, media_type="message/rfc822", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
         )
@@ -168,6 +168,11 @@ def create_app(
             Route("/s/{email}/eml", with_edition(edition_eml)),
         ]
     return Starlette(routes=routes)
+
+
+def _base(email: str) -> str:
+    """The path of one subscriber's pages."""
+    return "/s/" + quote(email, safe="")
 
 
 def _day(request: Request) -> date | None:
