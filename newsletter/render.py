@@ -47,6 +47,8 @@ class RenderSettings:
     language: str = "en"
 
     def __post_init__(self):
+        if self.templates_dir is not None and not Path(self.templates_dir).is_dir():
+            raise ValueError(f"templates_dir: {self.templates_dir} is not a directory")
         try:
             self.subject.format(**SUBJECT_FIELDS)
         except (KeyError, IndexError, ValueError) as error:
@@ -113,7 +115,7 @@ def preheader(titles: list[str]) -> str:
     return text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Item:
     """The templates' view of one pick (`item`): plain attributes, which Jinja reads fastest."""
 
@@ -129,6 +131,7 @@ class Item:
 
     @classmethod
     def of(cls, number: int, pick: Pick) -> "Item":
+        """The view of the `number`th pick."""
         paper = pick.paper
         abstract, cut = cut_words(paper.abstract or "")
         return cls(

@@ -2,6 +2,7 @@
 
 import os
 from datetime import date
+from pathlib import Path
 
 import lxml.html
 import pytest
@@ -183,6 +184,8 @@ def test_subject():
     assert named.render(trending, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == "Tim: 3 for 25 Nov 2026"
     with pytest.raises(ValueError, match="subject: bad placeholder 'when'"):
         RenderSettings(newsletter_name="N", base_url="https://x", subject="{when}")
+    with pytest.raises(ValueError, match="templates_dir: .* is not a directory"):
+        RenderSettings(newsletter_name="N", base_url="https://x", templates_dir=Path("/no/such/dir"))
 
 
 def test_text_part(renderer):
