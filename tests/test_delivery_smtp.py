@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -165,31 +166,20 @@ def test_server_down_fails_after_retries(smtp_server):
 
 
 def test_rate_limit_spaces_messages():
-    import asyncio
-
-    async def stamps():
-        limiter = RateLimiter(50)
-        loop = asyncio.get_running_loop()
-        times = []
-        for _ in range(6):
-            await limiter.wait()
-            times.append(loop.time())
-        return times
-
-    times = asyncio.run(stamps())
+    limiter = RateLimiter(50)
+    times = []
+    for _ in range(6):
+        limiter.wait()
+        times.append(time.monotonic())
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert min(gaps) >= 0.018
 
 
-def test_unlimited_rate_never_waits():
-    import asyncio
-
-    async def run():
-        limiter = RateLimiter(None)
-        for _ in range(1000):
-            await limiter.wait()
-
-    asyncio.run(run())
+def test_rate_limit_applies_across_connections(smtp_server):
+    start = time.monotonic()
+    with smtp(smtp_server, concurrency=4, rate_limit=100) as backend:
+        assert all(r.ok for r in backend.send_messages([make_message(n) for n in range(21)]))
+    assert time.monotonic() - start >= 0.19  # 20 gaps of 10 ms, whatever the number of connections
 
 
 @pytest.mark.parametrize(
@@ -206,3 +196,15 @@ def test_settings_are_validated(options, field):
     with pytest.raises(ValidationError) as info:
         SMTPSettings.model_validate(options)
     assert field in str(info.value)
+
+
+def test_connection_closed_while_idle_is_replaced_without_using_an_attempt(smtp_factory, monkeypatch):
+    from newsletter.delivery import smtp as smtp_module
+
+    monkeypatch.setattr(smtp_module, "IDLE_PROBE_SECONDS", 0.05)
+    server = smtp_factory(timeout=0.2)  # aiosmtpd drops connections idle for 0.2 s
+    with smtp(server, concurrency=1, max_attempts=1) as backend:
+        assert backend.send_messages([make_message(1)])[0].ok
+        time.sleep(0.4)
+        assert backend.send_messages([make_message(2)])[0].ok
+    assert server.sink.connections == 2
