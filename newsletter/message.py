@@ -1,0 +1,154 @@
+"""Build the MIME message for one edition, fast.
+
+`EmailMessage` costs ~2 ms per message; this fills a fixed multipart/alternative
+skeleton instead (headers per recipient, base64 bodies via `binascii`), which is what
+`EmailMessage` with `policy=SMTP` would produce for these parts, in a tenth of the time.
+Values from outside never carry CR or LF into a header, and non-ASCII names and
+subjects are written as RFC 2047 encoded words.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import hashlib
+import re
+from datetime import date
+from email.utils import formatdate, parseaddr
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+NOT_IN_ADDRESS = re.compile(r'[\s<>,;"]')
+SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+WORD_BYTES = 39  # 39 bytes -> 52 base64 chars -> a 64-char encoded word; "Subject: " + word < 76
+LINE = 78
+NAME_CHARS = 150
+
+
+def make_message_id(email: str, day: date, domain: str) -> str:
+    """The edition's Message-ID, the same every time for this subscriber, date and domain."""
+    digest = hashlib.sha256(f"{email.lower()}\n{day.isoformat()}".encode()).hexdigest()[:32]
+    return f"<{digest}@{clean(domain)}>"
+
+
+def clean(value: str) -> str:
+    """One header line's worth of `value`: control characters (CR, LF, …) become spaces."""
+    return CONTROL.sub(" ", value).strip()
+
+
+def encoded_word(data: bytes) -> str:
+    """UTF-8 `data` as one RFC 2047 base64 encoded word."""
+    return "=?utf-8?b?" + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="
+
+
+def encode_words(text: str) -> list[str]:
+    """`text` as encoded words under 76 characters each, split between characters."""
+    data = text.encode("utf-8")
+    words, start = [], 0
+    while start < len(data):
+        end = min(start + WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # never split inside a UTF-8 sequence
+            end -= 1
+        words.append(encoded_word(data[start:end]))
+        start = end
+    return words
+
+
+def fold(name: str, words: list[str]) -> str:
+    """`Name: w1 w2 …` folded with CRLF + space so lines stay near 78 characters."""
+    lines, line = [], name + ":"
+    for word in words:
+        if len(line) + 1 + len(word) > LINE and line != name + ":":
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def text_header(name: str, value: str) -> str:
+    """An unstructured header (Subject): plain when ASCII, encoded words otherwise."""
+    value = clean(value)
+    return fold(name, value.split() if value.isascii() else encode_words(value))
+
+
+def address_header(name: str, display: str, address: str) -> str:
+    """`Name: Display <address>`, the display name quoted or encoded as needed.
+
+    A non-ASCII display name is one encoded word, as `EmailMessage` writes it: parsers
+    such as Python's put a space between adjacent encoded words in a name. It is cut
+    at `NAME_CHARS` so the line stays far below the 998-character limit.
+    """
+    display, address = clean(display)[:NAME_CHARS], NOT_IN_ADDRESS.sub("", address)
+    if not display:
+        return fold(name, [address])
+    if not display.isascii():
+        words = [encoded_word(display.encode("utf-8"))]
+    elif SPECIALS.search(display):
+        words = ['"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    else:
+        words = display.split()
+    return fold(name, words + [f"<{address}>"])
+
+
+@functools.lru_cache(maxsize=64)
+def from_header(sender: str) -> str:
+    """The From header for `"Name <address>"` or a bare address (cached: it is the same for every mail)."""
+    return address_header("From", *parseaddr(clean(sender)))
+
+
+def body(data: str) -> bytes:
+    """UTF-8 text in canonical form (CRLF line breaks, one at the end, as `EmailMessage` writes it)
+    as base64 in lines of 76 characters."""
+    raw = data.encode("utf-8")
+    if b"\r" in raw:
+        canonical = b"\r\n".join(raw.splitlines()) + b"\r\n"
+    else:
+        canonical = raw.replace(b"\n", b"\r\n")
+        if not canonical.endswith(b"\r\n"):
+            canonical += b"\r\n"
+    encoded = binascii.b2a_base64(canonical, newline=False)
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+def build_message(
+    *,
+    sender: str,
+    to_name: str,
+    to_email: str,
+    subject: str,
+    html: str,
+    text: str,
+    message_id: str,
+    unsubscribe_url: str,
+    date_header: str | None = None,
+) -> bytes:
+    """The whole message as bytes with CRLF line endings, ready for SMTP or a .eml file.
+
+    `sender` is `"Name <address>"` or a bare address. The bodies are multipart/alternative:
+    text/plain first, then text/html. Headers are ASCII unless an address itself is not
+    (that needs an SMTPUTF8 server).
+    """
+    boundary = "=_" + hashlib.sha1(message_id.encode("utf-8")).hexdigest()[:24]
+    head = (
+        from_header(sender)
+        + address_header("To", to_name, to_email)
+        + text_header("Subject", subject)
+        + f"Date: {clean(date_header or formatdate(localtime=True))}\r\n"
+        + f"Message-ID: {clean(message_id)}\r\n"
+        + "MIME-Version: 1.0\r\n"
+        + f"List-Unsubscribe: <{clean(unsubscribe_url)}>\r\n"
+        + "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+        + "\r\n"
+    )
+    part = f"--{boundary}\r\nContent-Type: text/%s; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    return b"".join(
+        (
+            head.encode("utf-8"),
+            (part % "plain").encode("ascii"),
+            body(text),
+            (part % "html").encode("ascii"),
+            body(html),
+            f"--{boundary}--\r\n".encode("ascii"),
+        )
+    )

@@ -1,0 +1,291 @@
+"""Render one subscriber's edition: MJML compiled once per template, Jinja per subscriber.
+
+A template is a set of files looked up by name in the user's `templates_dir` first,
+then in the built-in `templates/`: `<name>.mjml` (the layout, which pulls in parts such
+as `paper.mjml` with `<mj-include>`) and `<name>.txt` (the text/plain part). The MJML
+is compiled to HTML once and kept until one of the files it used changes; Jinja (with
+autoescape on) then fills the compiled HTML for each subscriber.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import inscriptis
+import jinja2
+import mjml
+
+from newsletter.models import Pick, Subscriber
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+INCLUDE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_./-]*")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+SUBJECT_FIELDS = {"count": 10, "topics": "trending papers", "date": "25 Nov 2026", "name": "Ada"}
+ABSTRACT_WORDS = 60
+PREHEADER_CHARS = 140
+
+
+class TemplateError(Exception):
+    """A template is missing or does not compile; the message names the file."""
+
+
+@dataclass
+class RenderSettings:
+    """What the renderer needs from the config."""
+
+    newsletter_name: str
+    base_url: str
+    address: str = ""
+    subject: str = "{count} new papers on {topics} · {date}"
+    templates_dir: Path | None = None
+    language: str = "en"
+
+    def __post_init__(self):
+        if self.templates_dir is not None and not Path(self.templates_dir).is_dir():
+            raise ValueError(f"templates_dir: {self.templates_dir} is not a directory")
+        try:
+            self.subject.format(**SUBJECT_FIELDS)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"subject: bad placeholder {error} in {self.subject!r} (use {{count}}, {{topics}}, {{date}}, {{name}})"
+            ) from None
+
+
+@dataclass
+class RenderedEdition:
+    """The rendered parts of one email; `count` is the number of papers in it."""
+
+    subject: str
+    html: str
+    text: str
+    count: int = 0
+
+
+def format_date(day: date) -> str:
+    """`25 Nov 2026`, the same in every locale."""
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def keywords(subscriber: Subscriber) -> list[str]:
+    """The topics the subscriber asked for: keywords without the exclusions (`-word`); none in trending mode."""
+    if subscriber.mode == "trending":
+        return []
+    return [k.strip().strip('"') for k in subscriber.keywords if not k.strip().startswith("-")]
+
+
+def byline(authors: list[str], author_count: int | None, organization: str | None) -> str:
+    """`A, B, C et al. · Org`; `12 authors` when only the count is known; empty when nothing is."""
+    if authors:
+        people = ", ".join(authors[:3]) + (" et al." if len(authors) > 3 else "")
+    elif author_count:
+        people = f"{author_count} author{'s' if author_count != 1 else ''}"
+    else:
+        people = ""
+    return " · ".join(part for part in (people, organization or "") if part)
+
+
+@functools.lru_cache(maxsize=4096)
+def cut_words(text: str, limit: int = ABSTRACT_WORDS) -> tuple[str, bool]:
+    """The first `limit` words of `text` (whitespace collapsed) and whether anything was cut.
+
+    Cached: the same abstracts come round for subscriber after subscriber.
+    """
+    words = text.split(None, limit)
+    if len(words) <= limit:
+        return " ".join(words), False
+    return " ".join(words[:limit]).rstrip(".,;:") + "…", True
+
+
+def safe_link(url: str) -> str:
+    """The url if it is http(s), else empty: a feed cannot slip a `javascript:` link into a mail."""
+    return url if url.startswith(("https://", "http://")) else ""
+
+
+def preheader(titles: list[str]) -> str:
+    """The hidden inbox preview line: the first titles, cut near `PREHEADER_CHARS`."""
+    text = " · ".join(titles)
+    if len(text) <= PREHEADER_CHARS:
+        return text
+    return text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+@dataclass(slots=True)
+class Item:
+    """The templates' view of one pick (`item`): plain attributes, which Jinja reads fastest."""
+
+    number: int
+    title: str
+    link: str
+    byline: str
+    published: str
+    upvotes: int | None
+    abstract: str
+    cut: bool
+    why: str
+
+    @classmethod
+    def of(cls, number: int, pick: Pick) -> "Item":
+        """The view of the `number`th pick."""
+        paper = pick.paper
+        abstract, cut = cut_words(paper.abstract or "")
+        return cls(
+            number=number,
+            title=paper.title,
+            link=safe_link(paper.link),
+            byline=byline(paper.authors, paper.author_count, paper.organization),
+            published=format_date(paper.published) if paper.published else "",
+            upvotes=paper.upvotes,
+            abstract=abstract,
+            cut=cut,
+            why="; ".join(pick.reasons),
+        )
+
+
+class Renderer:
+    """Turns (subscriber, date, picks) into a `RenderedEdition`, reusing compiled templates."""
+
+    def __init__(self, settings: RenderSettings):
+        self.settings = settings
+        self.dirs = [Path(settings.templates_dir)] if settings.templates_dir else []
+        self.dirs.append(BUILTIN_TEMPLATES)
+        self.html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        self.text_env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        self._compiled: dict[str, tuple[list[str], tuple, jinja2.Template, str | None]] = {}
+
+    def render(
+        self,
+        subscriber: Subscriber,
+        day: date,
+        picks: list[Pick],
+        *,
+        unsubscribe_url: str,
+        profile_url: str | None = None,
+    ) -> RenderedEdition:
+        """Render one edition; raises `TemplateError` for a missing or broken template."""
+        name = subscriber.template
+        html_template, text_name = self._template(name)
+        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url)
+        try:
+            html = html_template.render(context)
+            if text_name:
+                text = self.text_env.get_template(text_name).render(context)
+            else:
+                text = inscriptis.get_text(html).strip() + "\n"
+        except jinja2.TemplateError as error:
+            raise TemplateError(f"template {name!r}: {error}") from None
+        return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
+
+    def context(
+        self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None
+    ) -> dict:
+        """The values the templates see for one edition."""
+        settings = self.settings
+        count = len(picks)
+        wanted = keywords(subscriber)
+        topic_text = ", ".join(wanted[:3]) or "trending papers"
+        date_label = format_date(day)
+        subject = settings.subject.format(count=count, topics=topic_text, date=date_label, name=subscriber.name)
+        reason = "the most upvoted new papers"
+        if wanted:
+            reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
+        noun = "paper" if count == 1 else "papers"
+        return {
+            "lang": settings.language,
+            "subject": " ".join(subject.split()),
+            "newsletter_name": settings.newsletter_name,
+            "base_url": settings.base_url,
+            "address": settings.address,
+            "date_label": date_label,
+            "count": count,
+            "topics": topic_text,
+            "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
+            "greeting": f"Hi {subscriber.name}," if subscriber.name.strip() else "Hello,",
+            "intro": "here is what's new, best matches first." if count else "nothing matched your profile today.",
+            "preheader": preheader([pick.paper.title for pick in picks[:3]]),
+            "items": [Item.of(number, pick) for number, pick in enumerate(picks, 1)],
+            "why_you_get_this": f"You get this email because {subscriber.email} subscribed to "
+            f"{settings.newsletter_name} for {reason}.",
+            "email": subscriber.email,
+            "name": subscriber.name,
+            "unsubscribe_url": unsubscribe_url,
+            "profile_url": profile_url,
+        }
+
+    def _template(self, name: str) -> tuple[jinja2.Template, str | None]:
+        """The compiled HTML template for `name` and the name of its text template (None: derive it).
+
+        Recompiles when any file the MJML used, or a file that would now shadow it, changed.
+        """
+        if not TEMPLATE_NAME.fullmatch(name):
+            raise TemplateError(f"template {name!r}: use letters, digits, '-' and '_' only")
+        cached = self._compiled.get(name)
+        if cached and cached[1] == self._signature(cached[0]):
+            return cached[2], cached[3]
+        used = [f"{name}.txt"]
+        sources: list[tuple[Path, str]] = []
+        problems: list[TemplateError] = []
+
+        def read(file: str) -> str:
+            try:
+                path, text = self._read(file.removeprefix("./"), used)
+            except TemplateError as error:  # the compiler would hide it behind its own message
+                problems.append(error)
+                raise
+            sources.append((path, text))
+            return text
+
+        layout = read(f"{name}.mjml")
+        try:
+            compiled = mjml.mjml2html(layout, include_loader=read, disable_comments=True, fonts={})
+        except (ValueError, RuntimeError) as error:
+            raise (problems[0] if problems else TemplateError(f"{sources[0][0]}: {error}")) from None
+        try:
+            template = self.html_env.from_string(compiled)
+        except jinja2.TemplateSyntaxError as error:
+            raise self._locate(error, sources) from None
+        text_name = f"{name}.txt" if sources[0][0].with_name(f"{name}.txt").is_file() else None
+        self._compiled[name] = (used, self._signature(used), template, text_name)
+        return template, text_name
+
+    def _locate(self, error: jinja2.TemplateSyntaxError, sources: list[tuple[Path, str]]) -> TemplateError:
+        """Name the file and line of a Jinja syntax error found in the compiled HTML."""
+        for path, text in sources:
+            try:
+                self.html_env.parse(text)
+            except jinja2.TemplateSyntaxError as found:
+                return TemplateError(f"{path}:{found.lineno}: {found.message}")
+        return TemplateError(f"{sources[0][0]}: {error.message}")
+
+    def _read(self, file: str, used: list[str]) -> tuple[Path, str]:
+        """Read a template file from the first directory that has it, noting its name in `used`."""
+        if not INCLUDE_PATH.fullmatch(file) or ".." in file.split("/"):
+            raise TemplateError(f"{file}: template paths are plain relative names")
+        used.append(file)
+        for directory in self.dirs:
+            path = directory / file
+            if path.is_file():
+                return path, path.read_text(encoding="utf-8")
+        raise TemplateError(f"{file}: not found in {', '.join(str(d) for d in self.dirs)}")
+
+    def _signature(self, files: list[str]) -> tuple:
+        """The modification time of every candidate path of `files` (None where absent)."""
+        return tuple(_mtime(directory / file) for file in files for directory in self.dirs)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+

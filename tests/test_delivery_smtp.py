@@ -1,0 +1,210 @@
+"""The smtp backend against a real aiosmtpd server on loopback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from newsletter.delivery import DeliveryError, OutgoingMessage, create_backend
+from newsletter.delivery.smtp import RateLimiter, SMTPSettings
+from tests.smtp_fixtures import check_password, smtp_factory, smtp_server, tls_cert  # noqa: F401
+
+
+def make_message(n: int, recipient: str | None = None, body: str = "Hello.") -> OutgoingMessage:
+    message_id = f"<msg{n}@example.org>"
+    recipient = recipient or f"reader{n}@example.org"
+    data = (
+        f"From: Papers <papers@example.org>\r\nTo: {recipient}\r\nSubject: Digest {n}\r\n"
+        f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{body}\r\n"
+    ).encode()
+    return OutgoingMessage(message_id, "papers@example.org", recipient, data)
+
+
+def smtp(server, **options):
+    options = {"host": server.host, "port": server.port, "backoff_base": 0.01, "timeout": 5, **options}
+    return create_backend("smtp", options, base_dir=Path("."))
+
+
+def test_many_messages_reuse_few_connections(smtp_server):
+    messages = [make_message(n, body=".leading dot\r\n..two dots\r\nFrom here\r\n" + ("x" * 76 + "\r\n") * 30) for n in range(120)]
+    with smtp(smtp_server, concurrency=3, max_per_connection=1000) as backend:
+        results = backend.send_messages(messages[:60])
+        results += backend.send_messages(messages[60:])  # the same connections carry on
+    assert [r.message_id for r in results] == [m.message_id for m in messages]
+    assert all(r.ok and r.reply.startswith("250") for r in results)
+    sink = smtp_server.sink
+    assert sorted(sink.ids()) == sorted(m.message_id for m in messages)
+    assert sink.connections == 3  # one per worker, kept from the first call to the second
+    by_id = {item.message_id: item for item in sink.received}
+    for message in messages:
+        received = by_id[message.message_id]
+        assert received.mail_from == "papers@example.org"
+        assert received.rcpt_tos == [message.recipient]
+        assert received.data == message.data  # dot-stuffing undone, bytes intact
+
+
+def test_max_per_connection_reconnects(smtp_server):
+    with smtp(smtp_server, concurrency=1, max_per_connection=5) as backend:
+        results = backend.send_messages([make_message(n) for n in range(12)])
+    assert all(r.ok for r in results)
+    assert smtp_server.sink.connections == 3
+
+
+def test_send_without_open_opens_and_closes(smtp_server):
+    backend = smtp(smtp_server)
+    assert backend.send_messages([make_message(1)])[0].ok
+    assert backend.send_messages([]) == []
+    assert smtp_server.sink.ids() == ["<msg1@example.org>"]
+
+
+def test_starttls_with_trusted_self_signed_cert(smtp_factory, tls_cert):
+    server = smtp_factory(tls_context=tls_cert.server_context(), require_starttls=True)
+    with smtp(server, host="localhost", security="starttls", ca_file=str(tls_cert.cert)) as backend:
+        results = backend.send_messages([make_message(n) for n in range(3)])
+    assert all(r.ok for r in results), results
+    assert len(server.sink.received) == 3
+
+
+def test_starttls_untrusted_cert_fails_the_call_without_retries(smtp_factory, tls_cert):
+    server = smtp_factory(tls_context=tls_cert.server_context(), require_starttls=True)
+    with smtp(server, security="starttls", concurrency=2) as backend:
+        results = backend.send_messages([make_message(n) for n in range(5)])
+    assert not any(r.ok or r.permanent for r in results)
+    assert "CERTIFICATE_VERIFY_FAILED" in results[0].reply
+    assert server.sink.received == []
+    assert server.sink.connections <= 2  # each worker gave up after its first failed handshake
+
+
+def test_starttls_without_validation(smtp_factory, tls_cert):
+    server = smtp_factory(tls_context=tls_cert.server_context(), require_starttls=True)
+    with smtp(server, security="starttls", validate_certs=False) as backend:
+        assert backend.send_messages([make_message(1)])[0].ok
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_auth_password_from_environment(smtp_factory, monkeypatch):
+    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), auth_required=True, auth_require_tls=False)
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret")
+    with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD") as backend:
+        assert backend.send_messages([make_message(1)])[0].ok
+    assert len(server.sink.received) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_wrong_password_fails_every_message_once(smtp_factory, monkeypatch):
+    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), auth_required=True, auth_require_tls=False)
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
+    with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD", concurrency=1) as backend:
+        results = backend.send_messages([make_message(n) for n in range(4)])
+    assert [r.ok for r in results] == [False] * 4
+    assert all(r.reply.split(": ", 1)[1].startswith("535") for r in results)
+    assert "wrong" not in results[0].reply
+    assert server.sink.connections == 1
+
+
+def test_missing_password_variable_is_reported_at_open(smtp_server, monkeypatch):
+    monkeypatch.delenv("TEST_SMTP_PASSWORD", raising=False)
+    backend = smtp(smtp_server, username="papers", password_env="TEST_SMTP_PASSWORD")
+    with pytest.raises(DeliveryError, match="environment variable TEST_SMTP_PASSWORD is not set"):
+        backend.open()
+
+
+def test_451_is_retried_and_delivered_once(smtp_server):
+    messages = [make_message(n) for n in range(6)]
+    smtp_server.sink.defer_once = {"<msg2@example.org>", "<msg4@example.org>"}
+    with smtp(smtp_server, concurrency=2) as backend:
+        results = backend.send_messages(messages)
+    assert all(r.ok for r in results)
+    assert smtp_server.sink.defer_once == set()  # both were answered 451 once
+    assert sorted(smtp_server.sink.ids()) == sorted(m.message_id for m in messages)
+
+
+def test_550_fails_one_recipient_permanently_and_the_rest_go(smtp_server):
+    messages = [make_message(n) for n in range(5)]
+    smtp_server.sink.reject = {"reader3@example.org": "550 5.1.1 no such user"}
+    with smtp(smtp_server, concurrency=2) as backend:
+        results = backend.send_messages(messages)
+    assert [r.ok for r in results] == [True, True, True, False, True]
+    assert results[3].permanent and results[3].reply == "550 5.1.1 no such user"
+    assert sorted(smtp_server.sink.ids()) == sorted(m.message_id for i, m in enumerate(messages) if i != 3)
+    assert smtp_server.sink.connections == 2  # a refusal does not cost a connection
+
+
+def test_persistent_4xx_gives_up_after_max_attempts(smtp_server):
+    smtp_server.sink.reject = {"reader1@example.org": "452 4.2.2 mailbox full"}
+    with smtp(smtp_server, max_attempts=3) as backend:
+        result = backend.send_messages([make_message(1)])[0]
+    assert not result.ok and not result.permanent
+    assert result.reply == "452 4.2.2 mailbox full"
+
+
+def test_dropped_connection_resumes_without_loss_or_duplicates(smtp_server):
+    messages = [make_message(n) for n in range(40)]
+    smtp_server.sink.drop_at = {5, 17, 18}
+    with smtp(smtp_server, concurrency=2) as backend:
+        results = backend.send_messages(messages)
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    ids = smtp_server.sink.ids()
+    assert len(ids) == len(set(ids)) == 40
+    assert smtp_server.sink.connections >= 4  # two workers plus a fresh connection after each drop
+
+
+def test_server_down_fails_after_retries(smtp_server):
+    from tests.smtp_fixtures import free_port
+
+    backend = create_backend(
+        "smtp", {"port": free_port(), "host": "127.0.0.1", "backoff_base": 0.001, "max_attempts": 2}, base_dir=Path(".")
+    )
+    with backend:
+        results = backend.send_messages([make_message(1), make_message(2)])
+    assert [(r.ok, r.permanent) for r in results] == [(False, False)] * 2
+    assert "127.0.0.1" in results[0].reply
+
+
+def test_rate_limit_spaces_messages():
+    limiter = RateLimiter(50)
+    times = []
+    for _ in range(6):
+        limiter.wait()
+        times.append(time.monotonic())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.018
+
+
+def test_rate_limit_applies_across_connections(smtp_server):
+    start = time.monotonic()
+    with smtp(smtp_server, concurrency=4, rate_limit=100) as backend:
+        assert all(r.ok for r in backend.send_messages([make_message(n) for n in range(21)]))
+    assert time.monotonic() - start >= 0.19  # 20 gaps of 10 ms, whatever the number of connections
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"port": 0}, "port"),
+        ({"security": "tls"}, "security"),
+        ({"username": "me"}, "username and password_env"),
+        ({"password_env": "my password!", "username": "me"}, "password_env"),
+        ({"pasword_env": "X"}, "pasword_env"),
+    ],
+)
+def test_settings_are_validated(options, field):
+    with pytest.raises(ValidationError) as info:
+        SMTPSettings.model_validate(options)
+    assert field in str(info.value)
+
+
+def test_connection_closed_while_idle_is_replaced_without_using_an_attempt(smtp_factory, monkeypatch):
+    from newsletter.delivery import smtp as smtp_module
+
+    monkeypatch.setattr(smtp_module, "IDLE_PROBE_SECONDS", 0.05)
+    server = smtp_factory(timeout=0.2)  # aiosmtpd drops connections idle for 0.2 s
+    with smtp(server, concurrency=1, max_attempts=1) as backend:
+        assert backend.send_messages([make_message(1)])[0].ok
+        time.sleep(0.4)
+        assert backend.send_messages([make_message(2)])[0].ok
+    assert server.sink.connections == 2
