@@ -462,6 +462,53 @@ def status(
     out.print(jobs)
 
 
+# -- preview and unsubscribe server ---------------------------------------------------------
+
+
+def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
+    """Run the web app (preview pages and/or the unsubscribe endpoints) with uvicorn."""
+    import uvicorn
+
+    from newsletter.preview import create_app
+
+    with open_store(config) as store:
+        builder = builder_for(config, store)
+
+        def build_edition(email: str, day: date):
+            subscriber = loaded_subscribers(config, quiet=True).find(email)
+            return builder.edition(subscriber, day) if subscriber else None
+
+        web = create_app(
+            list_subscribers=lambda: loaded_subscribers(config).subscribers,
+            build_edition=build_edition,
+            suppress=lambda email: store.suppress(email, reason="one-click unsubscribe"),
+            secret_key=builder.key,
+            preview=preview,
+        )
+        what = "preview" if preview else "unsubscribe endpoint"
+        err.print(f"Serving the {what} on http://{host}:{port}/ (Ctrl-C to stop)", markup=False)
+        uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+HostOption = Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to expose it.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+@app.command()
+def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
+    """Preview every subscriber's digest in the browser (HTML at 320/600 px, text, .eml) for any date.
+
+    Pages are built by the same code as `send`; templates are re-read on each request.
+    """
+    serve_app(ctx.obj.config(), host, port, preview=True)
+
+
+@app.command()
+def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
+    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url."""
+    serve_app(ctx.obj.config(), host, port, preview=False)
+
+
 # -- the scheduler service ---------------------------------------------------------------
 
 
@@ -568,6 +615,28 @@ def run(
         raise typer.Exit(1)
 
 
+GLOBAL_OPTIONS = ("--config", "-c", "--db")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move `--config`/`--db` given after the command to the front, so both
+    `newsletter --config X send` and `newsletter send --config X` work."""
+    front, rest = [], []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and "=" in arg:
+            front.append(arg)
+        elif name in GLOBAL_OPTIONS and index + 1 < len(args):
+            front.extend(args[index : index + 2])
+            index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="newsletter")

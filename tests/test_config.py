@@ -93,7 +93,7 @@ SUBSCRIBER = 'email = "{email}"\nname = "N"\ntimezone = "Europe/Berlin"\nsend_at
         (SUBSCRIBER.replace('["diffusion"]', "[]"), "subscribers/ada.toml: keywords: mode 'keywords' needs at least one keyword"),
         (SUBSCRIBER.replace('"07:30"', '"7.30"'), "subscribers/ada.toml: send_at: "),
         (SUBSCRIBER + "colour = 'blue'\n", "subscribers/ada.toml: colour: unknown key"),
-        (SUBSCRIBER.replace("keywords = [", "keywords = [\n"), "subscribers/ada.toml:6: "),
+        (SUBSCRIBER.replace('mode = "keywords"', 'mode = "keywords'), "subscribers/ada.toml:5: "),
     ],
 )
 def test_each_subscriber_problem_is_reported_and_the_rest_load(tmp_path: Path, text: str, expected: str):

@@ -8,29 +8,12 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.delivery.base import Backend, SendResult
 from newsletter.delivery.memory import MemoryBackend
 from newsletter.models import Paper, Subscriber
 from newsletter.pipeline import is_done, run_edition
 from newsletter.store import Store
 
 DAY = date(2026, 11, 25)
-
-
-class FlakyBackend(MemoryBackend):
-    """Keeps messages like the memory backend, but refuses the addresses in `refuse`."""
-
-    def __init__(self, refuse: set[str]):
-        super().__init__(MemoryBackend.Settings(), base_dir=Path("."))
-        self.refuse = refuse
-
-    def send_messages(self, messages):
-        accepted = [m for m in messages if m.recipient not in self.refuse]
-        results = {r.message_id: r for r in super().send_messages(accepted)}
-        return [
-            results.get(m.message_id) or SendResult(m.message_id, ok=False, reply="550 mailbox unavailable", permanent=True)
-            for m in messages
-        ]
 
 
 @pytest.fixture
@@ -52,10 +35,10 @@ def subscribers(count: int, **fields) -> list[Subscriber]:
     return [Subscriber(email=f"reader{n}@example.org", name=f"Reader {n}", max_items=5, **fields) for n in range(count)]
 
 
-def memory() -> MemoryBackend:
-    backend = MemoryBackend(MemoryBackend.Settings(), base_dir=Path("."))
-    backend.open()
-    return backend
+def memory(**settings) -> MemoryBackend:
+    """A fresh memory backend; its (class-wide) outbox starts empty."""
+    MemoryBackend.outbox.clear()
+    return MemoryBackend(MemoryBackend.Settings(**settings), base_dir=Path("."))
 
 
 def test_a_second_run_sends_nothing(config, store):
@@ -89,7 +72,7 @@ def test_no_picks_means_no_email_and_the_run_says_so(config, store):
 
 def test_permanent_failure_is_recorded_and_the_rest_continue(config, store):
     readers = subscribers(4)
-    backend = FlakyBackend(refuse={"reader2@example.org"})
+    backend = memory(fail_recipients={"reader2@example.org"})
     summary = run_edition(config, store, readers, day=DAY, backend=backend)
     assert (summary.sent, summary.failed) == (3, 1)
     entry = store.ledger_entries(DAY)["reader2@example.org"]
