@@ -210,8 +210,10 @@ class Renderer:
             "count": count,
             "topics": topic_text,
             "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
-            "greeting": f"Hi {subscriber.name}," if subscriber.name.strip() else "Hello,",
-            "intro": "here is what's new, best matches first." if count else "nothing matched your profile today.",
+            "greeting": f"Hi {subscriber.name.strip()}," if subscriber.name.strip() else "Hello,",
+            "intro": ("here is what's new, best matches first." if wanted else "here is what's trending.")
+            if count
+            else "nothing matched your profile today.",
             "preheader": preheader([pick.paper.title for pick in picks[:3]]),
             "items": [Item.of(number, pick) for number, pick in enumerate(picks, 1)],
             "why_you_get_this": f"You get this email because {subscriber.email} subscribed to "

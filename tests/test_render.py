@@ -117,6 +117,13 @@ def test_footer_says_why_for_each_mode(renderer):
     assert "for new papers on agents and the most upvoted new papers." in footer(mixed)
 
 
+def test_an_empty_edition_still_renders(renderer):
+    edition = renderer.render(ADA, DAY, [], unsubscribe_url=UNSUBSCRIBE)
+    doc = parse(edition.html)
+    assert not cards(doc) and "No new papers today" in text_of(doc.body) and edition.count == 0
+    assert "No new papers today" in edition.text
+
+
 def test_a_loop_of_ten_items_renders_ten_cards(renderer):
     ten = [Paper.create(f"Paper number {i}", url=f"https://example.org/{i}") for i in range(10)]
     doc = parse(renderer.render(ADA, DAY, picks(ten), unsubscribe_url=UNSUBSCRIBE).html)
