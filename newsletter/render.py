@@ -22,7 +22,9 @@ import mjml
 
 from newsletter.models import Pick, Subscriber
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# an installed wheel ships the templates inside the package; a checkout keeps them in the repository's templates/
+_PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
+BUILTIN_TEMPLATES = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else _PACKAGE_TEMPLATES.parent.parent / "templates"
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 INCLUDE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_./-]*")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
