@@ -31,6 +31,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message_id(self) -> str:
@@ -63,7 +64,9 @@ class Sink:
         if message_id in self.defer_once:
             self.defer_once.discard(message_id)
             return "451 4.3.0 try again later"
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, list(envelope.mail_options))
+        )
         return "250 2.0.0 queued"
 
     def ids(self) -> list[str]:

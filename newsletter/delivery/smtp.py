@@ -17,6 +17,7 @@ certificate, 5xx greeting) fails the rest of the call without retries.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import random
 import smtplib
@@ -32,6 +33,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
+
+log = logging.getLogger(__name__)
 
 IDLE_PROBE_SECONDS = 5.0  # a connection idle longer than this gets a NOOP before reuse
 
@@ -257,6 +260,10 @@ class SMTPBackend(Backend):
                     batch.retry(index, attempt + 1, delay)
             except smtplib.SMTPException as exc:
                 batch.finish(index, False, describe(exc), permanent=True)
+            except Exception as exc:  # a bug must not leave the batch waiting for this message forever
+                log.exception("unexpected error sending %s", batch.messages[index].message_id)
+                self._drop(slot)
+                batch.finish(index, False, f"internal error: {describe(exc)}")
             else:
                 batch.finish(index, True, reply)
 
@@ -311,6 +318,7 @@ class SMTPBackend(Backend):
         try:
             # Without this, the last TLS record of a message waits for a delayed ACK (~40 ms) under Nagle.
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.ehlo_or_helo_if_needed()  # learn the extensions (8BITMIME) before the first message
             if settings.security == "starttls":
                 client.starttls(context=self._tls)
             if settings.username:
