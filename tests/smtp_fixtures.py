@@ -46,7 +46,7 @@ class Sink:
     connections: int = 0
     reject: dict[str, str] = field(default_factory=dict)  # recipient -> reply at RCPT, e.g. "550 no such user"
     defer_once: set[str] = field(default_factory=set)  # Message-IDs answered "451" at their first DATA
-    drop_at: set[int] = field(default_factory=set)  # drop the connection at these DATA numbers (1-based), storing nothing
+    drop_at: set[int] = field(default_factory=set)  # DATA numbers (1-based) that drop the connection, storing nothing
     data_count: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -86,7 +86,8 @@ class SinkController(Controller):
 
 def check_password(expected: tuple[str, str]):
     def authenticator(server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == expected
+        given = (auth_data.login.decode(), auth_data.password.decode()) if isinstance(auth_data, LoginPassword) else None
+        ok = given == expected
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
     return authenticator

@@ -25,13 +25,17 @@ def make_message(n: int, recipient: str | None = None, body: str = "Hello.") -> 
     return OutgoingMessage(message_id, "papers@example.org", recipient, data)
 
 
+AUTH_WITHOUT_TLS = {"auth_required": True, "auth_require_tls": False}
+
+
 def smtp(server, **options):
     options = {"host": server.host, "port": server.port, "backoff_base": 0.01, "timeout": 5, **options}
     return create_backend("smtp", options, base_dir=Path("."))
 
 
 def test_many_messages_reuse_few_connections(smtp_server):
-    messages = [make_message(n, body=".leading dot\r\n..two dots\r\nFrom here\r\n" + ("x" * 76 + "\r\n") * 30) for n in range(120)]
+    body = ".leading dot\r\n..two dots\r\nFrom here\r\n" + ("x" * 76 + "\r\n") * 30
+    messages = [make_message(n, body=body) for n in range(120)]
     with smtp(smtp_server, concurrency=3, max_per_connection=1000) as backend:
         results = backend.send_messages(messages[:60])
         results += backend.send_messages(messages[60:])  # the same connections carry on
@@ -102,7 +106,7 @@ def test_starttls_without_validation(smtp_factory, tls_cert):
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_auth_password_from_environment(smtp_factory, monkeypatch):
-    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), auth_required=True, auth_require_tls=False)
+    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), **AUTH_WITHOUT_TLS)
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret")
     with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD") as backend:
         assert backend.send_messages([make_message(1)])[0].ok
@@ -111,7 +115,7 @@ def test_auth_password_from_environment(smtp_factory, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_wrong_password_fails_every_message_once(smtp_factory, monkeypatch):
-    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), auth_required=True, auth_require_tls=False)
+    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), **AUTH_WITHOUT_TLS)
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
     with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD", concurrency=1) as backend:
         results = backend.send_messages([make_message(n) for n in range(4)])
@@ -202,7 +206,7 @@ def test_rate_limit_applies_across_connections(smtp_server):
         ({"port": 0}, "port"),
         ({"security": "tls"}, "security"),
         ({"username": "me"}, "username and password_env"),
-        ({"password_env": "my password!", "username": "me"}, "password_env"),
+        ({"password_env": "hunter2!", "username": "me"}, "name of an environment variable"),
         ({"pasword_env": "X"}, "pasword_env"),
     ],
 )
