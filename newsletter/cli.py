@@ -33,7 +33,7 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(fetch_app, name="fetch")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
 
 
 @dataclass
@@ -364,6 +364,7 @@ def send(
 
     A (subscriber, date) is sent at most once: running again the same day sends nothing new.
     """
+    from newsletter.delivery.base import DeliveryError
     from newsletter.pipeline import MissingSecret, run_edition
 
     config = ctx.obj.config()
@@ -388,8 +389,8 @@ def send(
             try:
                 summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
                                       resend_uncertain=resend_uncertain, retry_failed=retry_failed, on_progress=on_progress)
-            except MissingSecret as error:
-                fail(str(error), code=2)
+            except (MissingSecret, DeliveryError) as error:
+                fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
     if summary.failed:
         raise typer.Exit(1)
