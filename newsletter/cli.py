@@ -388,7 +388,8 @@ def send(
 
             try:
                 summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
-                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed, on_progress=on_progress)
+                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
             except (MissingSecret, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
@@ -405,7 +406,7 @@ def print_summary(config: Config, summary) -> None:
         ("sent", summary.sent),
         ("failed", summary.failed),
         ("already sent earlier", summary.already_sent),
-        ("no new papers (no email)", len(summary.empty)),
+        ("no new papers" + (" (no email)" if summary.skip_empty else ""), len(summary.empty)),
         ("unsubscribed", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
@@ -418,7 +419,7 @@ def print_summary(config: Config, summary) -> None:
     out.print(table)
     for email, reply in summary.failures:
         err.print(f"failed: {email}: {reply}", markup=False)
-    for email in summary.empty:
+    for email in summary.empty if summary.skip_empty else ():
         out.print(f"{email}: no new papers, no email today", markup=False)
     if summary.sent and config.delivery.backend in ("file", "mbox"):
         options = config.delivery.backend_options
@@ -559,7 +560,7 @@ def make_service(config: Config, store: Store):
         return [s for s in current_subscribers() if s.email in wanted]
 
     def send_group(group, day):
-        summary = run_edition(config, store, members(group), day=day)
+        summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
 
     settings = ScheduleSettings(

@@ -118,6 +118,7 @@ class RunSummary:
     """What one `send` run did, for the summary table and the scheduler's log line."""
 
     dry_run: bool = False
+    skip_empty: bool = True
     subscribers: int = 0
     sent: int = 0
     failed: int = 0
@@ -151,11 +152,16 @@ def run_edition(
     dry_run: bool = False,
     resend_uncertain: bool = True,
     retry_failed: bool = False,
+    skip_empty: bool = True,
     backend: Backend | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RunSummary:
-    """Send every due subscriber their edition for `day` (default: each one's local today)."""
-    summary = RunSummary(dry_run=dry_run)
+    """Send every due subscriber their edition for `day` (default: each one's local today).
+
+    A subscriber with no new picks gets no email, unless `skip_empty` is False
+    (then a short "no new papers today" edition).
+    """
+    summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     suppressed = store.suppressed()
     due_by_day: dict[date, list[Subscriber]] = {}
     for subscriber in subscribers:
@@ -233,7 +239,8 @@ def _send_chunk(
             picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
         if not picks:
             summary.empty.append(subscriber.email)
-            continue
+            if summary.skip_empty:
+                continue
         edition, data = builder.build(subscriber, day, picks)
         summary.rendered += 1
         if entry is None:
