@@ -383,8 +383,8 @@ def send(
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("editions", total=total, sent=0, failed=0)
 
-            def on_progress(summary, remaining):
-                progress.update(task, completed=total - remaining, sent=summary.sent, failed=summary.failed)
+            def on_progress(summary):
+                progress.update(task, completed=summary.processed, sent=summary.sent, failed=summary.failed)
 
             try:
                 summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,

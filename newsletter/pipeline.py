@@ -132,14 +132,10 @@ class RunSummary:
     held_for_review: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     dates: set[date] = field(default_factory=set)
+    processed: int = 0  # subscribers dealt with so far, for progress bars
 
 
-ProgressCallback = Callable[[RunSummary, int], None]
-
-
-def _chunked(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+ProgressCallback = Callable[[RunSummary], None]
 
 
 def run_edition(
@@ -162,44 +158,54 @@ def run_edition(
     (then a short "no new papers today" edition).
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
-    suppressed = store.suppressed()
-    due_by_day: dict[date, list[Subscriber]] = {}
-    for subscriber in subscribers:
-        if only and subscriber.email != only.strip().lower():
-            continue
-        if not subscriber.active:
-            continue
-        summary.subscribers += 1
-        if subscriber.email in suppressed:
-            summary.suppressed += 1
-            continue
-        edition_day = day or local_today(subscriber)
-        if not subscriber.sends_on(edition_day):
-            summary.not_today += 1
-            continue
-        due_by_day.setdefault(edition_day, []).append(subscriber)
-    summary.dates = set(due_by_day)
-
     builder = EditionBuilder(config, store)
-    remaining = sum(len(group) for group in due_by_day.values())
     owns_backend = backend is None and not dry_run
     if owns_backend:
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
         backend.open()
     try:
-        for edition_day, group in sorted(due_by_day.items()):
-            for chunk in _chunked(group, config.delivery.chunk_size):
-                _send_chunk(
-                    builder, store, chunk, edition_day, backend, summary,
-                    dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
-                )
-                remaining -= len(chunk)
-                if on_progress:
-                    on_progress(summary, remaining)
+        due = _due_chunks(store, subscribers, summary, day=day, only=only, size=config.delivery.chunk_size)
+        for edition_day, chunk in due:
+            _send_chunk(
+                builder, store, chunk, edition_day, backend, summary,
+                dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+            )
+            if on_progress:
+                on_progress(summary)
     finally:
         if owns_backend:
             backend.close()
     return summary
+
+
+def _due_chunks(
+    store: Store, subscribers: Iterable[Subscriber], summary: RunSummary, *, day: date | None, only: str | None, size: int
+) -> Iterator[tuple[date, list[Subscriber]]]:
+    """Stream the due subscribers as (edition date, chunk), never holding them all at once.
+
+    Counts the ones that are not due (inactive, unsubscribed, not a sending day) in `summary`.
+    """
+    suppressed = store.suppressed()
+    waiting: dict[date, list[Subscriber]] = {}
+    for subscriber in subscribers:
+        if (only and subscriber.email != only.strip().lower()) or not subscriber.active:
+            continue
+        summary.subscribers += 1
+        if subscriber.email in suppressed:
+            summary.suppressed += 1
+            summary.processed += 1
+            continue
+        edition_day = day or local_today(subscriber)
+        if not subscriber.sends_on(edition_day):
+            summary.not_today += 1
+            summary.processed += 1
+            continue
+        summary.dates.add(edition_day)
+        chunk = waiting.setdefault(edition_day, [])
+        chunk.append(subscriber)
+        if len(chunk) >= size:
+            yield edition_day, waiting.pop(edition_day)
+    yield from sorted(waiting.items())
 
 
 def _send_chunk(
@@ -214,6 +220,7 @@ def _send_chunk(
     resend_uncertain: bool,
     retry_failed: bool,
 ) -> None:
+    summary.processed += len(chunk)
     emails = [s.email for s in chunk]
     entries = store.ledger_entries(day, emails)
     sent_before = store.sent_paper_ids(emails, before=day)
