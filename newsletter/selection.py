@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from bisect import bisect_right
 from datetime import date
 from functools import reduce
@@ -76,6 +76,15 @@ class _Matches:
     scores: np.ndarray  # unweighted score on each of `docs`
     hits: np.ndarray  # papers where it really occurs (an exclusion drops these), ascending
     where: bytes  # per paper: 0 no match, else an index into PLACES
+    prefixes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def upto(self, cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`docs`, `scores` and `hits` cut to the papers before `cut` (the ones an age limit keeps)."""
+        found = self.prefixes.get(cut)
+        if found is None:
+            end, hits_end = self.docs.searchsorted(cut), self.hits.searchsorted(cut)
+            found = self.prefixes[cut] = (self.docs[:end], self.scores[:end], self.hits[:hits_end])
+        return found
 
 
 @dataclass(slots=True)
@@ -117,13 +126,13 @@ class PaperIndex:
         self._upvotes = [paper.upvotes for paper in self.papers]
         count = len(self.papers)
         undated = self._age_keys.count(-1)
-        self._recency = np.array([i - undated if i >= undated else count - undated + i for i in range(count)])
+        self._recency = [i - undated if i >= undated else count - undated + i for i in range(count)]
 
         self._trend_score = [
             0.0 if up is None else up / ((UNKNOWN_AGE_DAYS if age < 0 else age) + DECAY_OFFSET) ** DECAY_POWER
             for up, age in zip(self._upvotes, self._age_keys)
         ]
-        recency = self._recency.tolist()
+        recency = self._recency
         self._trending = sorted(range(count), key=lambda i: (self._upvotes[i] is None, -self._trend_score[i], recency[i]))
         self._trend_rank = [0] * count
         for rank, i in enumerate(self._trending, 1):
@@ -266,23 +275,26 @@ class PaperIndex:
     ) -> list[tuple[int, float]]:
         """The best `limit` (paper, score) pairs, best first, ties to the more recent paper."""
         cut = flt.cut
-        whole = cut == len(self.papers)
         docs, scores = [], []
         for keyword, matches in positives:
-            end = None if whole else matches.docs.searchsorted(cut)
-            docs.append(matches.docs[:end])
-            scores.append(matches.scores[:end] if keyword.weight == 1.0 else keyword.weight * matches.scores[:end])
+            some_docs, some_scores, _ = matches.upto(cut)
+            docs.append(some_docs)
+            scores.append(some_scores if keyword.weight == 1.0 else keyword.weight * some_scores)
         total = np.bincount(np.concatenate(docs), np.concatenate(scores), minlength=cut)
         for matches in excluded:
-            total[matches.hits if whole else matches.hits[: matches.hits.searchsorted(cut)]] = 0.0
+            total[matches.upto(cut)[2]] = 0.0
         if flt.keep is not None:
             total *= flt.keep
         if sent:
             total[[i for i in sent if i < cut]] = 0.0
-        least = np.partition(total, cut - limit)[cut - limit] if cut > limit else 0.0
-        docs = (total >= least if least > 0 else total > 0).nonzero()[0]
-        chosen = docs[np.lexsort((self._recency[docs], -total[docs]))[:limit]]
-        return list(zip(chosen.tolist(), total[chosen].tolist()))
+        docs = (total > 0).nonzero()[0]
+        if len(docs) > limit:
+            top = total[docs]
+            at = len(docs) - limit
+            docs = docs[top >= np.partition(top, at)[at]]
+        recency = self._recency
+        ranked = sorted(zip(docs.tolist(), total[docs].tolist()), key=lambda pair: (-pair[1], recency[pair[0]]))
+        return ranked[:limit]
 
     def _keyword_picks(self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]) -> list[Pick]:
         labels = [(f'"{keyword.text}" ', matches.where) for keyword, matches in positives]
