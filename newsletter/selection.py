@@ -33,8 +33,9 @@ compound matches its hyphenated and spaced forms (`pretraining`,
 matches two adjacent text words that join to it, and two adjacent keyword
 words also match one text word that is their join.
 
-Mixed: round(max_items * trending_share) slots are trending, the rest keyword
-picks; no paper twice, and a list that runs short is refilled from the other.
+Mixed: round(max_items * trending_share) slots (Python's round, half to even)
+are trending, the rest keyword picks; no paper twice, and a list that runs
+short is refilled from the other.
 Picks come keyword picks first, then trending picks.  Papers in
 `already_sent` are never picked.
 """
@@ -42,16 +43,15 @@ Picks come keyword picks first, then trending picks.  Papers in
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
-from bisect import bisect_right
 from datetime import date
 from functools import reduce
-from itertools import islice
 
 import numpy as np
 
-from newsletter.keywords import Keyword, parse_keywords, words
+from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
 
 DECAY_OFFSET = 2.0
@@ -150,6 +150,7 @@ class PaperIndex:
         average = sum(lengths) / count if count and sum(lengths) else 1.0
         self._abstract_ratio = np.minimum(np.array(lengths, dtype=float) / average, MAX_LENGTH_RATIO)
 
+        self._keywords: dict[str, tuple[Keyword, _Matches]] = {}
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
@@ -227,6 +228,14 @@ class PaperIndex:
             found = _common(found, self._positions_of(field, term) - offset)
         return found
 
+    def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
+        """A keyword string parsed, with its matches (both kept for the next profile that has it)."""
+        found = self._keywords.get(raw)
+        if found is None:
+            keyword = parse_keyword(raw)
+            found = self._keywords[raw] = (keyword, self._match(keyword.terms))
+        return found
+
     def _match(self, terms: tuple[str, ...]) -> _Matches:
         found = self._matches.get(terms)
         if found is None:
@@ -298,11 +307,15 @@ class PaperIndex:
 
     def _keyword_picks(self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]) -> list[Pick]:
         labels = [(f'"{keyword.text}" ', matches.where) for keyword, matches in positives]
-        papers = self.papers
-        return [
-            Pick(papers[i], score, ["matched " + "; ".join([label + PLACES[where[i]] for label, where in labels if where[i]])])
-            for i, score in ranked
-        ]
+        picks = []
+        for i, score in ranked:
+            found = []
+            for label, where in labels:
+                place = where[i]
+                if place:
+                    found.append(label + PLACES[place])
+            picks.append(Pick(self.papers[i], score, ["matched " + "; ".join(found)]))
+        return picks
 
     def _trending_picks(self, flt: _Filter, skip: set[int], excluded: list[_Matches], limit: int) -> list[Pick]:
         picks: list[Pick] = []
@@ -332,14 +345,15 @@ def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] 
     limit = subscriber.max_items
     flt = index._filter(subscriber.max_age_days, subscriber.min_upvotes)
     sent = index._positions(already_sent)
-    keywords = parse_keywords(subscriber.keywords)
-    excluded = [index._match(keyword.terms) for keyword in keywords if keyword.exclude]
+    known = index._keywords
+    keywords = [known.get(raw) or index._keyword(raw) for raw in subscriber.keywords]
+    excluded = [matches for keyword, matches in keywords if keyword.exclude]
     if subscriber.mode == "trending":
         return index._trending_picks(flt, sent, excluded, limit)
 
-    positives = [(keyword, index._match(keyword.terms)) for keyword in keywords if not keyword.exclude]
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     wanted = limit if subscriber.mode == "keywords" else limit - round(limit * subscriber.trending_share)
-    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted else []
+    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted and positives else []
     picks = index._keyword_picks(ranked, positives)
     if subscriber.mode == "mixed":
         picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
