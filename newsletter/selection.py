@@ -22,7 +22,8 @@ idf * (2.5 * sat_title + sat_abstract) on a paper where it occurs, with
 sat = tf * (k1 + 1) / (tf + k1 * norm), k1 = 1.2; the abstract is length
 normalised (b = 0.75, length ratio capped at 4), the title is not, so for one
 keyword a title match always outranks an abstract-only one.  A phrase whose
-words are all in the paper but not adjacent scores 0.25 * idf, below any real
+words are not adjacent but near (each within 8 words of the first, in the title
+or in the abstract) scores 0.25 * idf ("with words apart"), below any real
 occurrence.  Scores are multiplied by the keyword's weight and summed; a paper
 that matches an exclusion is dropped (in every mode); a paper with no positive
 keyword is never a keyword pick.
@@ -47,7 +48,6 @@ from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
-from functools import reduce
 
 import numpy as np
 
@@ -62,6 +62,7 @@ B = 0.75
 MAX_LENGTH_RATIO = 4.0
 TITLE_WEIGHT = 2.5
 APART_SHARE = 0.25
+APART_WINDOW = 8
 POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
@@ -195,12 +196,20 @@ class PaperIndex:
             found = self._arrays[field, term] = np.array(self._postings[field].get(term, ()), dtype=np.int64)
         return found
 
-    def _papers_with(self, term: str) -> np.ndarray:
-        """The papers holding `term` anywhere, ascending."""
-        held = np.zeros(len(self.papers), dtype=bool)
-        held[self._positions_of(0, term) >> POSITION_BITS] = True
-        held[self._positions_of(1, term) >> POSITION_BITS] = True
-        return np.flatnonzero(held)
+    def _near(self, terms: tuple[str, ...]) -> np.ndarray:
+        """Papers where every word of `terms` is within APART_WINDOW words of the first, in one field."""
+        found = []
+        for field in (0, 1):
+            anchors = self._positions_of(field, terms[0])
+            for term in terms[1:]:
+                others = self._positions_of(field, term)
+                if not len(anchors) or not len(others):
+                    anchors = anchors[:0]
+                    break
+                nearest = others[np.minimum(others.searchsorted(anchors - APART_WINDOW), len(others) - 1)]
+                anchors = anchors[(nearest >= anchors - APART_WINDOW) & (nearest <= anchors + APART_WINDOW)]
+            found.append(anchors >> POSITION_BITS)
+        return np.unique(np.concatenate(found))
 
     def _known(self, term: str) -> bool:
         return term in self._postings[0] or term in self._postings[1]
@@ -255,8 +264,7 @@ class PaperIndex:
         docs = np.flatnonzero(title + abstract)
         apart = np.zeros(0, dtype=np.int64)
         if len(terms) > 1:
-            together = reduce(_common, (self._papers_with(term) for term in terms))
-            apart = np.setdiff1d(together, docs, assume_unique=True)
+            apart = np.setdiff1d(self._near(terms), docs, assume_unique=True)
         return self._score(docs, title[docs], abstract[docs], apart)
 
     def _score(self, docs: np.ndarray, title: np.ndarray, abstract: np.ndarray, apart: np.ndarray) -> _Matches:

@@ -55,8 +55,9 @@ def test_title_match_beats_abstract_only_match_even_repeated():
 
 def test_phrase_beats_scattered_words():
     papers = [
-        paper("Learning to walk", "A robot gets reinforcement from its teacher."),
+        paper("Learning to walk", "Learning to walk from the reinforcement a teacher gives."),
         paper("Robots that walk", "We use reinforcement learning for walking."),
+        paper("Learning to run", "Far away from that word, at the end, comes reinforcement: too far to count."),
         *filler(),
     ]
     picks = select(reader(mode="keywords", keywords=["reinforcement learning"]), PaperIndex(papers, TODAY))
