@@ -297,7 +297,10 @@ class PaperIndex:
             some_docs, some_scores, _ = matches.upto(cut)
             docs.append(some_docs)
             scores.append(some_scores if keyword.weight == 1.0 else keyword.weight * some_scores)
-        total = np.bincount(np.concatenate(docs), np.concatenate(scores), minlength=cut)
+        docs = np.concatenate(docs)
+        if not len(docs):
+            return []
+        total = np.bincount(docs, np.concatenate(scores), minlength=cut)
         for matches in excluded:
             total[matches.upto(cut)[2]] = 0.0
         if flt.keep is not None:

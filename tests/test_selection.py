@@ -191,6 +191,7 @@ def test_keyword_filters():
     assert set(keyword_titles(papers, ["robot"], max_age_days=7)) == {"Fresh robots", "Unvoted robots"}
     assert set(keyword_titles(papers, ["robot"], min_upvotes=3)) == {"Fresh robots", "Old robots"}
     assert keyword_titles(papers, ["robot"], min_upvotes=4, max_age_days=7) == []
+    assert keyword_titles(papers, ["old"], min_upvotes=1, max_age_days=7) == []
 
 
 def test_bad_keyword_syntax_raises_value_error():
