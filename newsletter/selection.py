@@ -47,7 +47,7 @@ import math
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 
@@ -99,7 +99,9 @@ class _Filter:
 
 def paper_age(paper: Paper, today: date) -> int | None:
     """Age in whole days on `today` (`published`, else `first_seen`), None when the paper has no date."""
-    day = paper.published or (paper.first_seen.date() if paper.first_seen else None)
+    day = paper.published or paper.first_seen
+    if isinstance(day, datetime):
+        day = day.date()
     return None if day is None else max((today - day).days, 0)
 
 
