@@ -136,7 +136,9 @@ class PaperIndex:
             for up, age in zip(self._upvotes, self._age_keys)
         ]
         recency = self._recency
-        self._trending = sorted(range(count), key=lambda i: (self._upvotes[i] is None, -self._trend_score[i], recency[i]))
+        self._trending = sorted(
+            range(count), key=lambda i: (self._upvotes[i] is None, -self._trend_score[i], recency[i])
+        )
         self._trend_rank = [0] * count
         for rank, i in enumerate(self._trending, 1):
             self._trend_rank[i] = rank
@@ -223,7 +225,9 @@ class PaperIndex:
             return [()]
         head, rest = terms[0], terms[1:]
         starts = [(head,)] + [
-            (head[:cut], head[cut:]) for cut in range(2, len(head) - 1) if self._known(head[:cut]) and self._known(head[cut:])
+            (head[:cut], head[cut:])
+            for cut in range(2, len(head) - 1)
+            if self._known(head[:cut]) and self._known(head[cut:])
         ]
         found = [start + tail for tail in self._variants(rest) for start in starts]
         if rest and self._known(head + rest[0]):
@@ -281,7 +285,9 @@ class PaperIndex:
         where[apart] = APART
         scored = np.concatenate([docs, apart])
         order = np.argsort(scored)
-        scores = np.concatenate([idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)])
+        scores = np.concatenate(
+            [idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)]
+        )
         return _Matches(
             docs=scored[order],
             scores=scores[order],
@@ -290,7 +296,12 @@ class PaperIndex:
         )
 
     def _keyword_ranking(
-        self, positives: list[tuple[Keyword, _Matches]], excluded: list[_Matches], flt: _Filter, sent: set[int], limit: int
+        self,
+        positives: list[tuple[Keyword, _Matches]],
+        excluded: list[_Matches],
+        flt: _Filter,
+        sent: set[int],
+        limit: int,
     ) -> list[tuple[int, float]]:
         """The best `limit` (paper, score) pairs, best first, ties to the more recent paper."""
         cut = flt.cut
@@ -318,7 +329,9 @@ class PaperIndex:
         ranked = sorted(zip(docs.tolist(), total[docs].tolist()), key=lambda pair: (-pair[1], recency[pair[0]]))
         return ranked[:limit]
 
-    def _keyword_picks(self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]) -> list[Pick]:
+    def _keyword_picks(
+        self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]
+    ) -> list[Pick]:
         labels = [(f'"{keyword.text}" ', matches.where) for keyword, matches in positives]
         picks = []
         for i, score in ranked:

@@ -80,7 +80,9 @@ def test_weights_are_applied():
 
 
 def test_more_keywords_matched_ranks_higher():
-    papers = [paper("Graph networks", "We study graphs."), paper("Graph networks for molecules", "Molecules."), *filler()]
+    papers = [
+        paper("Graph networks", "We study graphs."), paper("Graph networks for molecules", "Molecules."), *filler(),
+    ]
     assert keyword_titles(papers, ["graph network", "molecule"])[0] == "Graph networks for molecules"
 
 
@@ -303,6 +305,10 @@ def test_at_most_max_items(mode, max_items):
     assert len({pick.paper.id for pick in picks}) == max_items
 
 
+def mixed(papers, **fields):
+    return select(reader(mode="mixed", **fields), PaperIndex(papers, TODAY))
+
+
 def mixed_papers():
     hot = [paper(f"Hot topic {n}", "Celebrities.", upvotes=1000 - n, arxiv_id=f"2411.1{n:04d}") for n in range(10)]
     niche = [paper(f"Quantum note {n}", "Qubits.", upvotes=n, arxiv_id=f"2411.2{n:04d}") for n in range(10)]
@@ -311,7 +317,7 @@ def mixed_papers():
 
 
 def test_mixed_splits_slots_without_duplicates():
-    picks = select(reader(mode="mixed", keywords=["quantum"], max_items=10, trending_share=0.3), PaperIndex(mixed_papers(), TODAY))
+    picks = mixed(mixed_papers(), keywords=["quantum"], max_items=10, trending_share=0.3)
     keyword_picks = [p for p in picks if p.reasons[0].startswith("matched")]
     trending_picks = [p for p in picks if p.reasons[0].startswith("trending")]
     assert len(picks) == 10 and len({p.paper.id for p in picks}) == 10
@@ -325,23 +331,23 @@ def test_mixed_splits_slots_without_duplicates():
 
 @pytest.mark.parametrize("share, keyword_count", [(0.0, 10), (0.25, 8), (0.5, 5), (1.0, 0)])
 def test_mixed_slot_count_is_rounded_share(share, keyword_count):
-    picks = select(reader(mode="mixed", keywords=["quantum"], max_items=10, trending_share=share), PaperIndex(mixed_papers(), TODAY))
+    picks = mixed(mixed_papers(), keywords=["quantum"], max_items=10, trending_share=share)
     assert sum(p.reasons[0].startswith("matched") for p in picks) == min(keyword_count, 11)
     assert len(picks) == 10
 
 
 def test_mixed_refills_from_trending_when_keywords_run_short():
     papers = mixed_papers()
-    picks = select(reader(mode="mixed", keywords=["qubit"], max_items=15, trending_share=0.2), PaperIndex(papers, TODAY))
+    picks = mixed(papers, keywords=["qubit"], max_items=15, trending_share=0.2)
     assert sum(p.reasons[0].startswith("matched") for p in picks) == 11
     assert len(picks) == 15
-    sparse = select(reader(mode="mixed", keywords=["nothing-matches-this"], max_items=5), PaperIndex(papers, TODAY))
+    sparse = mixed(papers, keywords=["nothing-matches-this"], max_items=5)
     assert len(sparse) == 5 and all(p.reasons[0].startswith("trending") for p in sparse)
 
 
 def test_mixed_refills_from_keywords_when_trending_runs_short():
     papers = [paper(f"Quantum {n}", upvotes=n) for n in range(6)]
-    picks = select(reader(mode="mixed", keywords=["quantum"], max_items=10, trending_share=0.9), PaperIndex(papers, TODAY))
+    picks = mixed(papers, keywords=["quantum"], max_items=10, trending_share=0.9)
     assert len(picks) == 6 and len({p.paper.id for p in picks}) == 6
 
 
@@ -369,8 +375,8 @@ def test_a_shorter_list_is_the_head_of_a_longer_one_and_the_index_is_reusable():
     ]
     index = PaperIndex(papers, TODAY)
     for _ in range(60):
-        keywords = [rng.choice(["graph neural network", "diffusion^2", "video-generation", "robot", "policies", "agent^0.5"])
-                    for _ in range(rng.randint(1, 4))]
+        choices = ["graph neural network", "diffusion^2", "video-generation", "robot", "policies", "agent^0.5"]
+        keywords = [rng.choice(choices) for _ in range(rng.randint(1, 4))]
         if rng.random() < 0.4:
             keywords.append(rng.choice(["-language", "-neural network"]))
         fields = dict(
@@ -443,7 +449,8 @@ def test_every_keyword_pick_on_the_real_page_contains_what_it_claims(keywords):
         assert not any(pattern.search(title) or pattern.search(abstract) for pattern in exclusions)
         reason = pick.reasons[0]
         assert reason.startswith("matched ")
-        for text, place in re.findall(r'"([^"]+)" (in title and abstract|in title|in abstract|with words apart)', reason):
+        claims = re.findall(r'"([^"]+)" (in title and abstract|in title|in abstract|with words apart)', reason)
+        for text, place in claims:
             if place == "with words apart":
                 assert all(re.search(r"\b" + w, f"{title} {abstract}") for w in re.findall(r"\w+", text.lower()))
                 continue
