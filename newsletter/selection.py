@@ -48,6 +48,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from operator import itemgetter
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class PaperIndex:
         self._age_keys = [_age_key(ages[paper.id]) for paper in self.papers]
         self._upvotes = [paper.upvotes for paper in self.papers]
         count = len(self.papers)
-        undated = self._age_keys.count(-1)
+        undated = self._undated = self._age_keys.count(-1)
         self._recency = [i - undated if i >= undated else count - undated + i for i in range(count)]
 
         self._trend_score = [
@@ -307,7 +308,7 @@ class PaperIndex:
         cut = flt.cut
         docs, scores = [], []
         for keyword, matches in positives:
-            some_docs, some_scores, _ = matches.upto(cut)
+            some_docs, some_scores, _ = matches.prefixes.get(cut) or matches.upto(cut)
             docs.append(some_docs)
             scores.append(some_scores if keyword.weight == 1.0 else keyword.weight * some_scores)
         docs = np.concatenate(docs)
@@ -325,9 +326,11 @@ class PaperIndex:
             top = total[docs]
             at = len(docs) - limit
             docs = docs[top >= np.partition(top, at)[at]]
-        recency = self._recency
-        ranked = sorted(zip(docs.tolist(), total[docs].tolist()), key=lambda pair: (-pair[1], recency[pair[0]]))
-        return ranked[:limit]
+        pairs = zip(docs.tolist(), total[docs].tolist())
+        if self._undated:
+            recency = self._recency
+            return sorted(pairs, key=lambda pair: (-pair[1], recency[pair[0]]))[:limit]
+        return sorted(pairs, key=itemgetter(1), reverse=True)[:limit]  # stable: ties stay newest first
 
     def _keyword_picks(
         self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]

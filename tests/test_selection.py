@@ -173,6 +173,7 @@ def test_keyword_ties_go_to_the_more_recent_paper():
     assert keyword_titles(papers + filler(), ["quantum"]) == [
         "New quantum paper", "Old quantum paper", "Undated quantum paper",
     ]
+    assert keyword_titles(papers[1:] + filler(), ["quantum"]) == ["New quantum paper", "Old quantum paper"]
 
 
 def test_a_profile_without_positive_keywords_gets_no_keyword_picks():
