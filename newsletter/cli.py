@@ -32,7 +32,7 @@ fetch_app = typer.Typer(help="Download papers from the network, then ingest them
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(fetch_app, name="fetch")
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
 
 
