@@ -22,7 +22,8 @@ from newsletter.store import IngestStats, Store
 
 app = typer.Typer(
     help="A self-hosted, per-subscriber daily digest of new research papers.\n\n"
-    "Typical day: `newsletter ingest FILES` (or `fetch hf`), then `newsletter send`.",
+    "Typical day: `newsletter ingest FILES` (or `fetch hf`), then `newsletter send`. "
+    "--config and --db may come before or after the command.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
