@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     create_engine,
     delete,
     event,
@@ -411,6 +412,12 @@ class Store:
         """`column` for ORDER BY, compared byte-wise like SQLite does, whatever the database's locale."""
         return column.collate("C") if self._postgres else column
 
+    def _among(self, column, values: Sequence):
+        """`column IN values`; one array parameter on PostgreSQL (cheaper than thousands of them)."""
+        if self._postgres:
+            return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+        return column.in_(values)
+
     def _insert_new(self, table: Table):
         """An INSERT that skips rows whose key is already stored."""
         return (postgresql if self._postgres else sqlite).insert(table).on_conflict_do_nothing()
@@ -467,7 +474,7 @@ class Store:
         keys = list(batch.title_key.values())
         for column, values in ((papers_table.c.id, ids), (papers_table.c.title_key, keys)):
             for chunk in _chunks(values):
-                for row in conn.execute(select(papers_table).where(column.in_(chunk))):
+                for row in conn.execute(select(papers_table).where(self._among(column, chunk))):
                     found[row.id] = _paper_from_row(row)
         return list(found.values())
 
@@ -478,7 +485,7 @@ class Store:
                 update(sent_papers_table).where(sent_papers_table.c.paper_id == old_id).values(paper_id=new_id)
             )
         for chunk in _chunks(list(renamed)):
-            conn.execute(delete(papers_table).where(papers_table.c.id.in_(chunk)))
+            conn.execute(delete(papers_table).where(self._among(papers_table.c.id, chunk)))
 
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
         """Papers by id (ids that are not stored are simply absent)."""
@@ -486,7 +493,7 @@ class Store:
         found: dict[str, Paper] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(ids):
-                for row in conn.execute(select(papers_table).where(papers_table.c.id.in_(chunk))):
+                for row in conn.execute(select(papers_table).where(self._among(papers_table.c.id, chunk))):
                     found[row.id] = _paper_from_row(row)
         return found
 
@@ -517,7 +524,7 @@ class Store:
                 return {row.subscriber_email: _ledger_from_row(row) for row in conn.execute(query)}
             found = {}
             for chunk in _chunks(list(emails)):
-                for row in conn.execute(query.where(deliveries_table.c.subscriber_email.in_(chunk))):
+                for row in conn.execute(query.where(self._among(deliveries_table.c.subscriber_email, chunk))):
                     found[row.subscriber_email] = _ledger_from_row(row)
             return found
 
@@ -560,7 +567,7 @@ class Store:
                 emails = [email for email, d in keys if d == day]
                 for chunk in _chunks(emails):
                     query = select(deliveries_table.c.subscriber_email).where(
-                        deliveries_table.c.edition_date == day, deliveries_table.c.subscriber_email.in_(chunk)
+                        deliveries_table.c.edition_date == day, self._among(deliveries_table.c.subscriber_email, chunk)
                     )
                     existing.update((email, day) for email in conn.execute(query).scalars())
             fresh = [e for e in editions if (e[0], e[1]) not in existing]
@@ -590,7 +597,7 @@ class Store:
             already = set()
             for chunk in _chunks(list({email for email, _ in sent})):
                 query = select(sent_papers_table.c.subscriber_email, sent_papers_table.c.paper_id).where(
-                    sent_papers_table.c.subscriber_email.in_(chunk)
+                    self._among(sent_papers_table.c.subscriber_email, chunk)
                 )
                 already.update(tuple(row) for row in conn.execute(query))
             rows = [
@@ -645,13 +652,13 @@ class Store:
         got: set[str] = set()
         with self._writes.begin() as conn:
             for chunk in _chunks(wanted):
-                in_chunk = and_(table.c.edition_date == edition_date, table.c.subscriber_email.in_(chunk), claimable)
+                in_chunk = and_(table.c.edition_date == edition_date, self._among(table.c.subscriber_email, chunk), claimable)
                 free = list(conn.execute(select(table.c.subscriber_email).where(in_chunk).with_for_update(skip_locked=True)).scalars())
                 if not free:
                     continue
                 conn.execute(
                     update(table)
-                    .where(table.c.edition_date == edition_date, table.c.subscriber_email.in_(free), claimable)
+                    .where(table.c.edition_date == edition_date, self._among(table.c.subscriber_email, free), claimable)
                     .values(state="sending", claimed_by=worker, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
                 )
                 got.update(free)
@@ -663,7 +670,7 @@ class Store:
         table = sent_papers_table
         with self.engine.connect() as conn:
             for chunk in _chunks(list(emails)):
-                query = select(table.c.subscriber_email, table.c.paper_id).where(table.c.subscriber_email.in_(chunk))
+                query = select(table.c.subscriber_email, table.c.paper_id).where(self._among(table.c.subscriber_email, chunk))
                 if before is not None:
                     query = query.where(table.c.edition_date != before)
                 for email, paper_id in conn.execute(query):
@@ -676,7 +683,8 @@ class Store:
         """Add an address to the suppression list; False when it was already there."""
         row = {"email": email.strip().lower(), "reason": reason, "created_at": _now()}
         with self._writes.begin() as conn:
-            return conn.execute(self._insert_new(suppressions_table).values(row)).rowcount > 0
+            statement = self._insert_new(suppressions_table).values(row)
+            return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount > 0
 
     def unsuppress(self, email: str) -> bool:
         """Remove an address from the suppression list; False when it was not there."""
