@@ -7,6 +7,7 @@ the URL of a fresh, empty database for one test. As root, the server runs as
 the `postgres` user. Tests are skipped when PostgreSQL or psycopg is absent.
 
 Import the fixtures into a test module: `from tests.pg_server import pg_server, pg_url`.
+Outside pytest (benchmarks), `with postgres_server() as server:` runs one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +67,15 @@ def _run(command: list[str], as_user: str | None) -> None:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """Start a private PostgreSQL server for the test session."""
-    import time
+@contextmanager
+def postgres_server() -> Iterator[PgServer]:
+    """Run a private PostgreSQL server (initdb in a temporary folder) until the block ends.
 
-    pytest.importorskip("psycopg", reason="psycopg not installed: pip install 'psycopg[binary]'")
+    Raises LookupError when the PostgreSQL binaries are not installed.
+    """
     bin_dir = _binaries()
     if bin_dir is None:
-        pytest.skip("PostgreSQL not installed: apt-get install postgresql")
+        raise LookupError("PostgreSQL not installed: apt-get install postgresql")
     as_user = "postgres" if os.geteuid() == 0 else None
     # not under pytest's tmp_path: its parents are private to root, and the server runs as postgres
     base = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
@@ -83,17 +86,39 @@ def pg_server() -> Iterator[PgServer]:
         shutil.chown(sockets, as_user)
     start = time.perf_counter()
     port = _free_port()
-    _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
-          "--encoding=UTF8", "--locale=C.UTF-8"], as_user)
-    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sockets} "
-               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
     pg_ctl = str(bin_dir / "pg_ctl")
-    _run([pg_ctl, "start", "-D", str(data), "-w", "-t", "60", "-l", str(base / "server.log"), "-o", options], as_user)
     try:
-        yield PgServer("127.0.0.1", port, "postgres", time.perf_counter() - start)
+        _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
+              "--encoding=UTF8", "--locale=C.UTF-8"], as_user)
+        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sockets} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        _run([pg_ctl, "start", "-D", str(data), "-w", "-t", "60", "-l", str(base / "server.log"), "-o", options], as_user)
+        try:
+            yield PgServer("127.0.0.1", port, "postgres", time.perf_counter() - start)
+        finally:
+            _run([pg_ctl, "stop", "-D", str(data), "-m", "immediate", "-w"], as_user)
     finally:
-        _run([pg_ctl, "stop", "-D", str(data), "-m", "immediate", "-w"], as_user)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def create_database(server: PgServer) -> str:
+    """A new, empty database on `server`; its URL."""
+    import psycopg
+
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return server.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A private PostgreSQL server for the test session."""
+    pytest.importorskip("psycopg", reason="psycopg not installed: pip install 'psycopg[binary]'")
+    if _binaries() is None:
+        pytest.skip("PostgreSQL not installed: apt-get install postgresql")
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -101,9 +126,7 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     """The URL of a new, empty database on the test server, dropped after the test."""
     import psycopg
 
-    name = f"test_{os.getpid()}_{next(_databases)}"
+    url = create_database(pg_server)
+    yield url
     with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    yield pg_server.url(name)
-    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
