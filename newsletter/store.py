@@ -315,9 +315,9 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     # the driver must not open transactions itself: _sqlite_begin does, so DDL is transactional too
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
