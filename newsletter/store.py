@@ -326,6 +326,14 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("store_writes") else "BEGIN")
 
 
+def _postgresql_connect(dbapi_connection, _record) -> None:
+    # psycopg prepares statements it runs often; their generic plans, made while a table was
+    # small, can stay on a sequential scan when it has grown. Plan each run for its own values.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
+
+
 def _upgrade_to_2(conn: Connection) -> None:
     """Schema 2: deliveries get `claimed_by` and `lease_until` for Store.claim."""
     for column in (deliveries_table.c.claimed_by, deliveries_table.c.lease_until):
@@ -355,7 +363,9 @@ class Store:
         self.url = url
         self.engine: Engine = create_engine(engine_url(url))
         self._postgres = self.engine.dialect.name == "postgresql"
-        if not self._postgres:
+        if self._postgres:
+            event.listen(self.engine, "connect", _postgresql_connect)
+        else:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         # write transactions go through here (BEGIN IMMEDIATE on SQLite)

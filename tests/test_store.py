@@ -348,3 +348,11 @@ def test_postgresql_claim_skips_rows_locked_by_another_claimer(pg_url: str):
         claimer.join()
         assert not blocked and result == [["b@x.org"]]
         assert store.claim(day, ["a@x.org", "b@x.org"], worker="w", lease_seconds=60) == ["a@x.org"]
+
+
+def test_postgresql_plans_each_query_for_its_own_values(pg_url: str):
+    # a generic plan cached while the papers table was empty would scan 100k rows per lookup later
+    from sqlalchemy import text
+
+    with Store(pg_url) as store, store.engine.connect() as conn:
+        assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
