@@ -352,8 +352,13 @@ def engine_url(url: str):
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ValueError(f"{url}: unsupported store; use sqlite:///PATH or postgresql://HOST/DATABASE")
+        raise ValueError(f"{_shown(url)}: unsupported store; use sqlite:///PATH or postgresql://HOST/DATABASE")
     return parsed
+
+
+def _shown(url: str) -> str:
+    """A store URL fit for messages and logs: any password masked."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 class Store:
@@ -361,7 +366,10 @@ class Store:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = create_engine(engine_url(url))
+        try:
+            self.engine: Engine = create_engine(engine_url(url))
+        except ImportError as missing:
+            raise RuntimeError(f"{_shown(url)}: PostgreSQL needs the psycopg package: pip install 'psycopg[binary]'") from missing
         self._postgres = self.engine.dialect.name == "postgresql"
         if self._postgres:
             event.listen(self.engine, "connect", _postgresql_connect)
@@ -391,7 +399,7 @@ class Store:
             version = self._read_version(conn)
             if version > SCHEMA_VERSION:
                 raise RuntimeError(
-                    f"{self.url}: store schema version {version} is newer than this program's ({SCHEMA_VERSION}); upgrade newsletter"
+                    f"{_shown(self.url)}: store schema version {version} is newer than this program's ({SCHEMA_VERSION}); upgrade newsletter"
                 )
             if version == SCHEMA_VERSION:
                 return

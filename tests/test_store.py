@@ -356,3 +356,14 @@ def test_postgresql_plans_each_query_for_its_own_values(pg_url: str):
 
     with Store(pg_url) as store, store.engine.connect() as conn:
         assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+
+
+def test_messages_never_show_the_database_password(pg_url: str):
+    Store(pg_url).close()
+    _sql(pg_url, "UPDATE schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="newer than this program") as refused:
+        Store(pg_url.replace("postgres@", "postgres:s3cret@"))
+    assert "s3cret" not in str(refused.value) and "***" in str(refused.value)
+    with pytest.raises(ValueError) as unsupported:
+        engine_url("mysql://u:s3cret@db.example/news")
+    assert "s3cret" not in str(unsupported.value)
