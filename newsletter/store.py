@@ -436,6 +436,17 @@ class Store:
             return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
         return column.in_(values)
 
+    def _insert_many(self, conn: Connection, table: Table, rows: list[dict]) -> None:
+        """Insert many new rows at once: COPY on PostgreSQL (several times faster than INSERTs)."""
+        if not self._postgres:
+            conn.execute(insert(table), rows)
+            return
+        columns = list(rows[0])
+        with conn.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[name] for name in columns])
+
     def _insert_new(self, table: Table):
         """An INSERT that skips rows whose key is already stored."""
         return (postgresql if self._postgres else sqlite).insert(table).on_conflict_do_nothing()
@@ -478,7 +489,7 @@ class Store:
             if renamed:
                 self._rename_papers(conn, renamed)
             if inserts:
-                conn.execute(insert(papers_table), inserts)
+                self._insert_many(conn, papers_table, inserts)
             if updates:
                 columns = {name: bindparam(f"v_{name}") for name in updates[0] if name != "id"}
                 statement = update(papers_table).where(papers_table.c.id == bindparam("v_id")).values(columns)

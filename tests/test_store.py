@@ -242,10 +242,15 @@ def test_times_come_back_as_aware_utc_and_dates_as_dates(store: Store):
     assert updated.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - updated) < timedelta(minutes=1)
 
 
-def test_lists_are_json_and_nul_characters_are_dropped(store: Store):
-    store.add_papers([Paper.create("T\x00itle", abstract="a\x00b", authors=["Zoë", "李"], ai_keywords=["k"], sources=["s"])])
-    [paper] = store.papers()
-    assert (paper.title, paper.abstract, paper.authors, paper.ai_keywords) == ("Title", "ab", ["Zoë", "李"], ["k"])
+def test_text_round_trips_lists_are_json_and_nul_characters_are_dropped(store: Store):
+    awkward = 'tab\there\nnew line\r\n \\N back\\slash "quoted" , ; | 李 🙂'
+    odd = Paper.create(awkward, abstract=awkward, organization=awkward, url="https://x.org/?a=1&b=\\N", authors=[awkward])
+    store.add_papers([Paper.create("T\x00itle", abstract="a\x00b", authors=["Zoë", "李"], ai_keywords=["k"], sources=["s"]), odd])
+    papers = {p.title: p for p in store.papers()}
+    paper = papers["Title"]
+    assert (paper.abstract, paper.authors, paper.ai_keywords) == ("ab", ["Zoë", "李"], ["k"])
+    odd = papers[odd.title]
+    assert (odd.abstract, odd.organization, odd.url, odd.authors) == (awkward, awkward, "https://x.org/?a=1&b=\\N", [awkward])
 
 
 def test_ordering_is_byte_wise_on_both(store: Store):
