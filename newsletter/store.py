@@ -75,7 +75,7 @@ papers_table = Table(
     Column("sources", Text, nullable=False, default="[]"),
     Column("first_seen", DateTime(timezone=True)),
     Column("last_seen", DateTime(timezone=True)),
-    # the date selection goes by: published where known, else the day we first saw it
+    # the date selection goes by: published where known, else the (UTC) day we first saw it; never NULL
     Column("dated", Date, index=True),
 )
 
@@ -529,7 +529,7 @@ class Store:
     def papers(self, *, since: date | None = None, until: date | None = None, limit: int | None = None) -> list[Paper]:
         """Stored papers dated `since`..`until` (published, else first seen), newest first."""
         newest = papers_table.c.dated
-        query = select(papers_table).order_by(newest.desc().nulls_last(), self._sorted(papers_table.c.id))
+        query = select(papers_table).order_by(newest.desc(), self._sorted(papers_table.c.id))
         if since is not None:
             query = query.where(newest >= since)
         if until is not None:
