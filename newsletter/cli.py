@@ -62,7 +62,10 @@ def open_store(config: Config) -> Iterator[Store]:
     try:
         store = Store(config.store_url)
     except Exception as error:  # a store that cannot be opened is a user-facing problem, not a traceback
-        fail(f"{config.store_url}: cannot open the store: {error}", code=2)
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(config.store_url).render_as_string(hide_password=True)
+        fail(f"{shown}: cannot open the store: {error}", code=2)
     try:
         yield store
     finally:
