@@ -182,3 +182,8 @@ class Edition:
     html: str = ""
     text: str = ""
     message_id: str = ""
+
+    @property
+    def count(self) -> int:
+        """How many papers the edition carries."""
+        return len(self.picks)

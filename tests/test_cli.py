@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import email
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from email import policy
 from pathlib import Path
 
-from tests.conftest import run_cli
+import httpx
+
+from tests.conftest import REPO, run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -69,3 +76,30 @@ def test_render_writes_html_text_and_eml(example_dir: Path):
     assert message["To"].addresses[0].addr_spec == "grace@example.org"
     bad = run_cli("render", "--subscriber", "grace@example.org", "--out", "x.pdf", cwd=example_dir)
     assert bad.returncode == 2 and "use a .html, .txt or .eml file name" in bad.stderr
+
+
+def test_preview_serves_what_send_would_deliver(example_dir: Path):
+    assert run_cli("ingest", cwd=example_dir).returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "newsletter", "preview", "--port", str(port)], cwd=example_dir,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                index = httpx.get(base + "/", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert index.status_code == 200 and "ada@example.org" in index.text
+        picks = json.loads(run_cli("select", "--subscriber", "ada@example.org", "--date", "2026-11-25", "--json",
+                                   cwd=example_dir).stdout)["picks"]
+        text = httpx.get(base + "/s/ada@example.org/text?date=2026-11-25", timeout=10).text
+        for pick in picks:
+            assert pick["paper"]["title"] in " ".join(text.split())
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert "Traceback" not in stderr
