@@ -1,7 +1,10 @@
 """The paper store and the delivery ledger. All SQL lives here (SQLAlchemy Core).
 
-SQLite (one file, WAL) is the default; the schema is versioned with
-`PRAGMA user_version` and migrated on open.
+SQLite (one file, WAL) is the default; PostgreSQL (through psycopg 3) serves
+when scaling out, with the same schema and behaviour. The schema is versioned
+(SQLite: `PRAGMA user_version`; PostgreSQL: the one-row `schema_version` table)
+and migrated on open. Write transactions on SQLite start with BEGIN IMMEDIATE,
+so writers are serialised instead of failing half-way.
 
 Papers are de-duplicated by their stable id (arXiv id, else a title hash); a
 title-only record and an arXiv record with the same normalised title become one.
@@ -14,9 +17,9 @@ send is held back for a person to look at).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import (
     Column,
@@ -27,21 +30,25 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    any_,
     create_engine,
     delete,
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
     bindparam,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from newsletter.models import Paper, Pick, normalise_title
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEDGER_STATES = ("pending", "sending", "sent", "failed", "review")
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
@@ -84,6 +91,9 @@ deliveries_table = Table(
     Column("reply", Text),
     Column("attempts", Integer, nullable=False, default=0),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # schema 2: who holds a `sending` row, and until when (see Store.claim)
+    Column("claimed_by", Text),
+    Column("lease_until", DateTime(timezone=True)),
 )
 
 sent_papers_table = Table(
@@ -101,6 +111,10 @@ suppressions_table = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# PostgreSQL only; SQLite keeps the version in PRAGMA user_version
+schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
 
 
 def _now() -> datetime:
@@ -135,6 +149,8 @@ class LedgerEntry:
     reply: str | None
     attempts: int
     updated_at: datetime
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
 
     @property
     def paper_ids(self) -> list[str]:
@@ -178,33 +194,42 @@ def merge_papers(old: Paper, new: Paper) -> Paper:
     )
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    """The same instant in UTC; a naive value is taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _plain(value: str | None) -> str | None:
+    """Text without NUL characters, which PostgreSQL cannot store."""
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
 def _paper_row(paper: Paper, title_key: str | None = None) -> dict:
+    first_seen = _as_utc(paper.first_seen)
     return {
         "id": paper.id,
-        "title": paper.title,
-        "title_key": title_key or normalise_title(paper.title),
-        "abstract": paper.abstract,
+        "title": _plain(paper.title),
+        "title_key": _plain(title_key or normalise_title(paper.title)),
+        "abstract": _plain(paper.abstract),
         "authors": _to_json(paper.authors),
         "author_count": paper.author_count,
-        "organization": paper.organization,
+        "organization": _plain(paper.organization),
         "published": paper.published,
         "upvotes": paper.upvotes,
-        "url": paper.url,
+        "url": _plain(paper.url),
         "arxiv_id": paper.arxiv_id,
-        "github_repo": paper.github_repo,
+        "github_repo": _plain(paper.github_repo),
         "github_stars": paper.github_stars,
         "ai_keywords": _to_json(paper.ai_keywords),
         "sources": _to_json(paper.sources),
-        "first_seen": paper.first_seen,
-        "last_seen": paper.last_seen,
-        "dated": paper.published or (paper.first_seen.date() if paper.first_seen else None),
+        "first_seen": first_seen,
+        "last_seen": _as_utc(paper.last_seen),
+        "dated": paper.published or (first_seen.date() if first_seen else None),
     }
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def _paper_from_row(row) -> Paper:
@@ -239,6 +264,8 @@ def _ledger_from_row(row) -> LedgerEntry:
         reply=row.reply,
         attempts=row.attempts,
         updated_at=_as_utc(row.updated_at),
+        claimed_by=row.claimed_by,
+        lease_until=_as_utc(row.lease_until),
     )
 
 
@@ -284,7 +311,9 @@ def _content(paper: Paper) -> dict:
     return row
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    # the driver must not open transactions itself: _sqlite_begin does, so DDL is transactional too
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -292,14 +321,45 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    # a writer takes the write lock up front (waiting up to busy_timeout), never half-way through
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("store_writes") else "BEGIN")
+
+
+def _upgrade_to_2(conn: Connection) -> None:
+    """Schema 2: deliveries get `claimed_by` and `lease_until` for Store.claim."""
+    for column in (deliveries_table.c.claimed_by, deliveries_table.c.lease_until):
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} ADD COLUMN {column.name} {kind}")
+
+
+# schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+_MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
+
+
+def engine_url(url: str):
+    """The SQLAlchemy URL for a store URL: `postgresql://` and `postgres://` mean psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"{url}: unsupported store; use sqlite:///PATH or postgresql://HOST/DATABASE")
+    return parsed
+
+
 class Store:
     """Papers, the delivery ledger and the suppression list, behind plain methods."""
 
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = create_engine(engine_url(url))
+        self._postgres = self.engine.dialect.name == "postgresql"
+        if not self._postgres:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        # write transactions go through here (BEGIN IMMEDIATE on SQLite)
+        self._writes: Engine = self.engine.execution_options(store_writes=True)
         self._migrate()
 
     def close(self) -> None:
@@ -314,19 +374,53 @@ class Store:
     # -- schema -------------------------------------------------------------
 
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+        """Create a new store, or upgrade an older one step by step, in one transaction."""
+        with self._writes.begin() as conn:
+            if self._postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            version = self._read_version(conn)
             if version > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"{self.url}: store schema version {version} is newer than this program's ({SCHEMA_VERSION}); upgrade newsletter"
                 )
-            if version < 1:
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0:
                 metadata.create_all(conn)
-            conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    _UPGRADES[step](conn)
+            if self._postgres:
+                schema_version_table.create(conn, checkfirst=True)
+                conn.execute(delete(schema_version_table))
+                conn.execute(insert(schema_version_table).values(version=SCHEMA_VERSION))
+            else:
+                conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _read_version(self, conn: Connection) -> int:
+        if not self._postgres:
+            return conn.exec_driver_sql("PRAGMA user_version").scalar()
+        if conn.execute(text("SELECT to_regclass('schema_version')")).scalar() is None:
+            return 0
+        return conn.execute(select(func.max(schema_version_table.c.version))).scalar() or 0
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
-            return conn.exec_driver_sql("PRAGMA user_version").scalar()
+            return self._read_version(conn)
+
+    def _sorted(self, column):
+        """`column` for ORDER BY, compared byte-wise like SQLite does, whatever the database's locale."""
+        return column.collate("C") if self._postgres else column
+
+    def _among(self, column, values: Sequence):
+        """`column IN values`; one array parameter on PostgreSQL (cheaper than thousands of them)."""
+        if self._postgres:
+            return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+        return column.in_(values)
+
+    def _insert_new(self, table: Table):
+        """An INSERT that skips rows whose key is already stored."""
+        return (postgresql if self._postgres else sqlite).insert(table).on_conflict_do_nothing()
 
     # -- papers -------------------------------------------------------------
 
@@ -343,7 +437,7 @@ class Store:
             paper.first_seen = paper.first_seen or seen_at
             paper.last_seen = paper.last_seen or seen_at
             batch.add(paper)
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             stored = PaperSet(self._load_matches(conn, batch))
             inserts, updates, renamed = [], [], {}
             for paper in batch.papers():
@@ -380,7 +474,7 @@ class Store:
         keys = list(batch.title_key.values())
         for column, values in ((papers_table.c.id, ids), (papers_table.c.title_key, keys)):
             for chunk in _chunks(values):
-                for row in conn.execute(select(papers_table).where(column.in_(chunk))):
+                for row in conn.execute(select(papers_table).where(self._among(column, chunk))):
                     found[row.id] = _paper_from_row(row)
         return list(found.values())
 
@@ -391,7 +485,7 @@ class Store:
                 update(sent_papers_table).where(sent_papers_table.c.paper_id == old_id).values(paper_id=new_id)
             )
         for chunk in _chunks(list(renamed)):
-            conn.execute(delete(papers_table).where(papers_table.c.id.in_(chunk)))
+            conn.execute(delete(papers_table).where(self._among(papers_table.c.id, chunk)))
 
     def get_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
         """Papers by id (ids that are not stored are simply absent)."""
@@ -399,14 +493,14 @@ class Store:
         found: dict[str, Paper] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(ids):
-                for row in conn.execute(select(papers_table).where(papers_table.c.id.in_(chunk))):
+                for row in conn.execute(select(papers_table).where(self._among(papers_table.c.id, chunk))):
                     found[row.id] = _paper_from_row(row)
         return found
 
     def papers(self, *, since: date | None = None, until: date | None = None, limit: int | None = None) -> list[Paper]:
         """Stored papers dated `since`..`until` (published, else first seen), newest first."""
         newest = papers_table.c.dated
-        query = select(papers_table).order_by(newest.desc(), papers_table.c.id)
+        query = select(papers_table).order_by(newest.desc().nulls_last(), self._sorted(papers_table.c.id))
         if since is not None:
             query = query.where(newest >= since)
         if until is not None:
@@ -430,7 +524,7 @@ class Store:
                 return {row.subscriber_email: _ledger_from_row(row) for row in conn.execute(query)}
             found = {}
             for chunk in _chunks(list(emails)):
-                for row in conn.execute(query.where(deliveries_table.c.subscriber_email.in_(chunk))):
+                for row in conn.execute(query.where(self._among(deliveries_table.c.subscriber_email, chunk))):
                     found[row.subscriber_email] = _ledger_from_row(row)
             return found
 
@@ -446,7 +540,9 @@ class Store:
 
     def ledger_rows(self, *, edition_date: date | None = None, state: str | None = None) -> list[LedgerEntry]:
         """Ledger rows filtered by date and/or state, oldest first."""
-        query = select(deliveries_table).order_by(deliveries_table.c.edition_date, deliveries_table.c.subscriber_email)
+        query = select(deliveries_table).order_by(
+            deliveries_table.c.edition_date, self._sorted(deliveries_table.c.subscriber_email)
+        )
         if edition_date is not None:
             query = query.where(deliveries_table.c.edition_date == edition_date)
         if state is not None:
@@ -464,21 +560,21 @@ class Store:
         if not editions:
             return
         now = _now()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             keys = {(email, day) for email, day, *_ in editions}
             existing = set()
             for day in {day for _, day in keys}:
                 emails = [email for email, d in keys if d == day]
                 for chunk in _chunks(emails):
                     query = select(deliveries_table.c.subscriber_email).where(
-                        deliveries_table.c.edition_date == day, deliveries_table.c.subscriber_email.in_(chunk)
+                        deliveries_table.c.edition_date == day, self._among(deliveries_table.c.subscriber_email, chunk)
                     )
                     existing.update((email, day) for email in conn.execute(query).scalars())
             fresh = [e for e in editions if (e[0], e[1]) not in existing]
             if not fresh:
                 return
             conn.execute(
-                insert(deliveries_table),
+                self._insert_new(deliveries_table),
                 [
                     {
                         "subscriber_email": email,
@@ -501,7 +597,7 @@ class Store:
             already = set()
             for chunk in _chunks(list({email for email, _ in sent})):
                 query = select(sent_papers_table.c.subscriber_email, sent_papers_table.c.paper_id).where(
-                    sent_papers_table.c.subscriber_email.in_(chunk)
+                    self._among(sent_papers_table.c.subscriber_email, chunk)
                 )
                 already.update(tuple(row) for row in conn.execute(query))
             rows = [
@@ -510,7 +606,7 @@ class Store:
                 if (email, paper_id) not in already
             ]
             if rows:
-                conn.execute(insert(sent_papers_table), rows)
+                conn.execute(self._insert_new(sent_papers_table), rows)
 
     def mark(self, edition_date: date, outcomes: Sequence[tuple[str, str, str | None]], *, count_attempt: bool = False) -> None:
         """Move ledger rows to a new state: each outcome is (email, state, reply)."""
@@ -531,7 +627,7 @@ class Store:
             )
         )
         now = _now()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(
                 statement,
                 [
@@ -540,13 +636,41 @@ class Store:
                 ],
             )
 
+    def claim(self, edition_date: date, emails: Sequence[str], *, worker: str, lease_seconds: float) -> list[str]:
+        """Take rows of one edition date for `worker`; the emails it got, in the given order.
+
+        A row is taken when it is `pending`, or `sending` under a lease that has
+        run out; it becomes `sending` with `claimed_by=worker` and a lease of
+        `lease_seconds` from now (this machine's UTC clock). Concurrent claimers
+        never get the same row: PostgreSQL skips rows another claimer has locked
+        (FOR UPDATE SKIP LOCKED); SQLite runs one writer at a time (BEGIN IMMEDIATE).
+        """
+        table = deliveries_table
+        now = _now()
+        claimable = or_(table.c.state == "pending", and_(table.c.state == "sending", table.c.lease_until < now))
+        wanted = list(dict.fromkeys(emails))
+        got: set[str] = set()
+        with self._writes.begin() as conn:
+            for chunk in _chunks(wanted):
+                in_chunk = and_(table.c.edition_date == edition_date, self._among(table.c.subscriber_email, chunk), claimable)
+                free = list(conn.execute(select(table.c.subscriber_email).where(in_chunk).with_for_update(skip_locked=True)).scalars())
+                if not free:
+                    continue
+                conn.execute(
+                    update(table)
+                    .where(table.c.edition_date == edition_date, self._among(table.c.subscriber_email, free), claimable)
+                    .values(state="sending", claimed_by=worker, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+                )
+                got.update(free)
+        return [email for email in wanted if email in got]
+
     def sent_paper_ids(self, emails: Iterable[str], *, before: date | None = None) -> dict[str, set[str]]:
         """Paper ids already given to each subscriber (in editions other than `before`'s date)."""
         found: dict[str, set[str]] = {}
         table = sent_papers_table
         with self.engine.connect() as conn:
             for chunk in _chunks(list(emails)):
-                query = select(table.c.subscriber_email, table.c.paper_id).where(table.c.subscriber_email.in_(chunk))
+                query = select(table.c.subscriber_email, table.c.paper_id).where(self._among(table.c.subscriber_email, chunk))
                 if before is not None:
                     query = query.where(table.c.edition_date != before)
                 for email, paper_id in conn.execute(query):
@@ -557,19 +681,14 @@ class Store:
 
     def suppress(self, email: str, reason: str = "unsubscribed") -> bool:
         """Add an address to the suppression list; False when it was already there."""
-        email = email.strip().lower()
-        with self.engine.begin() as conn:
-            exists = conn.execute(
-                select(suppressions_table.c.email).where(suppressions_table.c.email == email)
-            ).first()
-            if exists:
-                return False
-            conn.execute(insert(suppressions_table).values(email=email, reason=reason, created_at=_now()))
-            return True
+        row = {"email": email.strip().lower(), "reason": reason, "created_at": _now()}
+        with self._writes.begin() as conn:
+            statement = self._insert_new(suppressions_table).values(row)
+            return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount > 0
 
     def unsuppress(self, email: str) -> bool:
         """Remove an address from the suppression list; False when it was not there."""
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             result = conn.execute(delete(suppressions_table).where(suppressions_table.c.email == email.strip().lower()))
             return result.rowcount > 0
 

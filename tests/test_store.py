@@ -1,30 +1,80 @@
-"""The SQLite store: one record per paper, merged faithfully; the ledger; the suppression list."""
+"""The store on SQLite and on a real PostgreSQL: one record per paper, merged faithfully;
+the ledger and its claims; the suppression list; schema versions and migrations."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
-from datetime import date, datetime, timezone
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from newsletter.models import Paper, Pick
-from newsletter.store import Store
+from newsletter.store import SCHEMA_VERSION, Store, engine_url
+from tests.pg_server import pg_server, pg_url  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'papers.db'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store(f"sqlite:///{tmp_path / 'papers.db'}") as store:
+def store(store_url: str):
+    with Store(store_url) as store:
         yield store
 
 
-def test_file_is_wal_and_versioned(tmp_path: Path, store: Store):
-    store.add_papers([Paper.create("A paper")])
+def _sql(url: str, *statements: str) -> list[tuple]:
+    """Run SQL straight through the driver (not the Store); the last statement's rows."""
+    rows: list[tuple] = []
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None) as conn:
+            for statement in statements:
+                rows = conn.execute(statement).fetchall()
+        return rows
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            cursor = conn.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+    return rows
+
+
+def test_file_is_wal_and_versioned(tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path / 'papers.db'}") as store:
+        store.add_papers([Paper.create("A paper")])
     with sqlite3.connect(tmp_path / "papers.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(papers)")}
     assert any("dated" in name for name in indexes) and any("upvotes" in name for name in indexes)
+
+
+def test_postgresql_keeps_the_version_in_a_table(pg_url: str):
+    with Store(pg_url) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+    assert _sql(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    indexes = {name for (name,) in _sql(pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'papers'")}
+    assert any("dated" in name for name in indexes) and any("upvotes" in name for name in indexes)
+    with Store(pg_url) as store:  # opening again changes nothing
+        assert store.schema_version() == SCHEMA_VERSION
+    assert _sql(pg_url, "SELECT count(*) FROM schema_version") == [(1,)]
+
+
+def test_store_urls_map_to_psycopg():
+    assert engine_url("postgresql://u@db.example:5433/news").drivername == "postgresql+psycopg"
+    assert engine_url("postgres://u@db.example/news").drivername == "postgresql+psycopg"
+    assert engine_url("postgresql+psycopg://u@db.example/news").drivername == "postgresql+psycopg"
+    assert engine_url("sqlite:///x.db").drivername == "sqlite"
+    with pytest.raises(ValueError, match="unsupported store"):
+        engine_url("mysql://u@db.example/news")
 
 
 def test_same_paper_twice_is_one_record_with_the_best_of_both(store: Store):
@@ -111,9 +161,190 @@ def test_suppression_list(store: Store):
     assert store.suppressed() == set()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path):
-    path = tmp_path / "future.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version=99")
+def test_a_newer_schema_is_refused(store_url: str):
+    Store(store_url).close()
+    if store_url.startswith("sqlite"):
+        _sql(store_url, "PRAGMA user_version=99")
+    else:
+        _sql(store_url, "UPDATE schema_version SET version = 99")
     with pytest.raises(RuntimeError, match="newer than this program"):
-        Store(f"sqlite:///{path}")
+        Store(store_url)
+
+
+V1_SQLITE_SCHEMA = """
+CREATE TABLE papers (id VARCHAR NOT NULL, title TEXT NOT NULL, title_key TEXT NOT NULL, abstract TEXT NOT NULL,
+    authors TEXT NOT NULL, author_count INTEGER, organization TEXT, published DATE, upvotes INTEGER, url TEXT,
+    arxiv_id VARCHAR, github_repo TEXT, github_stars INTEGER, ai_keywords TEXT NOT NULL, sources TEXT NOT NULL,
+    first_seen DATETIME, last_seen DATETIME, dated DATE, PRIMARY KEY (id));
+CREATE INDEX ix_papers_upvotes ON papers (upvotes);
+CREATE INDEX ix_papers_title_key ON papers (title_key);
+CREATE INDEX ix_papers_dated ON papers (dated);
+CREATE TABLE deliveries (subscriber_email VARCHAR NOT NULL, edition_date DATE NOT NULL, state VARCHAR NOT NULL,
+    message_id TEXT NOT NULL, picks TEXT NOT NULL, subject TEXT NOT NULL, reply TEXT, attempts INTEGER NOT NULL,
+    updated_at DATETIME NOT NULL, PRIMARY KEY (subscriber_email, edition_date));
+CREATE INDEX ix_deliveries_edition_date ON deliveries (edition_date);
+CREATE TABLE sent_papers (subscriber_email VARCHAR NOT NULL, paper_id VARCHAR NOT NULL, edition_date DATE NOT NULL,
+    PRIMARY KEY (subscriber_email, paper_id));
+CREATE TABLE suppressions (email VARCHAR NOT NULL, reason TEXT NOT NULL, created_at DATETIME NOT NULL,
+    PRIMARY KEY (email));
+INSERT INTO deliveries VALUES ('a@example.org', '2026-11-25', 'pending', '<m@x>', '[]', 'S', NULL, 0,
+    '2026-11-25 06:00:00.000000');
+INSERT INTO deliveries VALUES ('b@example.org', '2026-11-25', 'sent', '<n@x>', '[]', 'S', '250 OK', 1,
+    '2026-11-25 06:00:00.000000');
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_sqlite_file_upgrades_in_place(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SQLITE_SCHEMA)
+    with Store(f"sqlite:///{path}") as store:
+        assert store.schema_version() == 2
+        entries = store.ledger_entries(date(2026, 11, 25))
+        assert {e.email: (e.state, e.claimed_by, e.lease_until) for e in entries.values()} == {
+            "a@example.org": ("pending", None, None), "b@example.org": ("sent", None, None)}
+        assert entries["a@example.org"].updated_at == datetime(2026, 11, 25, 6, tzinfo=timezone.utc)
+        assert store.claim(date(2026, 11, 25), ["a@example.org", "b@example.org"], worker="w", lease_seconds=60) == [
+            "a@example.org"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert {"claimed_by", "lease_until"} <= {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+
+
+def test_a_version_1_store_upgrades_in_place(store_url: str):
+    day = date(2026, 11, 25)
+    with Store(store_url) as store:
+        store.record_pending([("a@example.org", day, "<m@x>", [], "S")])
+    # back to version 1: the deliveries table as it was before the claim columns
+    version = "PRAGMA user_version=1" if store_url.startswith("sqlite") else "UPDATE schema_version SET version = 1"
+    _sql(store_url, "ALTER TABLE deliveries DROP COLUMN claimed_by", "ALTER TABLE deliveries DROP COLUMN lease_until", version)
+    with Store(store_url) as store:
+        assert store.schema_version() == 2
+        assert store.claim(day, ["a@example.org"], worker="w", lease_seconds=60) == ["a@example.org"]
+        assert store.ledger_entries(day)["a@example.org"].message_id == "<m@x>"
+
+
+def test_times_come_back_as_aware_utc_and_dates_as_dates(store: Store):
+    plus_two = timezone(timedelta(hours=2))
+    store.add_papers([Paper.create("Aware", published=date(2025, 3, 1))], seen_at=datetime(2026, 1, 1, 1, 30, tzinfo=plus_two))
+    store.add_papers([Paper.create("Naive")], seen_at=datetime(2026, 1, 1, 1, 30))
+    papers = {p.title: p for p in store.papers()}
+    aware, naive = papers["Aware"], papers["Naive"]
+    assert aware.first_seen == datetime(2025, 12, 31, 23, 30, tzinfo=timezone.utc)
+    assert aware.first_seen.utcoffset() == timedelta(0) and aware.last_seen.utcoffset() == timedelta(0)
+    assert type(aware.published) is date and aware.published == date(2025, 3, 1)
+    assert naive.first_seen == datetime(2026, 1, 1, 1, 30, tzinfo=timezone.utc)
+    # undated papers are dated by the UTC day they were first seen
+    assert [p.title for p in store.papers(since=date(2026, 1, 1))] == ["Naive"]
+    store.record_pending([("a@example.org", date(2026, 1, 1), "<m@x>", [], "S")])
+    updated = store.ledger_entries(date(2026, 1, 1))["a@example.org"].updated_at
+    assert updated.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - updated) < timedelta(minutes=1)
+
+
+def test_lists_are_json_and_nul_characters_are_dropped(store: Store):
+    store.add_papers([Paper.create("T\x00itle", abstract="a\x00b", authors=["Zoë", "李"], ai_keywords=["k"], sources=["s"])])
+    [paper] = store.papers()
+    assert (paper.title, paper.abstract, paper.authors, paper.ai_keywords) == ("Title", "ab", ["Zoë", "李"], ["k"])
+
+
+def test_ordering_is_byte_wise_on_both(store: Store):
+    day = date(2026, 1, 1)
+    emails = ["b@example.org", "B@example.org", "a@example.org", "_@example.org"]
+    store.record_pending([(email, day, f"<{n}@x>", [], "S") for n, email in enumerate(emails)])
+    assert [e.email for e in store.ledger_rows(edition_date=day)] == sorted(emails)
+
+
+def test_long_id_lists_stay_within_parameter_limits(store: Store):
+    day = date(2026, 1, 1)
+    store.add_papers([Paper.create(f"P{n}", arxiv_id=f"2501.{n:05d}") for n in range(3)])
+    store.record_pending([("a@example.org", day, "<m@x>", [], "S")])
+    many = [f"x{n}@example.org" for n in range(70_000)] + ["a@example.org"]
+    assert set(store.get_papers([f"2501.{n:05d}" for n in range(70_000)])) == {"2501.00000", "2501.00001", "2501.00002"}
+    assert list(store.ledger_entries(day, many)) == ["a@example.org"]
+    assert store.sent_paper_ids(many) == {}
+    assert store.claim(day, many, worker="w", lease_seconds=60) == ["a@example.org"]
+
+
+def _pending(store: Store, day: date, emails: list[str]) -> None:
+    store.record_pending([(email, day, f"<{email}>", [], "S") for email in emails])
+
+
+def test_claim_takes_pending_rows_once(store: Store):
+    day, other_day = date(2026, 11, 25), date(2026, 11, 26)
+    _pending(store, day, ["a@x.org", "b@x.org", "c@x.org", "d@x.org"])
+    _pending(store, other_day, ["a@x.org"])
+    store.mark(day, [("d@x.org", "sent", "250 OK")])
+    store.mark(day, [("c@x.org", "sending", None)])  # sending without a lease: never taken over
+    before = datetime.now(timezone.utc)
+    got = store.claim(day, ["b@x.org", "a@x.org", "c@x.org", "d@x.org", "nobody@x.org"], worker="w1", lease_seconds=60)
+    assert got == ["b@x.org", "a@x.org"]
+    assert store.claim(day, ["a@x.org", "b@x.org"], worker="w2", lease_seconds=60) == []
+    entry = store.ledger_entries(day)["a@x.org"]
+    assert (entry.state, entry.claimed_by) == ("sending", "w1")
+    assert before + timedelta(seconds=59) < entry.lease_until < datetime.now(timezone.utc) + timedelta(seconds=61)
+    assert store.ledger_entries(other_day)["a@x.org"].state == "pending"
+    assert store.ledger_counts(day) == {"pending": 0, "sending": 3, "sent": 1, "failed": 0, "review": 0}
+    assert store.claim(day, [], worker="w1", lease_seconds=60) == []
+
+
+def test_an_expired_lease_is_claimed_again(store: Store):
+    day = date(2026, 11, 25)
+    _pending(store, day, ["a@x.org", "b@x.org"])
+    assert store.claim(day, ["a@x.org"], worker="w1", lease_seconds=0.05) == ["a@x.org"]
+    assert store.claim(day, ["b@x.org"], worker="w1", lease_seconds=60) == ["b@x.org"]
+    time.sleep(0.1)
+    assert store.claim(day, ["a@x.org", "b@x.org"], worker="w2", lease_seconds=60) == ["a@x.org"]
+    assert store.ledger_entries(day)["a@x.org"].claimed_by == "w2"
+    store.mark(day, [("a@x.org", "sent", "250 OK")])
+    time.sleep(0.1)
+    assert store.claim(day, ["a@x.org"], worker="w3", lease_seconds=60) == []
+
+
+def test_concurrent_claimers_get_disjoint_sets_covering_everything(store: Store, store_url: str):
+    day = date(2026, 11, 25)
+    emails = [f"r{n:04d}@x.org" for n in range(1000)]
+    _pending(store, day, emails)
+    start = threading.Barrier(2)
+    got: dict[str, list[str]] = {}
+
+    def worker(name: str) -> None:
+        order = emails[:]
+        random.Random(name).shuffle(order)
+        mine = []
+        with Store(store_url) as own:
+            start.wait()
+            for n in range(0, len(order), 50):
+                mine += own.claim(day, order[n : n + 50], worker=name, lease_seconds=60)
+        got[name] = mine
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("w1", "w2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert set(got) == {"w1", "w2"}
+    assert not set(got["w1"]) & set(got["w2"])
+    assert sorted(got["w1"] + got["w2"]) == emails
+    holders = {e.email: e.claimed_by for e in store.ledger_rows(edition_date=day, state="sending")}
+    assert holders == {**dict.fromkeys(got["w1"], "w1"), **dict.fromkeys(got["w2"], "w2")}
+
+
+def test_postgresql_claim_skips_rows_locked_by_another_claimer(pg_url: str):
+    import psycopg
+
+    day = date(2026, 11, 25)
+    with Store(pg_url) as store:
+        _pending(store, day, ["a@x.org", "b@x.org"])
+        with psycopg.connect(pg_url) as other:  # a claimer in the middle of its transaction
+            other.execute("SELECT 1 FROM deliveries WHERE subscriber_email = 'a@x.org' FOR UPDATE")
+            result: list[list[str]] = []
+            claimer = threading.Thread(
+                target=lambda: result.append(store.claim(day, ["a@x.org", "b@x.org"], worker="w", lease_seconds=60)))
+            claimer.start()
+            claimer.join(timeout=10)
+            blocked = claimer.is_alive()
+            other.rollback()
+        claimer.join()
+        assert not blocked and result == [["b@x.org"]]
+        assert store.claim(day, ["a@x.org", "b@x.org"], worker="w", lease_seconds=60) == ["a@x.org"]
