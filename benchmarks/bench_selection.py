@@ -1,0 +1,194 @@
+"""Selection speed: one PaperIndex, every subscriber selected against it, versus the naive loop.
+
+Papers are generated from a word-bigram chain trained on the real sample page
+(tests/fixtures/selection/hf-page-000.txt), so titles and abstracts share the
+vocabulary and phrases of real ones; profiles take 3-8 keywords from that
+vocabulary (words by document frequency, frequent two-word phrases, some
+hyphenated, some weighted, some exclusions).  The naive way loops over every
+paper for every subscriber with one regex per keyword; it runs on a sample of
+subscribers and is extrapolated.
+
+    python benchmarks/bench_selection.py                       # 10,000 papers x 100,000 subscribers
+    python benchmarks/bench_selection.py --papers 2000 --subscribers 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from newsletter.keywords import parse_keywords  # noqa: E402
+from newsletter.models import Paper, Subscriber  # noqa: E402
+from newsletter.selection import PaperIndex, paper_age, select  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "selection" / "hf-page-000.txt"
+TODAY = date(2026, 11, 25)
+STOP = set(
+    "a an and are as at be been but by can for from has have in into is it its more most not of on or our over "
+    "such than that the their these this those through to under use used using via was we were which while "
+    "with without both each also only other they them how what when where who new well two one all any may".split()
+)
+
+
+def corpus() -> list[str]:
+    """The sample page's titles and abstracts as word lists (blocks of more than a few words)."""
+    blocks = [" ".join(block.split()) for block in SAMPLE.read_text(encoding="utf-8").split("\n\n")]
+    return [block.split() for block in blocks if len(block.split()) >= 5]
+
+
+def chain(texts: list[list[str]]) -> dict[str, list[str]]:
+    following = defaultdict(list)
+    for text in texts:
+        for left, right in zip(text, text[1:]):
+            following[left].append(right)
+    return following
+
+
+def babble(rng: random.Random, following: dict[str, list[str]], starts: list[str], length: int) -> str:
+    word = rng.choice(starts)
+    out = [word]
+    while len(out) < length:
+        options = following.get(word)
+        word = rng.choice(options) if options else rng.choice(starts)
+        out.append(word)
+    return " ".join(out)
+
+
+def make_papers(rng: random.Random, count: int) -> list[Paper]:
+    texts = corpus()
+    following = chain(texts)
+    starts = [text[0] for text in texts]
+    papers = []
+    for n in range(count):
+        upvotes = None if rng.random() < 0.2 else int(rng.lognormvariate(2, 1.3))
+        papers.append(
+            Paper.create(
+                babble(rng, following, starts, rng.randint(6, 14)),
+                arxiv_id=f"2611.{n:05d}",
+                abstract=babble(rng, following, starts, rng.randint(120, 250)),
+                published=TODAY - timedelta(days=rng.randint(0, 30)),
+                upvotes=upvotes,
+            )
+        )
+    return papers
+
+
+def keyword_pool(papers: list[Paper]) -> tuple[list[str], list[int], list[str], list[int]]:
+    """Content words weighted by document frequency, and frequent two-word phrases."""
+    doc_words, doc_pairs = Counter(), Counter()
+    for paper in papers[:2000]:
+        tokens = re.findall(r"[a-z][a-z-]+", f"{paper.title} {paper.abstract}".lower())
+        doc_words.update(set(t for t in tokens if t not in STOP and len(t) > 3))
+        doc_pairs.update(
+            set(f"{a} {b}" for a, b in zip(tokens, tokens[1:]) if a not in STOP and b not in STOP and len(a) > 2)
+        )
+    limit = len(papers[:2000]) * 0.2
+    terms = [(w, c) for w, c in doc_words.items() if 3 <= c <= limit]
+    phrases = [(p, c) for p, c in doc_pairs.most_common(600) if c >= 3]
+    return [w for w, _ in terms], [c for _, c in terms], [p for p, _ in phrases], [c for _, c in phrases]
+
+
+def make_subscribers(rng: random.Random, count: int, papers: list[Paper]) -> list[tuple[Subscriber, set[str]]]:
+    terms, term_weights, phrases, phrase_weights = keyword_pool(papers)
+    ids = [paper.id for paper in papers]
+    out = []
+    for n in range(count):
+        keywords = []
+        for _ in range(rng.randint(3, 8)):
+            if rng.random() < 0.35:
+                text = rng.choices(phrases, phrase_weights)[0]
+                if rng.random() < 0.2:
+                    text = text.replace(" ", "-")
+            else:
+                text = rng.choices(terms, term_weights)[0]
+            roll = rng.random()
+            if roll < 0.1 and keywords:
+                text = "-" + text
+            elif roll < 0.25:
+                text += rng.choice(["^2", "^0.5", "^1.5"])
+            keywords.append(text)
+        mode = rng.choices(["keywords", "mixed", "trending"], [60, 25, 15])[0]
+        subscriber = Subscriber.model_construct(
+            email=f"reader{n}@example.org",
+            mode=mode,
+            keywords=keywords,
+            max_items=rng.choice([5, 10, 10, 10, 15, 20]),
+            min_upvotes=rng.choice([None, None, None, 1, 5, 10]),
+            max_age_days=rng.choice([1, 3, 7, 7, 14, 30]),
+            trending_share=rng.choice([0.2, 0.3, 0.5]),
+        )
+        out.append((subscriber, set(rng.sample(ids, rng.randint(0, 20)))))
+    return out
+
+
+def naive_select(subscriber: Subscriber, papers: list[Paper], already_sent: set[str]) -> list[tuple[float, Paper]]:
+    """The nested loop: every paper, every keyword, a regex each time."""
+    keywords = parse_keywords(subscriber.keywords)
+    patterns = [
+        (k, re.compile(r"\b" + r"[\s-]?".join(re.escape(t) + r"(?:s|es)?" for t in k.terms) + r"\b", re.I))
+        for k in keywords
+    ]
+    kept = []
+    for paper in papers:
+        age = paper_age(paper, TODAY)
+        if paper.id in already_sent or (age is not None and age > subscriber.max_age_days):
+            continue
+        if subscriber.min_upvotes is not None and (paper.upvotes is None or paper.upvotes < subscriber.min_upvotes):
+            continue
+        if subscriber.mode == "trending":
+            kept.append(((paper.upvotes or 0) / ((age or 0) + 2) ** 1.5, paper))
+            continue
+        score = 0.0
+        for keyword, pattern in patterns:
+            found = 3 * len(pattern.findall(paper.title)) + len(pattern.findall(paper.abstract))
+            if found and keyword.exclude:
+                score = 0.0
+                break
+            score += keyword.weight * found
+        if score:
+            kept.append((score, paper))
+    kept.sort(key=lambda pair: -pair[0])
+    return kept[: subscriber.max_items]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--papers", type=int, default=10_000)
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--naive-sample", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    papers = make_papers(rng, args.papers)
+    subscribers = make_subscribers(rng, args.subscribers, papers)
+    print(f"{len(papers):,} papers, {len(subscribers):,} subscribers")
+
+    start = time.perf_counter()
+    index = PaperIndex(papers, TODAY)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    picks = sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in subscribers)
+    fast = time.perf_counter() - start
+    print(f"index build:         {built:8.2f} s")
+    print(f"select, everyone:    {fast:8.2f} s  ({fast / len(subscribers) * 1e6:.0f} us per subscriber, {picks:,} picks)")
+
+    sample = subscribers[: args.naive_sample]
+    start = time.perf_counter()
+    for subscriber, sent in sample:
+        naive_select(subscriber, papers, sent)
+    naive = (time.perf_counter() - start) / len(sample) * len(subscribers)
+    print(f"naive, extrapolated: {naive:8.2f} s  (from {len(sample)} subscribers)")
+    print(f"speed-up: {naive / (built + fast):.0f}x (index build included), {naive / fast:.0f}x (selection alone)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Selection: which papers each subscriber gets, and why (see DESIGN.md).
+
+`PaperIndex` is built once per edition date from the candidate papers; `select`
+scores one subscriber's profile against it.  Selection is pure: papers in,
+picks out.  Speed comes from the index: it tokenises every paper once, keeps
+postings per word, ranks trending papers once, and keeps the score array of
+every keyword it has seen, so each profile only adds up the arrays of its few
+keywords (numpy) instead of looping over the papers.
+
+Age: a paper's date is `published`, else `first_seen.date()`; its age is
+`today - date` in days (never below 0).  A paper with neither date passes
+every `max_age_days` filter (the store handed it in as a candidate), is the
+oldest for recency tie-breaks, and decays as if `UNKNOWN_AGE_DAYS` old.
+
+Trending: score = upvotes / (age_days + 2) ** 1.5, so 100 upvotes today (35.4)
+beat 120 a week ago (4.4).  Papers without an upvote count come after all those
+with one (score 0.0); ties go to the more recent paper.  `min_upvotes` drops
+papers whose count is unknown.
+
+Keywords (BM25 over title and abstract): a keyword scores
+idf * (2.5 * sat_title + sat_abstract) on a paper where it occurs, with
+sat = tf * (k1 + 1) / (tf + k1 * norm), k1 = 1.2; the abstract is length
+normalised (b = 0.75, length ratio capped at 4), the title is not, so for one
+keyword a title match always outranks an abstract-only one.  A phrase whose
+words are all in the paper but not adjacent scores 0.25 * idf, below any real
+occurrence.  Scores are multiplied by the keyword's weight and summed; a paper
+that matches an exclusion is dropped (in every mode); a paper with no positive
+keyword is never a keyword pick.
+
+Variants: words are case-folded and lightly stemmed (`keywords.stem`); a
+compound matches its hyphenated and spaced forms (`pretraining`,
+`pre-training`, `pre training`) in both directions: a keyword word also
+matches two adjacent text words that join to it, and two adjacent keyword
+words also match one text word that is their join.
+
+Mixed: round(max_items * trending_share) slots are trending, the rest keyword
+picks; no paper twice, and a list that runs short is refilled from the other.
+Picks come keyword picks first, then trending picks.  Papers in
+`already_sent` are never picked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from bisect import bisect_right
+from datetime import date
+from functools import reduce
+from itertools import islice
+
+import numpy as np
+
+from newsletter.keywords import Keyword, parse_keywords, words
+from newsletter.models import Paper, Pick, Subscriber
+
+DECAY_OFFSET = 2.0
+DECAY_POWER = 1.5
+UNKNOWN_AGE_DAYS = 7
+K1 = 1.2
+B = 0.75
+MAX_LENGTH_RATIO = 4.0
+TITLE_WEIGHT = 2.5
+APART_SHARE = 0.25
+POSITION_BITS = 20
+MAX_VARIANTS = 32
+PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
+APART = 4
+
+
+@dataclass(slots=True)
+class _Matches:
+    """Where one keyword (its stemmed terms) occurs in the index, and what it scores there."""
+
+    docs: np.ndarray  # papers it scores on (occurrences and words apart), ascending
+    scores: np.ndarray  # unweighted score on each of `docs`
+    hits: np.ndarray  # papers where it really occurs (an exclusion drops these), ascending
+    where: bytes  # per paper: 0 no match, else an index into PLACES
+
+
+@dataclass(slots=True)
+class _Filter:
+    """The papers one (max_age_days, min_upvotes) pair keeps."""
+
+    cut: int  # the age limit keeps papers [0, cut)
+    keep: np.ndarray | None  # then 1.0 / 0.0 per paper for min_upvotes; None when it keeps them all
+    trending: list[int]  # kept papers in trending order
+
+
+def paper_age(paper: Paper, today: date) -> int | None:
+    """Age in whole days on `today` (`published`, else `first_seen`), None when the paper has no date."""
+    day = paper.published or (paper.first_seen.date() if paper.first_seen else None)
+    return None if day is None else max((today - day).days, 0)
+
+
+def _age_key(age: int | None) -> int:
+    return -1 if age is None else age
+
+
+class PaperIndex:
+    """Built once per edition date from the candidate papers; scored against by every profile.
+
+    Papers repeating an earlier paper's id are ignored.
+    """
+
+    def __init__(self, papers: list[Paper], today: date):
+        self.today = today
+        unique: dict[str, Paper] = {}
+        for paper in papers:
+            unique.setdefault(paper.id, paper)
+        ages = {paper.id: paper_age(paper, today) for paper in unique.values()}
+        # Oldest last, undated first: the papers a max_age_days filter keeps are a prefix.
+        self.papers = sorted(unique.values(), key=lambda paper: (_age_key(ages[paper.id]), paper.id))
+        self._position = {paper.id: i for i, paper in enumerate(self.papers)}
+        self._ids = frozenset(self._position)
+        self._age_keys = [_age_key(ages[paper.id]) for paper in self.papers]
+        self._upvotes = [paper.upvotes for paper in self.papers]
+        count = len(self.papers)
+        undated = self._age_keys.count(-1)
+        self._recency = np.array([i - undated if i >= undated else count - undated + i for i in range(count)])
+
+        self._trend_score = [
+            0.0 if up is None else up / ((UNKNOWN_AGE_DAYS if age < 0 else age) + DECAY_OFFSET) ** DECAY_POWER
+            for up, age in zip(self._upvotes, self._age_keys)
+        ]
+        recency = self._recency.tolist()
+        self._trending = sorted(range(count), key=lambda i: (self._upvotes[i] is None, -self._trend_score[i], recency[i]))
+        self._trend_rank = [0] * count
+        for rank, i in enumerate(self._trending, 1):
+            self._trend_rank[i] = rank
+
+        self._postings: tuple[dict[str, list[int]], dict[str, list[int]]] = (defaultdict(list), defaultdict(list))
+        lengths = []
+        for i, paper in enumerate(self.papers):
+            base = i << POSITION_BITS
+            for text, postings in zip((paper.title, paper.abstract or ""), self._postings):
+                tokens = words(text)
+                for position, token in enumerate(tokens):
+                    postings[token].append(base + position)
+            lengths.append(len(tokens))
+        average = sum(lengths) / count if count and sum(lengths) else 1.0
+        self._abstract_ratio = np.minimum(np.array(lengths, dtype=float) / average, MAX_LENGTH_RATIO)
+
+        self._matches: dict[tuple[str, ...], _Matches] = {}
+        self._filters: dict[tuple[int, int | None], _Filter] = {}
+        self._arrays: dict[tuple[int, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.papers)
+
+    # -- filters and trending -------------------------------------------------
+
+    def _filter(self, max_age_days: int, min_upvotes: int | None) -> _Filter:
+        key = (max_age_days, min_upvotes)
+        found = self._filters.get(key)
+        if found is None:
+            cut = bisect_right(self._age_keys, max_age_days)
+            ok = [min_upvotes is None or (up is not None and up >= min_upvotes) for up in self._upvotes[:cut]]
+            keep = None if all(ok) else np.array(ok, dtype=float)
+            found = self._filters[key] = _Filter(cut, keep, [i for i in self._trending if i < cut and ok[i]])
+        return found
+
+    def _positions(self, ids: set[str]) -> set[int]:
+        if not ids:
+            return set()
+        if not isinstance(ids, (set, frozenset)):
+            ids = set(ids)
+        return {self._position[paper_id] for paper_id in ids & self._ids}
+
+    def _trending_pick(self, i: int) -> Pick:
+        up = self._upvotes[i]
+        rank = self._trend_rank[i]
+        if up is None:
+            reason = f"trending #{rank} today (no upvote count yet)"
+        else:
+            reason = f"trending #{rank} today, {up} upvote{'' if up == 1 else 's'}"
+        return Pick(self.papers[i], self._trend_score[i], [reason])
+
+    # -- keywords ---------------------------------------------------------------
+
+    def _positions_of(self, field: int, term: str) -> np.ndarray:
+        """Sorted positions (paper << POSITION_BITS | word number) of `term` in field 0 (title) or 1 (abstract)."""
+        found = self._arrays.get((field, term))
+        if found is None:
+            found = self._arrays[field, term] = np.array(self._postings[field].get(term, ()), dtype=np.int64)
+        return found
+
+    def _papers_with(self, term: str) -> np.ndarray:
+        """The papers holding `term` anywhere, ascending."""
+        held = np.zeros(len(self.papers), dtype=bool)
+        held[self._positions_of(0, term) >> POSITION_BITS] = True
+        held[self._positions_of(1, term) >> POSITION_BITS] = True
+        return np.flatnonzero(held)
+
+    def _known(self, term: str) -> bool:
+        return term in self._postings[0] or term in self._postings[1]
+
+    def _variants(self, terms: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """The word sequences a keyword matches: as written, a word split in two
+        (`pretraining` -> `pre training`), two adjacent words joined (`pre training` -> `pretraining`)."""
+        if not terms:
+            return [()]
+        head, rest = terms[0], terms[1:]
+        starts = [(head,)] + [
+            (head[:cut], head[cut:]) for cut in range(2, len(head) - 1) if self._known(head[:cut]) and self._known(head[cut:])
+        ]
+        found = [start + tail for tail in self._variants(rest) for start in starts]
+        if rest and self._known(head + rest[0]):
+            found += [(head + rest[0],) + tail for tail in self._variants(rest[1:])]
+        return found[:MAX_VARIANTS]
+
+    def _occurrences(self, field: int, sequence: tuple[str, ...]) -> np.ndarray:
+        """Positions where `sequence` starts in a field (its words adjacent, in order)."""
+        found = self._positions_of(field, sequence[0])
+        for offset, term in enumerate(sequence[1:], 1):
+            if not len(found):
+                break
+            found = _common(found, self._positions_of(field, term) - offset)
+        return found
+
+    def _match(self, terms: tuple[str, ...]) -> _Matches:
+        found = self._matches.get(terms)
+        if found is None:
+            found = self._matches[terms] = self._find(terms)
+        return found
+
+    def _find(self, terms: tuple[str, ...]) -> _Matches:
+        count = len(self.papers)
+        variants = self._variants(terms)
+        title, abstract = (
+            np.bincount(
+                np.concatenate([self._occurrences(field, variant) for variant in variants]) >> POSITION_BITS,
+                minlength=count,
+            )
+            for field in (0, 1)
+        )
+        docs = np.flatnonzero(title + abstract)
+        apart = np.zeros(0, dtype=np.int64)
+        if len(terms) > 1:
+            together = reduce(_common, (self._papers_with(term) for term in terms))
+            apart = np.setdiff1d(together, docs, assume_unique=True)
+        return self._score(docs, title[docs], abstract[docs], apart)
+
+    def _score(self, docs: np.ndarray, title: np.ndarray, abstract: np.ndarray, apart: np.ndarray) -> _Matches:
+        count = len(self.papers)
+        idf = math.log(1 + (count - len(docs) + 0.5) / (len(docs) + 0.5))
+        title = title.astype(float)
+        abstract = abstract.astype(float)
+        sat_title = title * (K1 + 1) / (title + K1)
+        sat_abstract = abstract * (K1 + 1) / (abstract + K1 * (1 - B + B * self._abstract_ratio[docs]))
+        where = np.zeros(count, dtype=np.uint8)
+        where[docs] = (title > 0) + 2 * (abstract > 0)
+        where[apart] = APART
+        scored = np.concatenate([docs, apart])
+        order = np.argsort(scored)
+        scores = np.concatenate([idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)])
+        return _Matches(
+            docs=scored[order],
+            scores=scores[order],
+            hits=docs,
+            where=where.tobytes(),
+        )
+
+    def _keyword_ranking(
+        self, positives: list[tuple[Keyword, _Matches]], excluded: list[_Matches], flt: _Filter, sent: set[int], limit: int
+    ) -> list[tuple[int, float]]:
+        """The best `limit` (paper, score) pairs, best first, ties to the more recent paper."""
+        cut = flt.cut
+        whole = cut == len(self.papers)
+        docs, scores = [], []
+        for keyword, matches in positives:
+            end = None if whole else matches.docs.searchsorted(cut)
+            docs.append(matches.docs[:end])
+            scores.append(matches.scores[:end] if keyword.weight == 1.0 else keyword.weight * matches.scores[:end])
+        total = np.bincount(np.concatenate(docs), np.concatenate(scores), minlength=cut)
+        for matches in excluded:
+            total[matches.hits if whole else matches.hits[: matches.hits.searchsorted(cut)]] = 0.0
+        if flt.keep is not None:
+            total *= flt.keep
+        if sent:
+            total[[i for i in sent if i < cut]] = 0.0
+        least = np.partition(total, cut - limit)[cut - limit] if cut > limit else 0.0
+        docs = (total >= least if least > 0 else total > 0).nonzero()[0]
+        chosen = docs[np.lexsort((self._recency[docs], -total[docs]))[:limit]]
+        return list(zip(chosen.tolist(), total[chosen].tolist()))
+
+    def _keyword_picks(self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]) -> list[Pick]:
+        labels = [(f'"{keyword.text}" ', matches.where) for keyword, matches in positives]
+        papers = self.papers
+        return [
+            Pick(papers[i], score, ["matched " + "; ".join([label + PLACES[where[i]] for label, where in labels if where[i]])])
+            for i, score in ranked
+        ]
+
+    def _trending_picks(self, flt: _Filter, skip: set[int], excluded: list[_Matches], limit: int) -> list[Pick]:
+        picks: list[Pick] = []
+        for i in flt.trending:
+            if len(picks) == limit:
+                break
+            if i not in skip and not any(0 < matches.where[i] < APART for matches in excluded):
+                picks.append(self._trending_pick(i))
+        return picks
+
+
+def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The values in both sorted arrays of unique values."""
+    if len(first) > len(second):
+        first, second = second, first
+    if not len(first):
+        return first
+    at = np.minimum(np.searchsorted(second, first), len(second) - 1)
+    return first[second[at] == first]
+
+
+def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] = frozenset()) -> list[Pick]:
+    """Pick at most `max_items` papers for `subscriber` from `index`, each with its reasons.
+
+    Raises `ValueError` for a keyword with bad syntax (see `keywords.parse_keyword`).
+    """
+    limit = subscriber.max_items
+    flt = index._filter(subscriber.max_age_days, subscriber.min_upvotes)
+    sent = index._positions(already_sent)
+    keywords = parse_keywords(subscriber.keywords)
+    excluded = [index._match(keyword.terms) for keyword in keywords if keyword.exclude]
+    if subscriber.mode == "trending":
+        return index._trending_picks(flt, sent, excluded, limit)
+
+    positives = [(keyword, index._match(keyword.terms)) for keyword in keywords if not keyword.exclude]
+    wanted = limit if subscriber.mode == "keywords" else limit - round(limit * subscriber.trending_share)
+    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted else []
+    picks = index._keyword_picks(ranked, positives)
+    if subscriber.mode == "mixed":
+        picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
+    return picks
