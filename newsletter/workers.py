@@ -162,7 +162,9 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
 def run_worker(config: Config, *, concurrency: int | None = None, name: str | None = None, loglevel: str = "INFO") -> None:
     """Run a Celery worker for the config's broker in this process (prefork pool) until it is stopped."""
     configure(config)
-    argv = ["worker", f"--loglevel={loglevel}", f"--queues={QUEUE}", "--pool=prefork"]
+    _current_subscribers(config)  # read once here; the pool processes inherit it
+    # no mingle/gossip: workers need not know each other, the ledger claims coordinate them
+    argv = ["worker", f"--loglevel={loglevel}", f"--queues={QUEUE}", "--pool=prefork", "--without-mingle", "--without-gossip"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     if name:
