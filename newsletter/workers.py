@@ -56,7 +56,6 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_default_queue=QUEUE,
     broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
 )
 
 
@@ -145,11 +144,19 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     wanted = set(emails)
     subscribers = [s for s in _current_subscribers(config) if s.email in wanted]
     claim = Claim(worker=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
+    day = date.fromisoformat(edition_date)
+    store = _store(config)
     try:
-        summary = run_edition(config, _store(config), subscribers, day=date.fromisoformat(edition_date), claim=claim)
+        summary = run_edition(config, store, subscribers, day=day, claim=claim)
+        held = [email for email, entry in store.ledger_entries(day, emails).items() if entry.state in ("pending", "sending")]
     except OperationalError as error:
         # the database is away: try again once the chunk claimed so far may be re-claimed
         raise self.retry(exc=error, countdown=claim.lease_seconds)
+    if held:
+        # claimed by another worker, which may have died (this shard may be its, redelivered):
+        # look again when their lease has run out; by then they are sent, or ours to take
+        log.info("%s: %d editions held by other workers; checking again in %g s", edition_date, len(held), claim.lease_seconds)
+        raise self.retry(args=(config_path, edition_date, held), countdown=claim.lease_seconds)
     return {
         "sent": summary.sent,
         "failed": summary.failed,

@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import email
 import json
+import os
+import signal
 import time
+from dataclasses import dataclass
 from email import policy
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -27,7 +30,7 @@ from newsletter.store import Store, deliveries_table
 from tests.conftest import run_cli
 from tests.pg_server import pg_server, pg_url  # noqa: F401
 from tests.redis_server import redis_server, redis_url  # noqa: F401
-from tests.worker_cluster import CountingSink, start_workers, write_setup
+from tests.worker_cluster import CountingSink, Worker, start_workers, write_setup
 
 DAY = date(2026, 11, 25)
 
@@ -259,47 +262,102 @@ def test_three_workers_send_five_thousand_editions_exactly_once(cluster_setup, t
     assert {row.claimed_by.split("@")[0] for row in rows} == {"w1", "w2", "w3"}
 
 
+@dataclass
+class Kill:
+    """What a killed sender had when it died: rows it held `sending` (and which of those the sink has), rows it sent."""
+
+    in_flight: set[str]
+    delivered: set[str]
+    sent: set[str]
+
+
+def kill_mid_chunk(store: Store, sink: CountingSink, worker: Worker, holder: str, kill, workers) -> Kill:
+    """Freeze `worker` once the rows claimed by `holder` (a claimed_by prefix) are part-way through a chunk; run `kill`."""
+
+    def rows(state: str) -> set[str]:
+        return {row.email for row in store.ledger_rows(edition_date=DAY, state=state) if (row.claimed_by or "").startswith(holder)}
+
+    def delivered(emails: set[str]) -> set[str]:
+        return {e for e in emails if sink.received[make_message_id(e, DAY, "example.org")]}
+
+    def caught() -> bool:
+        worker.pause()
+        if rows("sent") and delivered(rows("sending")):
+            return True
+        worker.resume()
+        time.sleep(0.02)
+        return False
+
+    wait_until(caught, 30, f"{holder} part-way through a chunk", workers)
+    found = Kill(in_flight=rows("sending"), delivered=set(), sent=rows("sent"))
+    found.delivered = delivered(found.in_flight)
+    kill()
+    return found
+
+
+def check_after_kill(sink: CountingSink, store: Store, count: int, killed: Kill, holder: str) -> None:
+    """Nothing lost; duplicates only among the killed sender's in-flight editions, at least those it had delivered."""
+    ids = {make_message_id(f"reader{n}@example.org", DAY, "example.org"): f"reader{n}@example.org" for n in range(count)}
+    assert set(sink.received) == set(ids)
+    duplicated = {ids[message_id] for message_id, n in sink.received.items() if n > 1}
+    # (an in-flight edition still in the killed sender's socket when it froze may arrive too)
+    assert killed.delivered <= duplicated <= killed.in_flight
+    assert killed.delivered and killed.sent
+    rows = {row.email: row for row in store.ledger_rows(edition_date=DAY)}
+    assert {row.state for row in rows.values()} == {"sent"}
+    assert not any(rows[email].claimed_by.startswith(holder) for email in killed.in_flight)  # taken over
+    assert all(rows[email].claimed_by.startswith(holder) for email in killed.sent)
+
+
 def test_a_killed_workers_shards_are_finished_by_the_others(cluster_setup, tmp_path: Path, pg_url: str):
     setup, sink = cluster_setup
     config_path = setup(3000, shard_size=250, chunk_size=50, lease_seconds=5, visibility_timeout=20)
     workers = start_workers(config_path, tmp_path, ["w1", "w2", "victim"], concurrency=2)
+    victim = workers[2]
     try:
         with Store(pg_url) as store:
-            def victim_rows(state: str) -> set[str]:
-                return {row.email for row in store.ledger_rows(edition_date=DAY, state=state)
-                        if (row.claimed_by or "").startswith("victim@")}
-
-            def delivered(emails: set[str]) -> set[str]:
-                return {e for e in emails if sink.received[make_message_id(e, DAY, "example.org")]}
-
-            def caught_mid_chunk() -> bool:
-                """Freeze the victim; keep it frozen once it is part-way through sending a chunk."""
-                victim.pause()
-                if victim_rows("sent") and delivered(victim_rows("sending")):
-                    return True
-                victim.resume()
-                time.sleep(0.02)
-                return False
-
-            victim = workers[2]
             enqueue_all(config_path)
-            wait_until(caught_mid_chunk, 30, "the victim mid-chunk", workers)
-            in_flight, sent_by_victim = victim_rows("sending"), victim_rows("sent")
-            delivered_in_flight = delivered(in_flight)
-            victim.kill()
-            # the survivors take over: the unacked shards come back after the visibility timeout, the claims after the lease
+            # SIGKILL to the whole worker, pool included: its unacknowledged shards come back after
+            # the visibility timeout, and the rows it held can be claimed after the lease
+            killed = kill_mid_chunk(store, sink, victim, "victim@", victim.kill, workers)
             wait_until(lambda: store.ledger_counts(DAY)["sent"] == 3000, 75, "3,000 sent editions", workers[:2])
-            rows = {row.email: row for row in store.ledger_rows(edition_date=DAY)}
+            check_after_kill(sink, store, 3000, killed, "victim@")
     finally:
         for worker in workers:
             worker.stop()
-    ids = {make_message_id(f"reader{n}@example.org", DAY, "example.org"): f"reader{n}@example.org" for n in range(3000)}
-    assert set(sink.received) == set(ids)  # nothing lost
-    duplicated = {ids[message_id] for message_id, count in sink.received.items() if count > 1}
-    # duplicates only among the editions the victim had in flight, and exactly those it had delivered
-    # (plus any still in its socket when it froze)
-    assert delivered_in_flight <= duplicated <= in_flight
-    assert delivered_in_flight and sent_by_victim
-    assert all(rows[email].claimed_by.split("@")[0] in ("w1", "w2") for email in in_flight)
-    assert all(rows[email].claimed_by.startswith("victim@") for email in sent_by_victim)
-    assert {row.state for row in rows.values()} == {"sent"}
+
+
+def test_a_killed_pool_process_leaves_its_chunk_to_be_taken_over_after_the_lease(cluster_setup, tmp_path: Path, pg_url: str):
+    setup, sink = cluster_setup
+    # a long lease: the shard comes back at once (task_reject_on_worker_lost), well before the lease has run out
+    config_path = setup(1000, shard_size=250, chunk_size=50, lease_seconds=6, visibility_timeout=60)
+    workers = start_workers(config_path, tmp_path, ["w1", "w2"], concurrency=2)
+    try:
+        with Store(pg_url) as store:
+            enqueue_all(config_path)
+            sending = next(iter(wait_for_sending(store, "w1@", workers)))
+            holder = sending.claimed_by  # w1@host/pid: one pool process
+
+            def kill_pool_process() -> None:
+                os.kill(int(holder.rsplit("/", 1)[1]), signal.SIGKILL)
+                workers[0].resume()
+
+            killed = kill_mid_chunk(store, sink, workers[0], holder, kill_pool_process, workers)
+            wait_until(lambda: store.ledger_counts(DAY)["sent"] == 1000, 60, "1,000 sent editions", workers)
+            check_after_kill(sink, store, 1000, killed, holder)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert "WorkerLostError" in workers[0].output()
+    assert "held by other workers; checking again in 6 s" in workers[0].output() + workers[1].output()
+
+
+def wait_for_sending(store: Store, prefix: str, workers) -> list:
+    found: list = []
+
+    def check() -> bool:
+        found[:] = [r for r in store.ledger_rows(edition_date=DAY, state="sending") if (r.claimed_by or "").startswith(prefix)]
+        return bool(found)
+
+    wait_until(check, 30, f"rows claimed by {prefix}", workers)
+    return found
