@@ -662,6 +662,8 @@ def worker(
     """
     from newsletter.pipeline import MissingSecret, signing_key
 
+    if ctx.obj.db:
+        fail("--db: not with worker (workers open the store in [store] of the config their tasks name)", code=2)
     config = ctx.obj.config()
     try:
         signing_key(config)

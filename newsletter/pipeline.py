@@ -279,13 +279,13 @@ def _send_chunk(
         return
     store.mark(day, held)
     store.record_pending(new_editions)
+    if messages and claim is not None:
+        fresh = {email: [pick.paper.id for pick in picks] for email, _, _, picks, _ in new_editions}
+        messages = _claim_messages(builder, store, chunk, day, messages, fresh, claim, summary)
     if not messages:
         return
     if claim is None:
         store.mark(day, [(m.recipient, "sending", None) for m in messages])
-    else:
-        fresh = {email: [pick.paper.id for pick in picks] for email, _, _, picks, _ in new_editions}
-        messages = _claim_messages(builder, store, chunk, day, messages, fresh, claim, summary)
     results = backend.send_messages(messages)
     outcomes = []
     for message, result in zip(messages, results, strict=True):

@@ -140,6 +140,15 @@ def test_send_with_celery_refuses_options_that_only_work_locally(example_dir: Pa
     assert result.returncode == 2 and "--workers: expected local or celery" in result.stderr
 
 
+def test_worker_refuses_to_start_without_what_its_tasks_need(example_dir: Path):
+    result = run_cli("worker", "--db", "other.db", cwd=example_dir)
+    assert result.returncode == 2 and "--db: not with worker" in result.stderr
+    path = example_dir / "config.toml"
+    path.write_text(path.read_text().replace('backend = "file"', 'backend = "smtp"'))
+    result = run_cli("worker", cwd=example_dir, env={"NEWSLETTER_SECRET": ""})
+    assert result.returncode == 2 and "NEWSLETTER_SECRET is not set" in result.stderr
+
+
 def test_send_with_celery_reports_an_unreachable_broker(example_dir: Path):
     from tests.smtp_fixtures import free_port
 
