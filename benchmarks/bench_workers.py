@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -111,6 +112,7 @@ def one_run(pg, broker: str, sink_port: int, sink_pid: int, args, workers: int) 
     finally:
         for worker in started:
             worker.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     used = {role: max(0.0, after[role] - before[role]) for role in roles}
     used["other programs"] = max(0.0, machine - sum(used.values()))
     return elapsed, used
