@@ -1,4 +1,4 @@
-"""The same store work on SQLite and on PostgreSQL (a private server started for the run).
+"""The same store work on SQLite and on PostgreSQL (a private server, fsync on, started for the run).
 
 For each engine: `add_papers` of N new papers in one call, the same N again (all
 unchanged), `papers(limit=1000)`, and `claim` of a 10,000-row edition in batches
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=100_000)
     parser.add_argument("--naive-sample", type=int, default=2_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, postgres_server() as server:
+    with tempfile.TemporaryDirectory() as tmp, postgres_server(durable=True) as server:
         print(f"PostgreSQL test server started in {server.started_in:.2f} s")
         lite = run("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.papers)
         pg = run("postgresql", create_database(server), args.papers)

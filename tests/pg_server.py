@@ -68,9 +68,10 @@ def _run(command: list[str], as_user: str | None) -> None:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PgServer]:
+def postgres_server(*, durable: bool = False) -> Iterator[PgServer]:
     """Run a private PostgreSQL server (initdb in a temporary folder) until the block ends.
 
+    Unless `durable`, commits are not flushed to disk (fine for tests, not for timing).
     Raises LookupError when the PostgreSQL binaries are not installed.
     """
     bin_dir = _binaries()
@@ -90,8 +91,9 @@ def postgres_server() -> Iterator[PgServer]:
     try:
         _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
               "--encoding=UTF8", "--locale=C.UTF-8"], as_user)
-        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sockets} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sockets} -c max_connections=50"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         _run([pg_ctl, "start", "-D", str(data), "-w", "-t", "60", "-l", str(base / "server.log"), "-o", options], as_user)
         try:
             yield PgServer("127.0.0.1", port, "postgres", time.perf_counter() - start)

@@ -242,10 +242,15 @@ def test_times_come_back_as_aware_utc_and_dates_as_dates(store: Store):
     assert updated.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - updated) < timedelta(minutes=1)
 
 
-def test_lists_are_json_and_nul_characters_are_dropped(store: Store):
-    store.add_papers([Paper.create("T\x00itle", abstract="a\x00b", authors=["Zoë", "李"], ai_keywords=["k"], sources=["s"])])
-    [paper] = store.papers()
-    assert (paper.title, paper.abstract, paper.authors, paper.ai_keywords) == ("Title", "ab", ["Zoë", "李"], ["k"])
+def test_text_round_trips_lists_are_json_and_nul_characters_are_dropped(store: Store):
+    awkward = 'tab\there\nnew line\r\n \\N back\\slash "quoted" , ; | 李 🙂'
+    odd = Paper.create(awkward, abstract=awkward, organization=awkward, url="https://x.org/?a=1&b=\\N", authors=[awkward])
+    store.add_papers([Paper.create("T\x00itle", abstract="a\x00b", authors=["Zoë", "李"], ai_keywords=["k"], sources=["s"]), odd])
+    papers = {p.title: p for p in store.papers()}
+    paper = papers["Title"]
+    assert (paper.abstract, paper.authors, paper.ai_keywords) == ("ab", ["Zoë", "李"], ["k"])
+    odd = papers[odd.title]
+    assert (odd.abstract, odd.organization, odd.url, odd.authors) == (awkward, awkward, "https://x.org/?a=1&b=\\N", [awkward])
 
 
 def test_ordering_is_byte_wise_on_both(store: Store):
@@ -348,3 +353,22 @@ def test_postgresql_claim_skips_rows_locked_by_another_claimer(pg_url: str):
         claimer.join()
         assert not blocked and result == [["b@x.org"]]
         assert store.claim(day, ["a@x.org", "b@x.org"], worker="w", lease_seconds=60) == ["a@x.org"]
+
+
+def test_postgresql_plans_each_query_for_its_own_values(pg_url: str):
+    # a generic plan cached while the papers table was empty would scan 100k rows per lookup later
+    from sqlalchemy import text
+
+    with Store(pg_url) as store, store.engine.connect() as conn:
+        assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+
+
+def test_messages_never_show_the_database_password(pg_url: str):
+    Store(pg_url).close()
+    _sql(pg_url, "UPDATE schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="newer than this program") as refused:
+        Store(pg_url.replace("postgres@", "postgres:s3cret@"))
+    assert "s3cret" not in str(refused.value) and "***" in str(refused.value)
+    with pytest.raises(ValueError) as unsupported:
+        engine_url("mysql://u:s3cret@db.example/news")
+    assert "s3cret" not in str(unsupported.value)
