@@ -1,4 +1,4 @@
-"""SMTP sending speed: the smtp backend (reused connections, concurrency) against smtplib with one connection per message.
+"""SMTP sending speed: the smtp backend against smtplib with one connection per message.
 
 An aiosmtpd sink runs in a separate process on a loopback port and counts what
 it accepts. Run from the repository root:
@@ -110,23 +110,23 @@ def main() -> None:
     parser.add_argument("--starttls", action="store_true", help="both ways use STARTTLS")
     args = parser.parse_args()
 
-    cert = make_cert(Path(tempfile.mkdtemp(prefix="bench-smtp-"))) if args.starttls else None
-
-    port = free_port()
-    counter, ready, stop = multiprocessing.Value("l", 0), multiprocessing.Event(), multiprocessing.Event()
-    sink = multiprocessing.Process(target=run_sink, args=(port, counter, ready, stop, cert), daemon=True)
-    sink.start()
-    ready.wait(10)
-    try:
-        messages = make_messages(args.messages, args.size)
-        fast = send_backend(port, messages, args.concurrency, cert)
-        received_fast = counter.value
-        sample = messages[: min(args.naive, len(messages))]
-        naive = send_naive(port, sample, cert)
-        received_naive = counter.value - received_fast
-    finally:
-        stop.set()
-        sink.join(10)
+    with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
+        cert = make_cert(Path(tmp)) if args.starttls else None
+        port = free_port()
+        counter, ready, stop = multiprocessing.Value("l", 0), multiprocessing.Event(), multiprocessing.Event()
+        sink = multiprocessing.Process(target=run_sink, args=(port, counter, ready, stop, cert), daemon=True)
+        sink.start()
+        ready.wait(10)
+        try:
+            messages = make_messages(args.messages, args.size)
+            fast = send_backend(port, messages, args.concurrency, cert)
+            received_fast = counter.value
+            sample = messages[: min(args.naive, len(messages))]
+            naive = send_naive(port, sample, cert)
+            received_naive = counter.value - received_fast
+        finally:
+            stop.set()
+            sink.join(10)
 
     if received_fast != len(messages) or received_naive != len(sample):
         raise SystemExit(f"sink counted {received_fast}+{received_naive}, expected {len(messages)}+{len(sample)}")

@@ -22,7 +22,8 @@ from newsletter.store import IngestStats, Store
 
 app = typer.Typer(
     help="A self-hosted, per-subscriber daily digest of new research papers.\n\n"
-    "Typical day: `newsletter ingest FILES` (or `fetch hf`), then `newsletter send`.",
+    "Typical day: `newsletter ingest FILES` (or `fetch hf`), then `newsletter send`. "
+    "--config and --db may come before or after the command.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -32,8 +33,8 @@ fetch_app = typer.Typer(help="Download papers from the network, then ingest them
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(fetch_app, name="fetch")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
 
 
 @dataclass
@@ -61,7 +62,10 @@ def open_store(config: Config) -> Iterator[Store]:
     try:
         store = Store(config.store_url)
     except Exception as error:  # a store that cannot be opened is a user-facing problem, not a traceback
-        fail(f"{config.store_url}: cannot open the store: {error}", code=2)
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(config.store_url).render_as_string(hide_password=True)
+        fail(f"{shown}: cannot open the store: {error}", code=2)
     try:
         yield store
     finally:
@@ -367,6 +371,7 @@ def send(
 
     A (subscriber, date) is sent at most once: running again the same day sends nothing new.
     """
+    from newsletter.delivery.base import DeliveryError
     from newsletter.pipeline import MissingSecret, run_edition
 
     config = ctx.obj.config()
@@ -395,14 +400,15 @@ def send(
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("editions", total=total, sent=0, failed=0)
 
-            def on_progress(summary, remaining):
-                progress.update(task, completed=total - remaining, sent=summary.sent, failed=summary.failed)
+            def on_progress(summary):
+                progress.update(task, completed=summary.processed, sent=summary.sent, failed=summary.failed)
 
             try:
                 summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
-                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed, on_progress=on_progress)
-            except MissingSecret as error:
-                fail(str(error), code=2)
+                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+            except (MissingSecret, DeliveryError) as error:
+                fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
     if summary.failed:
         raise typer.Exit(1)
@@ -433,7 +439,7 @@ def print_summary(config: Config, summary) -> None:
         ("sent", summary.sent),
         ("failed", summary.failed),
         ("already sent earlier", summary.already_sent),
-        ("no new papers (no email)", len(summary.empty)),
+        ("no new papers" + (" (no email)" if summary.skip_empty else ""), len(summary.empty)),
         ("unsubscribed", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
@@ -446,7 +452,7 @@ def print_summary(config: Config, summary) -> None:
     out.print(table)
     for email, reply in summary.failures:
         err.print(f"failed: {email}: {reply}", markup=False)
-    for email in summary.empty:
+    for email in summary.empty if summary.skip_empty else ():
         out.print(f"{email}: no new papers, no email today", markup=False)
     if summary.sent and config.delivery.backend in ("file", "mbox"):
         options = config.delivery.backend_options
@@ -592,7 +598,7 @@ def make_service(config: Config, store: Store):
 
             queued = enqueue(config, store, members(group), day=day)
             return JobStats(skipped=queued.summary.already_sent)
-        summary = run_edition(config, store, members(group), day=day)
+        summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
 
     settings = ScheduleSettings(

@@ -313,7 +313,7 @@ class SubscriberList:
 
 def load_subscribers(directory: Path) -> SubscriberList:
     """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
-    from newsletter.selection import parse_keywords
+    from newsletter.keywords import parse_keywords
 
     result = SubscriberList()
     if not directory.is_dir():

@@ -123,6 +123,7 @@ class RunSummary:
     """What one `send` run did, for the summary table and the scheduler's log line."""
 
     dry_run: bool = False
+    skip_empty: bool = True
     subscribers: int = 0
     sent: int = 0
     failed: int = 0
@@ -137,9 +138,10 @@ class RunSummary:
     claimed_elsewhere: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     dates: set[date] = field(default_factory=set)
+    processed: int = 0  # subscribers dealt with so far, for progress bars
 
 
-ProgressCallback = Callable[[RunSummary, int], None]
+ProgressCallback = Callable[[RunSummary], None]
 
 
 @dataclass(frozen=True)
@@ -148,40 +150,6 @@ class Claim:
 
     worker: str
     lease_seconds: float
-
-
-def _chunked(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def due_subscribers(
-    store: Store,
-    subscribers: Iterable[Subscriber],
-    summary: RunSummary,
-    *,
-    day: date | None = None,
-    only: str | None = None,
-) -> dict[date, list[Subscriber]]:
-    """The active, unsuppressed subscribers due an edition, by edition date; counts the rest in `summary`."""
-    suppressed = store.suppressed()
-    due_by_day: dict[date, list[Subscriber]] = {}
-    for subscriber in subscribers:
-        if only and subscriber.email != only.strip().lower():
-            continue
-        if not subscriber.active:
-            continue
-        summary.subscribers += 1
-        if subscriber.email in suppressed:
-            summary.suppressed += 1
-            continue
-        edition_day = day or local_today(subscriber)
-        if not subscriber.sends_on(edition_day):
-            summary.not_today += 1
-            continue
-        due_by_day.setdefault(edition_day, []).append(subscriber)
-    summary.dates = set(due_by_day)
-    return due_by_day
 
 
 def run_edition(
@@ -194,34 +162,65 @@ def run_edition(
     dry_run: bool = False,
     resend_uncertain: bool = True,
     retry_failed: bool = False,
+    skip_empty: bool = True,
     backend: Backend | None = None,
     on_progress: ProgressCallback | None = None,
     claim: Claim | None = None,
 ) -> RunSummary:
-    """Send every due subscriber their edition for `day` (default: each one's local today)."""
-    summary = RunSummary(dry_run=dry_run)
-    due_by_day = due_subscribers(store, subscribers, summary, day=day, only=only)
+    """Send every due subscriber their edition for `day` (default: each one's local today).
 
+    A subscriber with no new picks gets no email, unless `skip_empty` is False
+    (then a short "no new papers today" edition).
+    """
+    summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     builder = EditionBuilder(config, store)
-    remaining = sum(len(group) for group in due_by_day.values())
     owns_backend = backend is None and not dry_run
     if owns_backend:
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
         backend.open()
     try:
-        for edition_day, group in sorted(due_by_day.items()):
-            for chunk in _chunked(group, config.delivery.chunk_size):
-                _send_chunk(
-                    builder, store, chunk, edition_day, backend, summary,
-                    dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed, claim=claim,
-                )
-                remaining -= len(chunk)
-                if on_progress:
-                    on_progress(summary, remaining)
+        due = due_chunks(store, subscribers, summary, day=day, only=only, size=config.delivery.chunk_size)
+        for edition_day, chunk in due:
+            _send_chunk(
+                builder, store, chunk, edition_day, backend, summary,
+                dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed, claim=claim,
+            )
+            if on_progress:
+                on_progress(summary)
     finally:
         if owns_backend:
             backend.close()
     return summary
+
+
+def due_chunks(
+    store: Store, subscribers: Iterable[Subscriber], summary: RunSummary, *, day: date | None, only: str | None, size: int
+) -> Iterator[tuple[date, list[Subscriber]]]:
+    """Stream the due subscribers as (edition date, chunk), never holding them all at once.
+
+    Counts the ones that are not due (inactive, unsubscribed, not a sending day) in `summary`.
+    """
+    suppressed = store.suppressed()
+    waiting: dict[date, list[Subscriber]] = {}
+    for subscriber in subscribers:
+        if (only and subscriber.email != only.strip().lower()) or not subscriber.active:
+            continue
+        summary.subscribers += 1
+        if subscriber.email in suppressed:
+            summary.suppressed += 1
+            summary.processed += 1
+            continue
+        edition_day = day or local_today(subscriber)
+        if not subscriber.sends_on(edition_day):
+            summary.not_today += 1
+            summary.processed += 1
+            continue
+        summary.dates.add(edition_day)
+        chunk = waiting.setdefault(edition_day, [])
+        chunk.append(subscriber)
+        if len(chunk) >= size:
+            yield edition_day, waiting.pop(edition_day)
+    yield from sorted(waiting.items())
 
 
 def _send_chunk(
@@ -237,6 +236,7 @@ def _send_chunk(
     retry_failed: bool,
     claim: Claim | None = None,
 ) -> None:
+    summary.processed += len(chunk)
     emails = [s.email for s in chunk]
     entries = store.ledger_entries(day, emails)
     sent_before = store.sent_paper_ids(emails, before=day)
@@ -262,7 +262,8 @@ def _send_chunk(
             picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
         if not picks:
             summary.empty.append(subscriber.email)
-            continue
+            if summary.skip_empty:
+                continue
         edition, data = builder.build(subscriber, day, picks)
         summary.rendered += 1
         if entry is None:

@@ -20,6 +20,7 @@ import inscriptis
 import jinja2
 import mjml
 
+from newsletter.keywords import parse_keywords
 from newsletter.models import Pick, Subscriber
 
 # an installed wheel ships the templates inside the package; a checkout keeps them in the repository's templates/
@@ -75,10 +76,10 @@ def format_date(day: date) -> str:
 
 
 def keywords(subscriber: Subscriber) -> list[str]:
-    """The topics the subscriber asked for: keywords without the exclusions (`-word`); none in trending mode."""
+    """The topics the subscriber asked for, as written but without weights; no exclusions; none in trending mode."""
     if subscriber.mode == "trending":
         return []
-    return [k.strip().strip('"') for k in subscriber.keywords if not k.strip().startswith("-")]
+    return [k.text for k in parse_keywords(list(subscriber.keywords)) if not k.exclude]
 
 
 def byline(authors: list[str], author_count: int | None, organization: str | None) -> str:

@@ -22,7 +22,8 @@ idf * (2.5 * sat_title + sat_abstract) on a paper where it occurs, with
 sat = tf * (k1 + 1) / (tf + k1 * norm), k1 = 1.2; the abstract is length
 normalised (b = 0.75, length ratio capped at 4), the title is not, so for one
 keyword a title match always outranks an abstract-only one.  A phrase whose
-words are all in the paper but not adjacent scores 0.25 * idf, below any real
+words are not adjacent but near (each within 8 words of the first, in the title
+or in the abstract) scores 0.25 * idf ("with words apart"), below any real
 occurrence.  Scores are multiplied by the keyword's weight and summed; a paper
 that matches an exclusion is dropped (in every mode); a paper with no positive
 keyword is never a keyword pick.
@@ -33,8 +34,9 @@ compound matches its hyphenated and spaced forms (`pretraining`,
 matches two adjacent text words that join to it, and two adjacent keyword
 words also match one text word that is their join.
 
-Mixed: round(max_items * trending_share) slots are trending, the rest keyword
-picks; no paper twice, and a list that runs short is refilled from the other.
+Mixed: round(max_items * trending_share) slots (Python's round, half to even)
+are trending, the rest keyword picks; no paper twice, and a list that runs
+short is refilled from the other.
 Picks come keyword picks first, then trending picks.  Papers in
 `already_sent` are never picked.
 """
@@ -42,16 +44,15 @@ Picks come keyword picks first, then trending picks.  Papers in
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from dataclasses import dataclass
 from bisect import bisect_right
-from datetime import date
-from functools import reduce
-from itertools import islice
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from operator import itemgetter
 
 import numpy as np
 
-from newsletter.keywords import Keyword, parse_keywords, words
+from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
 
 DECAY_OFFSET = 2.0
@@ -62,6 +63,7 @@ B = 0.75
 MAX_LENGTH_RATIO = 4.0
 TITLE_WEIGHT = 2.5
 APART_SHARE = 0.25
+APART_WINDOW = 8
 POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
@@ -76,6 +78,15 @@ class _Matches:
     scores: np.ndarray  # unweighted score on each of `docs`
     hits: np.ndarray  # papers where it really occurs (an exclusion drops these), ascending
     where: bytes  # per paper: 0 no match, else an index into PLACES
+    prefixes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def upto(self, cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`docs`, `scores` and `hits` cut to the papers before `cut` (the ones an age limit keeps)."""
+        found = self.prefixes.get(cut)
+        if found is None:
+            end, hits_end = self.docs.searchsorted(cut), self.hits.searchsorted(cut)
+            found = self.prefixes[cut] = (self.docs[:end], self.scores[:end], self.hits[:hits_end])
+        return found
 
 
 @dataclass(slots=True)
@@ -89,7 +100,9 @@ class _Filter:
 
 def paper_age(paper: Paper, today: date) -> int | None:
     """Age in whole days on `today` (`published`, else `first_seen`), None when the paper has no date."""
-    day = paper.published or (paper.first_seen.date() if paper.first_seen else None)
+    day = paper.published or paper.first_seen
+    if isinstance(day, datetime):
+        day = day.date()
     return None if day is None else max((today - day).days, 0)
 
 
@@ -116,15 +129,17 @@ class PaperIndex:
         self._age_keys = [_age_key(ages[paper.id]) for paper in self.papers]
         self._upvotes = [paper.upvotes for paper in self.papers]
         count = len(self.papers)
-        undated = self._age_keys.count(-1)
-        self._recency = np.array([i - undated if i >= undated else count - undated + i for i in range(count)])
+        undated = self._undated = self._age_keys.count(-1)
+        self._recency = [i - undated if i >= undated else count - undated + i for i in range(count)]
 
         self._trend_score = [
             0.0 if up is None else up / ((UNKNOWN_AGE_DAYS if age < 0 else age) + DECAY_OFFSET) ** DECAY_POWER
             for up, age in zip(self._upvotes, self._age_keys)
         ]
-        recency = self._recency.tolist()
-        self._trending = sorted(range(count), key=lambda i: (self._upvotes[i] is None, -self._trend_score[i], recency[i]))
+        recency = self._recency
+        self._trending = sorted(
+            range(count), key=lambda i: (self._upvotes[i] is None, -self._trend_score[i], recency[i])
+        )
         self._trend_rank = [0] * count
         for rank, i in enumerate(self._trending, 1):
             self._trend_rank[i] = rank
@@ -141,6 +156,7 @@ class PaperIndex:
         average = sum(lengths) / count if count and sum(lengths) else 1.0
         self._abstract_ratio = np.minimum(np.array(lengths, dtype=float) / average, MAX_LENGTH_RATIO)
 
+        self._keywords: dict[str, tuple[Keyword, _Matches]] = {}
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
@@ -185,12 +201,20 @@ class PaperIndex:
             found = self._arrays[field, term] = np.array(self._postings[field].get(term, ()), dtype=np.int64)
         return found
 
-    def _papers_with(self, term: str) -> np.ndarray:
-        """The papers holding `term` anywhere, ascending."""
-        held = np.zeros(len(self.papers), dtype=bool)
-        held[self._positions_of(0, term) >> POSITION_BITS] = True
-        held[self._positions_of(1, term) >> POSITION_BITS] = True
-        return np.flatnonzero(held)
+    def _near(self, terms: tuple[str, ...]) -> np.ndarray:
+        """Papers where every word of `terms` is within APART_WINDOW words of the first, in one field."""
+        found = []
+        for field in (0, 1):
+            anchors = self._positions_of(field, terms[0])
+            for term in terms[1:]:
+                others = self._positions_of(field, term)
+                if not len(anchors) or not len(others):
+                    anchors = anchors[:0]
+                    break
+                nearest = others[np.minimum(others.searchsorted(anchors - APART_WINDOW), len(others) - 1)]
+                anchors = anchors[(nearest >= anchors - APART_WINDOW) & (nearest <= anchors + APART_WINDOW)]
+            found.append(anchors >> POSITION_BITS)
+        return np.unique(np.concatenate(found))
 
     def _known(self, term: str) -> bool:
         return term in self._postings[0] or term in self._postings[1]
@@ -202,7 +226,9 @@ class PaperIndex:
             return [()]
         head, rest = terms[0], terms[1:]
         starts = [(head,)] + [
-            (head[:cut], head[cut:]) for cut in range(2, len(head) - 1) if self._known(head[:cut]) and self._known(head[cut:])
+            (head[:cut], head[cut:])
+            for cut in range(2, len(head) - 1)
+            if self._known(head[:cut]) and self._known(head[cut:])
         ]
         found = [start + tail for tail in self._variants(rest) for start in starts]
         if rest and self._known(head + rest[0]):
@@ -216,6 +242,14 @@ class PaperIndex:
             if not len(found):
                 break
             found = _common(found, self._positions_of(field, term) - offset)
+        return found
+
+    def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
+        """A keyword string parsed, with its matches (both kept for the next profile that has it)."""
+        found = self._keywords.get(raw)
+        if found is None:
+            keyword = parse_keyword(raw)
+            found = self._keywords[raw] = (keyword, self._match(keyword.terms))
         return found
 
     def _match(self, terms: tuple[str, ...]) -> _Matches:
@@ -237,8 +271,7 @@ class PaperIndex:
         docs = np.flatnonzero(title + abstract)
         apart = np.zeros(0, dtype=np.int64)
         if len(terms) > 1:
-            together = reduce(_common, (self._papers_with(term) for term in terms))
-            apart = np.setdiff1d(together, docs, assume_unique=True)
+            apart = np.setdiff1d(self._near(terms), docs, assume_unique=True)
         return self._score(docs, title[docs], abstract[docs], apart)
 
     def _score(self, docs: np.ndarray, title: np.ndarray, abstract: np.ndarray, apart: np.ndarray) -> _Matches:
@@ -253,7 +286,9 @@ class PaperIndex:
         where[apart] = APART
         scored = np.concatenate([docs, apart])
         order = np.argsort(scored)
-        scores = np.concatenate([idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)])
+        scores = np.concatenate(
+            [idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)]
+        )
         return _Matches(
             docs=scored[order],
             scores=scores[order],
@@ -262,35 +297,54 @@ class PaperIndex:
         )
 
     def _keyword_ranking(
-        self, positives: list[tuple[Keyword, _Matches]], excluded: list[_Matches], flt: _Filter, sent: set[int], limit: int
+        self,
+        positives: list[tuple[Keyword, _Matches]],
+        excluded: list[_Matches],
+        flt: _Filter,
+        sent: set[int],
+        limit: int,
     ) -> list[tuple[int, float]]:
         """The best `limit` (paper, score) pairs, best first, ties to the more recent paper."""
         cut = flt.cut
-        whole = cut == len(self.papers)
         docs, scores = [], []
         for keyword, matches in positives:
-            end = None if whole else matches.docs.searchsorted(cut)
-            docs.append(matches.docs[:end])
-            scores.append(matches.scores[:end] if keyword.weight == 1.0 else keyword.weight * matches.scores[:end])
-        total = np.bincount(np.concatenate(docs), np.concatenate(scores), minlength=cut)
+            some_docs, some_scores, _ = matches.prefixes.get(cut) or matches.upto(cut)
+            docs.append(some_docs)
+            scores.append(some_scores if keyword.weight == 1.0 else keyword.weight * some_scores)
+        docs = np.concatenate(docs)
+        if not len(docs):
+            return []
+        total = np.bincount(docs, np.concatenate(scores), minlength=cut)
         for matches in excluded:
-            total[matches.hits if whole else matches.hits[: matches.hits.searchsorted(cut)]] = 0.0
+            total[matches.upto(cut)[2]] = 0.0
         if flt.keep is not None:
             total *= flt.keep
         if sent:
             total[[i for i in sent if i < cut]] = 0.0
-        least = np.partition(total, cut - limit)[cut - limit] if cut > limit else 0.0
-        docs = (total >= least if least > 0 else total > 0).nonzero()[0]
-        chosen = docs[np.lexsort((self._recency[docs], -total[docs]))[:limit]]
-        return list(zip(chosen.tolist(), total[chosen].tolist()))
+        docs = (total > 0).nonzero()[0]
+        if len(docs) > limit:
+            top = total[docs]
+            at = len(docs) - limit
+            docs = docs[top >= np.partition(top, at)[at]]
+        pairs = zip(docs.tolist(), total[docs].tolist())
+        if self._undated:
+            recency = self._recency
+            return sorted(pairs, key=lambda pair: (-pair[1], recency[pair[0]]))[:limit]
+        return sorted(pairs, key=itemgetter(1), reverse=True)[:limit]  # stable: ties stay newest first
 
-    def _keyword_picks(self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]) -> list[Pick]:
+    def _keyword_picks(
+        self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]
+    ) -> list[Pick]:
         labels = [(f'"{keyword.text}" ', matches.where) for keyword, matches in positives]
-        papers = self.papers
-        return [
-            Pick(papers[i], score, ["matched " + "; ".join([label + PLACES[where[i]] for label, where in labels if where[i]])])
-            for i, score in ranked
-        ]
+        picks = []
+        for i, score in ranked:
+            found = []
+            for label, where in labels:
+                place = where[i]
+                if place:
+                    found.append(label + PLACES[place])
+            picks.append(Pick(self.papers[i], score, ["matched " + "; ".join(found)]))
+        return picks
 
     def _trending_picks(self, flt: _Filter, skip: set[int], excluded: list[_Matches], limit: int) -> list[Pick]:
         picks: list[Pick] = []
@@ -320,14 +374,15 @@ def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] 
     limit = subscriber.max_items
     flt = index._filter(subscriber.max_age_days, subscriber.min_upvotes)
     sent = index._positions(already_sent)
-    keywords = parse_keywords(subscriber.keywords)
-    excluded = [index._match(keyword.terms) for keyword in keywords if keyword.exclude]
+    known = index._keywords
+    keywords = [known.get(raw) or index._keyword(raw) for raw in subscriber.keywords]
+    excluded = [matches for keyword, matches in keywords if keyword.exclude]
     if subscriber.mode == "trending":
         return index._trending_picks(flt, sent, excluded, limit)
 
-    positives = [(keyword, index._match(keyword.terms)) for keyword in keywords if not keyword.exclude]
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     wanted = limit if subscriber.mode == "keywords" else limit - round(limit * subscriber.trending_share)
-    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted else []
+    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted and positives else []
     picks = index._keyword_picks(ranked, positives)
     if subscriber.mode == "mixed":
         picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))

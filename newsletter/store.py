@@ -469,6 +469,7 @@ class Store:
         with self._writes.begin() as conn:
             stored = PaperSet(self._load_matches(conn, batch))
             inserts, updates, renamed = [], [], {}
+            seen_again: dict[datetime, list[str]] = {}  # unchanged papers: only last_seen moves
             for paper in batch.papers():
                 title_key = batch.title_key[paper.id]
                 old = stored.match(paper, title_key)
@@ -477,15 +478,17 @@ class Store:
                     stats.new += 1
                     continue
                 merged = merge_papers(old, paper)
-                if _content(merged) == _content(old):
-                    stats.unchanged += 1
-                else:
-                    stats.updated += 1
                 if merged.id != old.id:
                     renamed[old.id] = merged.id
                     inserts.append(_paper_row(merged))
-                else:
+                    stats.updated += 1
+                elif _content(merged) != _content(old):
                     updates.append(_paper_row(merged))
+                    stats.updated += 1
+                else:
+                    stats.unchanged += 1
+                    if merged.last_seen != old.last_seen:
+                        seen_again.setdefault(merged.last_seen, []).append(merged.id)
             if renamed:
                 self._rename_papers(conn, renamed)
             if inserts:
@@ -494,6 +497,9 @@ class Store:
                 columns = {name: bindparam(f"v_{name}") for name in updates[0] if name != "id"}
                 statement = update(papers_table).where(papers_table.c.id == bindparam("v_id")).values(columns)
                 conn.execute(statement, [{f"v_{k}": v for k, v in row.items()} for row in updates])
+            for last_seen, ids in seen_again.items():
+                for chunk in _chunks(ids):
+                    conn.execute(update(papers_table).where(papers_table.c.id.in_(chunk)).values(last_seen=last_seen))
         return stats
 
     def _load_matches(self, conn: Connection, batch: PaperSet) -> list[Paper]:

@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 
 from newsletter.config import Config, load_config, load_subscribers
 from newsletter.models import Subscriber
-from newsletter.pipeline import Claim, RunSummary, due_subscribers, run_edition
+from newsletter.pipeline import Claim, RunSummary, due_chunks, run_edition
 from newsletter.store import Store
 
 BROKER_ENV = "NEWSLETTER_BROKER_URL"
@@ -89,20 +89,17 @@ class Enqueued:
 
 
 def enqueue(config: Config, store: Store, subscribers: list[Subscriber], *, day: date | None = None, only: str | None = None) -> Enqueued:
-    """Queue one `send_shard` task per `[celery] shard_size` due subscribers whose edition is not settled yet."""
+    """Queue a `send_shard` task per `[celery] shard_size` due subscribers (those whose edition is settled left out)."""
     summary = RunSummary()
-    due = due_subscribers(store, subscribers, summary, day=day, only=only)
     configure(config)
-    size = config.model.celery.shard_size
     shards = editions = 0
     with app.producer_or_acquire() as producer:
-        for edition_day, group in sorted(due.items()):
-            emails = [s.email for s in group]
+        for edition_day, chunk in due_chunks(store, subscribers, summary, day=day, only=only, size=config.model.celery.shard_size):
+            emails = [s.email for s in chunk]
             settled = {email for email, entry in store.ledger_entries(edition_day, emails).items() if entry.state in SETTLED}
             summary.already_sent += len(settled)
-            emails = [email for email in emails if email not in settled]
-            for start in range(0, len(emails), size):
-                shard = emails[start : start + size]
+            shard = [email for email in emails if email not in settled]
+            if shard:
                 send_shard.apply_async((str(config.path), edition_day.isoformat(), shard), producer=producer)
                 shards += 1
                 editions += len(shard)
@@ -147,7 +144,7 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     day = date.fromisoformat(edition_date)
     store = _store(config)
     try:
-        summary = run_edition(config, store, subscribers, day=day, claim=claim)
+        summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
         held = [email for email, entry in store.ledger_entries(day, emails).items() if entry.state in ("pending", "sending")]
     except OperationalError as error:
         # the database is away: try again once the chunk claimed so far may be re-claimed

@@ -31,6 +31,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message_id(self) -> str:
@@ -45,7 +46,7 @@ class Sink:
     connections: int = 0
     reject: dict[str, str] = field(default_factory=dict)  # recipient -> reply at RCPT, e.g. "550 no such user"
     defer_once: set[str] = field(default_factory=set)  # Message-IDs answered "451" at their first DATA
-    drop_at: set[int] = field(default_factory=set)  # drop the connection at these DATA numbers (1-based), storing nothing
+    drop_at: set[int] = field(default_factory=set)  # DATA numbers (1-based) that drop the connection, storing nothing
     data_count: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -63,7 +64,9 @@ class Sink:
         if message_id in self.defer_once:
             self.defer_once.discard(message_id)
             return "451 4.3.0 try again later"
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, list(envelope.mail_options))
+        )
         return "250 2.0.0 queued"
 
     def ids(self) -> list[str]:
@@ -83,7 +86,8 @@ class SinkController(Controller):
 
 def check_password(expected: tuple[str, str]):
     def authenticator(server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == expected
+        given = (auth_data.login.decode(), auth_data.password.decode()) if isinstance(auth_data, LoginPassword) else None
+        ok = given == expected
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
     return authenticator

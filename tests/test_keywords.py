@@ -89,5 +89,6 @@ def test_stem(word, expected):
 
 
 def test_words_folds_case_compat_forms_and_punctuation():
-    assert words("Pre-Training of ﬁne-tuned LLMs (GPT-4)") == ["pre", "training", "of", "fine", "tuned", "llm", "gpt", "4"]
+    expected = ["pre", "training", "of", "fine", "tuned", "llm", "gpt", "4"]
+    assert words("Pre-Training of ﬁne-tuned LLMs (GPT-4)") == expected
     assert words("under_score") == ["under", "score"]

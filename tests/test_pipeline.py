@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email
 from datetime import date, timedelta
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,13 @@ def test_suppressed_inactive_and_off_days_are_skipped(config, store):
     inactive = Subscriber(email="paused@example.org", active=False)
     summary = run_edition(config, store, [*readers, off_day, inactive], day=DAY, backend=memory())
     assert (summary.sent, summary.suppressed, summary.not_today) == (2, 1, 1)
+
+
+def test_skip_empty_false_sends_a_short_no_papers_edition(config, store):
+    [reader] = subscribers(1, mode="keywords", keywords=["quantum chromodynamics"])
+    backend = memory()
+    summary = run_edition(config, store, [reader], day=DAY, backend=backend, skip_empty=False)
+    assert (summary.sent, summary.empty) == (1, [reader.email])
+    [message] = backend.outbox
+    text = email.message_from_bytes(message.data, policy=policy.default).get_body(("plain",)).get_content()
+    assert "No new papers today" in text

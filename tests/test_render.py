@@ -187,6 +187,10 @@ def test_subject():
     assert renderer.render(trending, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
         "3 new papers on trending papers · 25 Nov 2026"
     )
+    weighted = Subscriber(email="w@example.org", mode="keywords", keywords=["video generation^2", "-survey", "agents"])
+    assert renderer.render(weighted, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
+        "3 new papers on video generation, agents · 25 Nov 2026"
+    )
     named = Renderer(RenderSettings(newsletter_name="N", base_url="https://x", subject="{name}: {count} for {date}"))
     assert named.render(trending, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == "Tim: 3 for 25 Nov 2026"
     with pytest.raises(ValueError, match="subject: bad placeholder 'when'"):

@@ -132,6 +132,10 @@ def test_first_and_last_seen(store: Store):
     store.add_papers([Paper.create("P")], seen_at=early)
     [paper] = store.papers()
     assert (paper.first_seen, paper.last_seen) == (early, late)
+    later = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    stats = store.add_papers([Paper.create("P")], seen_at=later)  # nothing new but the sighting
+    [paper] = store.papers()
+    assert (stats.unchanged, paper.first_seen, paper.last_seen) == (1, early, later)
 
 
 def test_ledger_moves_through_states_and_remembers_papers(store: Store):

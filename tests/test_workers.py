@@ -194,9 +194,9 @@ def test_send_enqueues_one_shard_per_shard_size_and_skips_settled_editions(examp
 
     result = run_cli("send", "--workers", "celery", "--date", DAY.isoformat(), cwd=example_dir)
     assert result.returncode == 0, result.stderr
-    assert "Enqueued 8 editions in 2 shards" in result.stdout and "1 already settled" in result.stdout
+    assert "Enqueued 8 editions in 3 shards" in result.stdout and "1 already settled" in result.stdout
     shards = queued_shards(redis_url)
-    assert [len(emails) for _, _, emails in shards] == [4, 4]
+    assert [len(emails) for _, _, emails in shards] == [4, 3, 1]  # extra5's is sent
     assert {(path_, day) for path_, day, _ in shards} == {(str(path.resolve()), DAY.isoformat())}
     queued = sorted(email for _, _, emails in shards for email in emails)
     expected = {"ada@example.org", "alan@example.org", "grace@example.org", *(f"extra{n}@example.org" for n in range(5))}

@@ -62,7 +62,9 @@ def available_backends() -> dict[str, type[Backend]]:
         try:
             loaded = entry.load()
         except Exception as exc:  # a broken plugin must not break the others
-            log.warning("backend plugin %r (%s) failed to load: %s: %s", entry.name, entry.value, type(exc).__name__, exc)
+            log.warning(
+                "backend plugin %r (%s) failed to load: %s: %s", entry.name, entry.value, type(exc).__name__, exc
+            )
             continue
         if not (isinstance(loaded, type) and issubclass(loaded, Backend)):
             log.warning("backend plugin %r (%s) ignored: not a Backend subclass", entry.name, entry.value)

@@ -17,8 +17,10 @@ certificate, 5xx greeting) fails the rest of the call without retries.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import random
+import re
 import smtplib
 import socket
 import ssl
@@ -29,11 +31,14 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
 
+log = logging.getLogger(__name__)
+
 IDLE_PROBE_SECONDS = 5.0  # a connection idle longer than this gets a NOOP before reuse
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SMTPSettings(BackendSettings):
@@ -41,7 +46,7 @@ class SMTPSettings(BackendSettings):
     port: int = Field(25, ge=1, le=65535)
     security: Literal["none", "starttls", "ssl"] = "none"
     username: str | None = None
-    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_env: str | None = None
     timeout: float = Field(30.0, gt=0)
     max_per_connection: int = Field(100, ge=1)
     concurrency: int = Field(4, ge=1, le=100)
@@ -51,6 +56,13 @@ class SMTPSettings(BackendSettings):
     ca_file: Path | None = None
     backoff_base: float = Field(1.0, ge=0)
     local_hostname: str | None = None
+
+    @field_validator("password_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError("must be the name of an environment variable holding the password, not the password")
+        return value
 
     @model_validator(mode="after")
     def _auth_needs_both(self) -> SMTPSettings:
@@ -257,6 +269,10 @@ class SMTPBackend(Backend):
                     batch.retry(index, attempt + 1, delay)
             except smtplib.SMTPException as exc:
                 batch.finish(index, False, describe(exc), permanent=True)
+            except Exception as exc:  # a bug must not leave the batch waiting for this message forever
+                log.exception("unexpected error sending %s", batch.messages[index].message_id)
+                self._drop(slot)
+                batch.finish(index, False, f"internal error: {describe(exc)}")
             else:
                 batch.finish(index, True, reply)
 
@@ -311,6 +327,7 @@ class SMTPBackend(Backend):
         try:
             # Without this, the last TLS record of a message waits for a delayed ACK (~40 ms) under Nagle.
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.ehlo_or_helo_if_needed()  # learn the extensions (8BITMIME) before the first message
             if settings.security == "starttls":
                 client.starttls(context=self._tls)
             if settings.username:
