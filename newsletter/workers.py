@@ -145,7 +145,9 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     store = _store(config)
     try:
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
-        held = [email for email, entry in store.ledger_entries(day, emails).items() if entry.state in ("pending", "sending")]
+        suppressed = store.suppressed()
+        due = [s.email for s in subscribers if s.active and s.sends_on(day) and s.email not in suppressed]
+        held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in ("pending", "sending")]
     except OperationalError as error:
         # the database is away: try again once the chunk claimed so far may be re-claimed
         raise self.retry(exc=error, countdown=claim.lease_seconds)
