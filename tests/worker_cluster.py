@@ -170,6 +170,7 @@ class Worker:
         """SIGTERM (warm shutdown: running shards finish), then SIGKILL if it lingers."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGCONT)  # in case it was paused
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
