@@ -363,6 +363,9 @@ def send(
         help="Editions a crashed run left 'sending' are re-sent with the same Message-ID (default), or marked for review.")] = True,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
     no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
+    workers: Annotated[Optional[str], typer.Option(
+        "--workers", help="local: send from this process; celery: enqueue shards for `newsletter worker` "
+        "(default: [delivery] executor).")] = None,
 ) -> None:
     """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
 
@@ -373,6 +376,13 @@ def send(
 
     config = ctx.obj.config()
     edition_day = parse_day(day)
+    executor = workers or config.delivery.executor
+    if executor not in ("local", "celery"):
+        fail(f"--workers: expected local or celery, got {executor!r}", code=2)
+    if executor == "celery":
+        for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (not resend_uncertain, "--no-resend-uncertain"), (ctx.obj.db, "--db")):
+            if given:
+                fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     loaded = loaded_subscribers(config)
     with open_store(config) as store:
         inputs = config.input_paths()
@@ -381,6 +391,9 @@ def send(
             new = sum(stats.new for _, stats in results)
             out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
                       f"{store.count_papers()} in the store")
+        if executor == "celery":
+            enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
+            return
         total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]}"), TimeRemainingColumn()]
@@ -399,6 +412,22 @@ def send(
     print_summary(config, summary)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[date], only: Optional[str]) -> None:
+    """`send --workers celery`: queue the shards, say how many, and how to follow them."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from newsletter.workers import broker_url, enqueue
+
+    try:
+        queued = enqueue(config, store, subscribers, day=day, only=only)
+    except BrokerError as error:
+        fail(f"{broker_url(config)}: cannot reach the broker: {error}")
+    dates = ", ".join(sorted(str(d) for d in queued.summary.dates)) or "none"
+    out.print(f"Enqueued {queued.editions} editions in {queued.shards} shards for `newsletter worker` "
+              f"(edition dates: {dates}; {queued.summary.already_sent} already settled). "
+              "Follow with `newsletter status`.", markup=False)
 
 
 def print_summary(config: Config, summary) -> None:
@@ -564,6 +593,11 @@ def make_service(config: Config, store: Store):
         return [s for s in current_subscribers() if s.email in wanted]
 
     def send_group(group, day):
+        if config.delivery.executor == "celery":
+            from newsletter.workers import enqueue
+
+            queued = enqueue(config, store, members(group), day=day)
+            return JobStats(skipped=queued.summary.already_sent)
         summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
 
@@ -619,6 +653,33 @@ def run(
             fail(f"error: {error}", code=1)
     if not service.shutdown_clean:
         raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Processes sending at once (default: CPU count).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Worker name, e.g. w1@%h (default: celery@HOST).")] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a Celery worker: sends the shards that `send --workers celery` and `run` enqueue (docs/scaling.md).
+
+    Stop with SIGTERM or Ctrl-C: shards in progress finish first.
+    """
+    from newsletter.pipeline import MissingSecret, signing_key
+
+    if ctx.obj.db:
+        fail("--db: not with worker (workers open the store in [store] of the config their tasks name)", code=2)
+    config = ctx.obj.config()
+    try:
+        signing_key(config)
+    except MissingSecret as error:
+        fail(str(error), code=2)
+    with open_store(config):
+        pass  # fail now, not in every task, when the store cannot be opened
+    from newsletter.workers import run_worker
+
+    run_worker(config, concurrency=concurrency, name=name, loglevel=loglevel.upper())
 
 
 GLOBAL_OPTIONS = ("--config", "-c", "--db")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from newsletter.models import Subscriber
 
@@ -123,10 +123,29 @@ class DeliverySection(BaseModel):
 
     backend: str = "file"
     chunk_size: int = Field(default=200, ge=1)
+    executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
 
     @property
     def backend_options(self) -> dict[str, Any]:
         return dict((self.model_extra or {}).get(self.backend, {}))
+
+
+class CelerySection(_Section):
+    """Scaling out with Celery workers (see docs/scaling.md); NEWSLETTER_BROKER_URL overrides broker_url."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    shard_size: int = Field(default=1000, ge=1)
+    lease_seconds: float = Field(default=600.0, gt=0)
+    visibility_timeout: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_lease(self) -> CelerySection:
+        if self.visibility_timeout <= self.lease_seconds:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout:g} s) must be longer than lease_seconds "
+                f"({self.lease_seconds:g} s): a shard takes longer than one of its chunks"
+            )
+        return self
 
 
 class ConfigModel(_Section):
@@ -137,6 +156,7 @@ class ConfigModel(_Section):
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     render: RenderSection = Field(default_factory=RenderSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    celery: CelerySection = Field(default_factory=CelerySection)
 
 
 @dataclass

@@ -6,12 +6,17 @@ has it, and `sent` or `failed` after, so a second run sends only what is left
 and a crash leaves `sending` as the only uncertain state. Subscribers are
 streamed in chunks (select, render, send), so memory stays flat however many
 there are.
+
+With a `Claim` (Celery workers, see newsletter/workers.py) a chunk is claimed in
+the ledger just before it is sent: only `pending` rows, or `sending` rows whose
+lease ran out, are taken, so two workers never send the same edition and the
+editions of a worker that died are taken over once its lease expires.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from newsletter.config import INSECURE_DEV_KEY, Config
@@ -130,12 +135,21 @@ class RunSummary:
     previously_failed: int = 0
     uncertain: int = 0
     held_for_review: int = 0
+    claimed_elsewhere: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     dates: set[date] = field(default_factory=set)
     processed: int = 0  # subscribers dealt with so far, for progress bars
 
 
 ProgressCallback = Callable[[RunSummary], None]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Send only what `worker` claims in the ledger, holding each claim for `lease_seconds`."""
+
+    worker: str
+    lease_seconds: float
 
 
 def run_edition(
@@ -151,6 +165,7 @@ def run_edition(
     skip_empty: bool = True,
     backend: Backend | None = None,
     on_progress: ProgressCallback | None = None,
+    claim: Claim | None = None,
 ) -> RunSummary:
     """Send every due subscriber their edition for `day` (default: each one's local today).
 
@@ -164,11 +179,11 @@ def run_edition(
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
         backend.open()
     try:
-        due = _due_chunks(store, subscribers, summary, day=day, only=only, size=config.delivery.chunk_size)
+        due = due_chunks(store, subscribers, summary, day=day, only=only, size=config.delivery.chunk_size)
         for edition_day, chunk in due:
             _send_chunk(
                 builder, store, chunk, edition_day, backend, summary,
-                dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed, claim=claim,
             )
             if on_progress:
                 on_progress(summary)
@@ -178,7 +193,7 @@ def run_edition(
     return summary
 
 
-def _due_chunks(
+def due_chunks(
     store: Store, subscribers: Iterable[Subscriber], summary: RunSummary, *, day: date | None, only: str | None, size: int
 ) -> Iterator[tuple[date, list[Subscriber]]]:
     """Stream the due subscribers as (edition date, chunk), never holding them all at once.
@@ -219,6 +234,7 @@ def _send_chunk(
     dry_run: bool,
     resend_uncertain: bool,
     retry_failed: bool,
+    claim: Claim | None = None,
 ) -> None:
     summary.processed += len(chunk)
     emails = [s.email for s in chunk]
@@ -235,7 +251,7 @@ def _send_chunk(
             summary.previously_failed += state == "failed"
             summary.held_for_review += state == "review"
             continue
-        if state == "sending":
+        if state == "sending" and claim is None:
             summary.uncertain += 1
             if not resend_uncertain:
                 held.append((subscriber.email, "review", "uncertain: a run stopped while sending; check before resending"))
@@ -264,9 +280,13 @@ def _send_chunk(
         return
     store.mark(day, held)
     store.record_pending(new_editions)
+    if messages and claim is not None:
+        fresh = {email: [pick.paper.id for pick in picks] for email, _, _, picks, _ in new_editions}
+        messages = _claim_messages(builder, store, chunk, day, messages, fresh, claim, summary)
     if not messages:
         return
-    store.mark(day, [(m.recipient, "sending", None) for m in messages])
+    if claim is None:
+        store.mark(day, [(m.recipient, "sending", None) for m in messages])
     results = backend.send_messages(messages)
     outcomes = []
     for message, result in zip(messages, results, strict=True):
@@ -277,6 +297,31 @@ def _send_chunk(
             summary.failed += 1
             summary.failures.append((message.recipient, result.reply))
     store.mark(day, outcomes, count_attempt=True)
+
+
+def _claim_messages(
+    builder: EditionBuilder,
+    store: Store,
+    chunk: list[Subscriber],
+    day: date,
+    messages: list[OutgoingMessage],
+    fresh: dict[str, list[str]],
+    claim: Claim,
+    summary: RunSummary,
+) -> list[OutgoingMessage]:
+    """The messages whose ledger rows this worker claimed, each carrying the edition the ledger recorded."""
+    got = set(store.claim(day, [m.recipient for m in messages], worker=claim.worker, lease_seconds=claim.lease_seconds))
+    summary.claimed_elsewhere += len(messages) - len(got)
+    claimed = [m for m in messages if m.recipient in got]
+    # a worker running the same shard at the same time may have recorded its picks first: the ledger wins
+    recorded = store.ledger_entries(day, [m.recipient for m in claimed if m.recipient in fresh])
+    by_email = {s.email: s for s in chunk}
+    for index, message in enumerate(claimed):
+        entry = recorded.get(message.recipient)
+        if entry is not None and entry.paper_ids != fresh[message.recipient]:
+            _, data = builder.build(by_email[message.recipient], day, builder.picks_from_ledger(entry))
+            claimed[index] = replace(message, data=data)
+    return claimed
 
 
 def is_done(store: Store, subscribers: list[Subscriber], day: date) -> bool:
