@@ -1,5 +1,5 @@
 # The newsletter scheduler service: `docker build -t newsletter .`, then see
-# docs/running.md ("Docker"). The config and the store live on the /data volume.
+# the README ("Running it every day", "Docker"). The config and the store live on the /data volume.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -11,7 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl \
+RUN pip install "$(ls /wheels/*.whl)[postgres,celery]" \
     && rm -rf /wheels \
     && useradd --system --uid 10001 --home-dir /data --no-create-home newsletter \
     && mkdir /data \

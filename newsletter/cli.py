@@ -662,7 +662,7 @@ def worker(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Worker name, e.g. w1@%h (default: celery@HOST).")] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
-    """Run a Celery worker: sends the shards that `send --workers celery` and `run` enqueue (docs/scaling.md).
+    """Run a Celery worker: sends the shards that `send --workers celery` and `run` enqueue (README: "Scaling out").
 
     Stop with SIGTERM or Ctrl-C: shards in progress finish first.
     """

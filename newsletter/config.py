@@ -131,7 +131,7 @@ class DeliverySection(BaseModel):
 
 
 class CelerySection(_Section):
-    """Scaling out with Celery workers (see docs/scaling.md); NEWSLETTER_BROKER_URL overrides broker_url."""
+    """Scaling out with Celery workers (see the README, "Scaling out"); NEWSLETTER_BROKER_URL overrides broker_url."""
 
     broker_url: str = "redis://127.0.0.1:6379/0"
     shard_size: int = Field(default=1000, ge=1)

@@ -82,7 +82,7 @@ class JobStats:
 
 @dataclass
 class ScheduleSettings:
-    """The `[schedule]` settings; see docs/running.md.
+    """The `[schedule]` settings; see the README, "Running it every day".
 
     - fetch_cron: crontab line in UTC for the fetch job; None or "" for no fetch job.
     - catch_up: on start, an unsent edition due at most this long ago is sent at once;

@@ -7,7 +7,7 @@ worker sends a shard chunk by chunk through the ordinary pipeline, claiming each
 chunk's ledger rows first (`Store.claim`), so two workers never send the same
 edition and a dead worker's editions are taken over once their lease runs out.
 
-Delivery settings, chosen deliberately (docs/scaling.md explains them):
+Delivery settings, chosen deliberately (the README's "Scaling out" explains them):
 
 - `task_acks_late`: a shard's message is acknowledged when the task ends, not
   when it starts, so a shard whose worker dies is delivered again.
