@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import email
-from datetime import date, timedelta
+from datetime import timedelta
 from email import policy
 from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_config
 from newsletter.delivery.memory import MemoryBackend
 from newsletter.models import Paper, Subscriber
 from newsletter.pipeline import is_done, run_edition
-from newsletter.store import Store
-
-DAY = date(2026, 11, 25)
+from tests.conftest import DAY
 
 
-@pytest.fixture
-def config(example_dir: Path):
-    return load_config(example_dir / "config.toml")
-
-
-@pytest.fixture
-def store(config):
-    with Store(config.store_url) as store:
-        store.add_papers(
-            Paper.create(f"Paper {n} about diffusion", arxiv_id=f"2411.{n:05d}", upvotes=n, published=DAY - timedelta(days=1))
-            for n in range(1, 31)
-        )
-        yield store
 
 
 def subscribers(count: int, **fields) -> list[Subscriber]:

@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from email import policy
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -23,34 +23,19 @@ import pytest
 from newsletter.config import ConfigError, load_config, load_subscribers
 from newsletter.delivery.memory import MemoryBackend
 from newsletter.message import make_message_id
-from newsletter.models import Paper, Pick, Subscriber
+from newsletter.models import Pick, Subscriber
 from newsletter.pipeline import Claim, EditionBuilder, run_edition
 from newsletter.scheduler import group_subscribers
 from newsletter.store import Store, deliveries_table
-from tests.conftest import run_cli
+from tests.conftest import DAY, run_cli
 from tests.pg_server import pg_server, pg_url  # noqa: F401
 from tests.redis_server import redis_server, redis_url  # noqa: F401
 from tests.worker_cluster import CountingSink, Worker, start_workers, write_setup
 
-DAY = date(2026, 11, 25)
 
 
 # -- the claim path of the pipeline (SQLite, memory backend) ---------------------------------
 
-
-@pytest.fixture
-def config(example_dir: Path):
-    return load_config(example_dir / "config.toml")
-
-
-@pytest.fixture
-def store(config):
-    with Store(config.store_url) as store:
-        store.add_papers(
-            Paper.create(f"Paper {n} about diffusion", arxiv_id=f"2411.{n:05d}", upvotes=n, published=DAY - timedelta(days=1))
-            for n in range(1, 31)
-        )
-        yield store
 
 
 def readers(count: int) -> list[Subscriber]:
