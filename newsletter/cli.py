@@ -13,8 +13,9 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.config import DEFAULT_CONFIG, Config, ConfigError, SubscriberList, display_path, load_config, load_subscribers
 from newsletter.sources import FORMATS, ParseResult, parse_file
@@ -35,6 +36,13 @@ app.add_typer(fetch_app, name="fetch")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
+
+
+class RateColumn(ProgressColumn):
+    """Subscribers handled per second."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "–/s")
 
 
 @dataclass
@@ -396,7 +404,8 @@ def send(
             return
         total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]}"), TimeRemainingColumn()]
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
+                   RateColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("editions", total=total, sent=0, failed=0)
 
