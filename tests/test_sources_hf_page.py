@@ -6,10 +6,12 @@ import os
 import shutil
 from datetime import date, datetime
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from newsletter.sources import hf_page, parse_file
+from newsletter.sources.hf_api import PAPER_URL
 
 PAGES = Path(__file__).parent / "fixtures" / "hf-pages"
 PAGE_DATE = date(2025, 12, 8)   # the date line at the top of 000 and 004 ("Dec 8")
@@ -201,3 +203,11 @@ def test_problems_are_warnings_with_line_numbers():
         "p.txt:11: no such date 'Feb 30, 2024'",
         "p.txt:17: no abstract after the title 'Last Title'",
     ]
+
+
+def test_entries_link_to_the_hugging_face_search_for_their_title():
+    papers, _ = hf_page.parse("Title: with & odd chars\nAn abstract.\n", name="x.txt", page_date=date(2024, 12, 8))
+    [paper] = papers
+    parts = urlsplit(paper.url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == PAPER_URL.format("").rstrip("/")
+    assert parse_qs(parts.query) == {"q": ["Title: with & odd chars"]}
