@@ -466,7 +466,8 @@ def print_summary(config: Config, summary) -> None:
     if summary.sent and config.delivery.backend in ("file", "mbox"):
         options = config.delivery.backend_options
         where = options.get("dir", "outbox") if config.delivery.backend == "file" else options.get("path", "outbox.mbox")
-        out.print(f"Wrote {summary.sent} emails to {display_path(config.resolve(where))}", markup=False)
+        plural = "" if summary.sent == 1 else "s"
+        out.print(f"Wrote {summary.sent} email{plural} to {display_path(config.resolve(where))}", markup=False)
     elif not summary.sent and not summary.dry_run and summary.already_sent:
         out.print("Nothing new to send: every due edition is already in the ledger.")
 

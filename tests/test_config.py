@@ -139,5 +139,5 @@ def test_suppressed_address_gets_nothing_until_enabled(example_dir: Path):
     assert "Wrote 2 emails" in result.stdout
     assert run_cli("subscribers", "enable", "ada@example.org", cwd=example_dir).returncode == 0
     again = run_cli("send", cwd=example_dir)
-    assert "Wrote 1 emails" in again.stdout
+    assert "Wrote 1 email to" in again.stdout
     assert os.path.exists(example_dir / "outbox")
