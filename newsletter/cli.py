@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsletter.config import DEFAULT_CONFIG, Config, ConfigError, SubscriberList, display_path, load_config, load_subscribers
+from newsletter.models import Subscriber
 from newsletter.sources import FORMATS, ParseResult, parse_file
 from newsletter.store import IngestStats, Store
 
@@ -592,15 +593,20 @@ def make_service(config: Config, store: Store):
     schedule = config.model.schedule
     log = logging.getLogger("newsletter.subscribers")
 
+    latest: dict[str, Subscriber] = {}  # the subscribers as last loaded; the service reloads before every job
+
     def current_subscribers():
         loaded = load_subscribers(config.subscribers_dir)
         for problem in loaded.problems:
             log.warning(problem)
+        latest.clear()
+        latest.update((s.email, s) for s in loaded.subscribers)
         return loaded.subscribers
 
     def members(group):
-        wanted = set(group.emails)
-        return [s for s in current_subscribers() if s.email in wanted]
+        if not latest:
+            current_subscribers()
+        return [latest[email] for email in group.emails if email in latest]
 
     def send_group(group, day):
         if config.delivery.executor == "celery":
@@ -629,6 +635,16 @@ def make_service(config: Config, store: Store):
     )
 
 
+def require_signing_key(config: Config) -> None:
+    """Exit 2 now, before any work, when the unsubscribe key a long-running process needs is missing."""
+    from newsletter.pipeline import MissingSecret, signing_key
+
+    try:
+        signing_key(config)
+    except MissingSecret as error:
+        fail(str(error), code=2)
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -641,7 +657,6 @@ def run(
     [schedule] catch_up_hours are sent on start. Stop with SIGTERM or Ctrl-C:
     sends in flight finish first.
     """
-    from newsletter.pipeline import MissingSecret, signing_key
     from newsletter.scheduler import AlreadyRunning
 
     config = ctx.obj.config()
@@ -651,10 +666,7 @@ def run(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
-    try:
-        signing_key(config)
-    except MissingSecret as error:
-        fail(str(error), code=2)
+    require_signing_key(config)
     with open_store(config) as store:
         service = make_service(config, store)
         try:
@@ -676,15 +688,10 @@ def worker(
 
     Stop with SIGTERM or Ctrl-C: shards in progress finish first.
     """
-    from newsletter.pipeline import MissingSecret, signing_key
-
     if ctx.obj.db:
         fail("--db: not with worker (workers open the store in [store] of the config their tasks name)", code=2)
     config = ctx.obj.config()
-    try:
-        signing_key(config)
-    except MissingSecret as error:
-        fail(str(error), code=2)
+    require_signing_key(config)
     with open_store(config):
         pass  # fail now, not in every task, when the store cannot be opened
     from newsletter.workers import run_worker
