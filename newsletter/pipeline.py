@@ -324,10 +324,15 @@ def _claim_messages(
     return claimed
 
 
+def due_emails(store: Store, subscribers: list[Subscriber], day: date) -> list[str]:
+    """The subscribers due on `day`: active, not unsubscribed, and `day` is one of their sending days."""
+    suppressed = store.suppressed()
+    return [s.email for s in subscribers if s.active and s.email not in suppressed and s.sends_on(day)]
+
+
 def is_done(store: Store, subscribers: list[Subscriber], day: date) -> bool:
     """Whether every active, unsuppressed subscriber due on `day` has a settled ledger row."""
-    suppressed = store.suppressed()
-    emails = [s.email for s in subscribers if s.active and s.email not in suppressed and s.sends_on(day)]
+    emails = due_emails(store, subscribers, day)
     entries = store.ledger_entries(day, emails)
     return all(email in entries and entries[email].state in ("sent", "failed", "review") for email in emails)
 

@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 
 from newsletter.config import Config, load_config, load_subscribers
 from newsletter.models import Subscriber
-from newsletter.pipeline import Claim, RunSummary, due_chunks, run_edition
+from newsletter.pipeline import Claim, RunSummary, due_chunks, due_emails, run_edition
 from newsletter.store import Store
 
 BROKER_ENV = "NEWSLETTER_BROKER_URL"
@@ -145,8 +145,7 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     store = _store(config)
     try:
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
-        suppressed = store.suppressed()
-        due = [s.email for s in subscribers if s.active and s.sends_on(day) and s.email not in suppressed]
+        due = due_emails(store, subscribers, day)
         held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in ("pending", "sending")]
     except OperationalError as error:
         # the database is away: try again once the chunk claimed so far may be re-claimed
