@@ -191,7 +191,7 @@ def test_send_enqueues_one_shard_per_shard_size_and_skips_settled_editions(examp
 
 
 def test_the_scheduler_enqueues_its_group_when_the_executor_is_celery(example_dir: Path, redis_url: str):
-    from newsletter.cli import make_service
+    from newsletter.app import make_service
 
     path = example_dir / "config.toml"
     text = path.read_text().replace('backend = "file"', 'backend = "file"\nexecutor = "celery"')

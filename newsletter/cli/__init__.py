@@ -1,0 +1,42 @@
+"""The `newsletter` command line (Typer): one module per command group, each thin over `newsletter.app`.
+
+`common` holds the shared consoles and options; `papers` (ingest, papers,
+fetch), `subscribers`, `editions` (select, render, send, status) and `service`
+(preview, serve, run, worker) register their commands on `app` when imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from newsletter.cli import papers, subscribers, editions, service  # noqa: F401, I001  (importing registers the commands, in this order)
+from newsletter.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+GLOBAL_OPTIONS = ("--config", "-c", "--db")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move `--config`/`--db` given after the command to the front, so both
+    `newsletter --config X send` and `newsletter send --config X` work."""
+    front, rest = [], []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and "=" in arg:
+            front.append(arg)
+        elif name in GLOBAL_OPTIONS and index + 1 < len(args):
+            front.extend(args[index : index + 2])
+            index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="newsletter")

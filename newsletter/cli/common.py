@@ -1,0 +1,167 @@
+"""What every command group shares: the consoles, the global options, one-line failures.
+
+Data is never printed as Rich markup: every string that comes from a file, a
+feed, a subscriber or a server goes out with `markup=False` (or as `Text`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import ProgressColumn
+from rich.text import Text
+
+from newsletter.config import DEFAULT_CONFIG, Config, ConfigError, SubscriberList, display_path, load_config, load_subscribers
+from newsletter.store import Store
+
+app = typer.Typer(
+    help="A self-hosted, per-subscriber daily digest of new research papers.\n\n"
+    "Typical day: `newsletter ingest FILES` (or `fetch hf`), then `newsletter send`. "
+    "--config and --db may come before or after the command.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+subscribers_app = typer.Typer(help="Validate and inspect subscriber files; manage the suppression list.", no_args_is_help=True)
+fetch_app = typer.Typer(help="Download papers from the network, then ingest them.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(fetch_app, name="fetch")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr; the message is data, never markup."""
+    err.print(Text.assemble(("warning:", "yellow"), " ", message))
+
+
+class RateColumn(ProgressColumn):
+    """Subscribers handled per second."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "–/s")
+
+
+@dataclass
+class Options:
+    config_path: Path
+    db: Path | None
+
+    def config(self) -> Config:
+        """The validated config, or exit 2 with one line per problem."""
+        try:
+            return load_config(self.config_path, db=self.db)
+        except ConfigError as error:
+            fail(error.problems, code=2)
+
+
+def fail(problems: list[str] | str, code: int = 1):
+    """Print problems to stderr (one per line) and exit."""
+    for line in [problems] if isinstance(problems, str) else problems:
+        err.print(line, markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def open_store(config: Config) -> Iterator[Store]:
+    try:
+        store = Store(config.store_url)
+    except Exception as error:  # a store that cannot be opened is a user-facing problem, not a traceback
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(config.store_url).render_as_string(hide_password=True)
+        fail(f"{shown}: cannot open the store: {error}", code=2)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def report_subscriber_problems(loaded: SubscriberList) -> None:
+    for problem in loaded.problems:
+        warn(problem)
+
+
+def parse_day(value: Optional[str], option: str = "--date") -> Optional[date]:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: expected a date like 2026-11-25, got {value!r}", code=2)
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Config file (TOML). Relative paths inside it resolve against its folder.")
+]
+DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite store file, overriding [store] path.")]
+DateOption = Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: each subscriber's local today).")]
+
+
+@app.callback()
+def main_options(ctx: typer.Context, config: ConfigOption = DEFAULT_CONFIG, db: DbOption = None) -> None:
+    ctx.obj = Options(config_path=config, db=db)
+
+
+def paper_json(paper) -> dict:
+    """A paper as one `papers --json` object (the JSON Lines input format too)."""
+    return {
+        "id": paper.id,
+        "title": paper.title,
+        "abstract": paper.abstract,
+        "authors": paper.authors,
+        "author_count": paper.author_count,
+        "organization": paper.organization,
+        "published": paper.published.isoformat() if paper.published else None,
+        "upvotes": paper.upvotes,
+        "url": paper.url,
+        "sources": paper.sources,
+        "arxiv_id": paper.arxiv_id,
+        "github_repo": paper.github_repo,
+        "github_stars": paper.github_stars,
+        "ai_keywords": paper.ai_keywords,
+    }
+
+
+
+def loaded_subscribers(config: Config, *, quiet: bool = False) -> SubscriberList:
+    loaded = load_subscribers(config.subscribers_dir)
+    if not quiet:
+        report_subscriber_problems(loaded)
+    return loaded
+
+
+
+def find_subscriber(config: Config, email: str):
+    loaded = loaded_subscribers(config)
+    subscriber = loaded.find(email)
+    if subscriber is None:
+        fail(f"{email}: no such subscriber in {display_path(config.subscribers_dir)}", code=2)
+    return subscriber
+
+
+def builder_for(config: Config, store: Store):
+    from newsletter.pipeline import EditionBuilder, MissingSecret
+
+    try:
+        return EditionBuilder(config, store)
+    except MissingSecret as error:
+        fail(str(error), code=2)
+
+
+
+def require_signing_key(config: Config) -> None:
+    """Exit 2 now, before any work, when the unsubscribe key a long-running process needs is missing."""
+    from newsletter.pipeline import MissingSecret, signing_key
+
+    try:
+        signing_key(config)
+    except MissingSecret as error:
+        fail(str(error), code=2)

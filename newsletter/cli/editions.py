@@ -1,0 +1,236 @@
+"""`select`, `render`, `send` and `status`: one edition, from picks to the ledger."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from newsletter.app import ingest_paths, make_service
+from newsletter.cli.common import (
+    DateOption,
+    RateColumn,
+    app,
+    builder_for,
+    err,
+    fail,
+    find_subscriber,
+    loaded_subscribers,
+    open_store,
+    out,
+    paper_json,
+    parse_day,
+    warn,
+)
+from newsletter.config import Config, display_path
+from newsletter.store import Store
+
+
+@app.command("select")
+def select_cmd(
+    ctx: typer.Context,
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber email.")],
+    day: DateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Show the picks for one subscriber, with score and reasons, without sending anything."""
+    from newsletter.pipeline import local_today
+
+    config = ctx.obj.config()
+    sub = find_subscriber(config, subscriber)
+    edition_day = parse_day(day) or local_today(sub)
+    with open_store(config) as store:
+        picks = builder_for(config, store).select(sub, edition_day)
+    if as_json:
+        print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
+            {"rank": n, "score": round(p.score, 4), "reasons": p.reasons, "paper": paper_json(p.paper)}
+            for n, p in enumerate(picks, 1)]}, ensure_ascii=False, indent=2))
+        return
+    if not picks:
+        out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
+        return
+    table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
+    for n, pick in enumerate(picks, 1):
+        table.add_row(str(n), f"{pick.score:.3f}", pick.paper.title, "; ".join(pick.reasons))
+    out.print(table)
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber email.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .html, .txt or .eml.")],
+    day: DateOption = None,
+) -> None:
+    """Write one subscriber's edition to a file (.html, .txt or .eml by the extension)."""
+    from newsletter.pipeline import local_today
+
+    suffix = out_file.suffix.lower()
+    if suffix not in (".html", ".txt", ".eml"):
+        fail(f"--out: {out_file}: use a .html, .txt or .eml file name", code=2)
+    config = ctx.obj.config()
+    sub = find_subscriber(config, subscriber)
+    edition_day = parse_day(day) or local_today(sub)
+    with open_store(config) as store:
+        built = builder_for(config, store).edition(sub, edition_day)
+    if built is None:
+        fail(f"{sub.email}: no picks for {edition_day}, nothing to render")
+    edition, data = built
+    if suffix == ".eml":
+        out_file.write_bytes(data)
+    else:
+        out_file.write_text(edition.html if suffix == ".html" else edition.text, encoding="utf-8")
+    out.print(f"wrote {out_file} ({len(edition.picks)} papers, subject: {edition.subject})", markup=False)
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    day: DateOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render everything, send and record nothing.")] = False,
+    only: Annotated[Optional[str], typer.Option("--only", help="Send to this one subscriber only.")] = None,
+    resend_uncertain: Annotated[bool, typer.Option(
+        "--resend-uncertain/--no-resend-uncertain",
+        help="Editions a crashed run left 'sending' are re-sent with the same Message-ID (default), or marked for review.")] = True,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
+    no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
+    workers: Annotated[Optional[str], typer.Option(
+        "--workers", help="local: send from this process; celery: enqueue shards for `newsletter worker` "
+        "(default: [delivery] executor).")] = None,
+) -> None:
+    """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
+
+    A (subscriber, date) is sent at most once: running again the same day sends nothing new.
+    """
+    from newsletter.delivery.base import DeliveryError
+    from newsletter.pipeline import MissingSecret, run_edition
+
+    config = ctx.obj.config()
+    edition_day = parse_day(day)
+    executor = workers or config.delivery.executor
+    if executor not in ("local", "celery"):
+        fail(f"--workers: expected local or celery, got {executor!r}", code=2)
+    if executor == "celery":
+        for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (not resend_uncertain, "--no-resend-uncertain"), (ctx.obj.db, "--db")):
+            if given:
+                fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
+    loaded = loaded_subscribers(config)
+    with open_store(config) as store:
+        inputs = config.input_paths()
+        if inputs and not no_ingest:
+            results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
+            new = sum(stats.new for _, stats in results)
+            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
+                      f"{store.count_papers()} in the store")
+        if executor == "celery":
+            enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
+            return
+        total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
+                   RateColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("editions", total=total, sent=0, failed=0)
+
+            def on_progress(summary):
+                progress.update(task, completed=summary.processed, sent=summary.sent, failed=summary.failed)
+
+            try:
+                summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
+                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+            except (MissingSecret, DeliveryError) as error:
+                fail(f"{display_path(config.path)}: {error}", code=2)
+    print_summary(config, summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[date], only: Optional[str]) -> None:
+    """`send --workers celery`: queue the shards, say how many, and how to follow them."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from newsletter.workers import broker_url, enqueue
+
+    try:
+        queued = enqueue(config, store, subscribers, day=day, only=only)
+    except BrokerError as error:
+        fail(f"{broker_url(config)}: cannot reach the broker: {error}")
+    dates = ", ".join(sorted(str(d) for d in queued.summary.dates)) or "none"
+    out.print(f"Enqueued {queued.editions} editions in {queued.shards} shards for `newsletter worker` "
+              f"(edition dates: {dates}; {queued.summary.already_sent} already settled). "
+              "Follow with `newsletter status`.", markup=False)
+
+
+def print_summary(config: Config, summary) -> None:
+    """The run's summary table and the lines worth reading."""
+    table = Table("", "", title="Dry run (nothing sent or recorded)" if summary.dry_run else "Send summary", show_header=False)
+    rows = [
+        ("subscribers", summary.subscribers),
+        ("editions rendered", summary.rendered),
+        ("sent", summary.sent),
+        ("failed", summary.failed),
+        ("already sent earlier", summary.already_sent),
+        ("no new papers" + (" (no email)" if summary.skip_empty else ""), len(summary.empty)),
+        ("unsubscribed", summary.suppressed),
+        ("not a sending day", summary.not_today),
+        ("failed earlier (use --retry-failed)", summary.previously_failed),
+        ("uncertain after a crash", summary.uncertain),
+        ("held for review", summary.held_for_review),
+    ]
+    for label, value in rows:
+        if value or label in ("subscribers", "sent"):
+            table.add_row(label, str(value))
+    out.print(table)
+    for email, reply in summary.failures:
+        err.print(f"failed: {email}: {reply}", markup=False)
+    for email in summary.empty if summary.skip_empty else ():
+        out.print(f"{email}: no new papers, no email today", markup=False)
+    if summary.sent and config.delivery.backend in ("file", "mbox"):
+        options = config.delivery.backend_options
+        where = options.get("dir", "outbox") if config.delivery.backend == "file" else options.get("path", "outbox.mbox")
+        plural = "" if summary.sent == 1 else "s"
+        out.print(f"Wrote {summary.sent} email{plural} to {display_path(config.resolve(where))}", markup=False)
+    elif not summary.sent and not summary.dry_run and summary.already_sent:
+        out.print("Nothing new to send: every due edition is already in the ledger.")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    day: Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: all dates).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
+    config = ctx.obj.config()
+    edition_day = parse_day(day)
+    with open_store(config) as store:
+        counts = store.ledger_counts(edition_day)
+        failed = store.ledger_rows(edition_date=edition_day, state="failed")
+        review = store.ledger_rows(edition_date=edition_day, state="review")
+        next_runs = make_service(config, store).next_runs()
+    problems = [
+        {"email": row.email, "date": row.edition_date.isoformat(), "state": row.state, "reply": row.reply, "attempts": row.attempts}
+        for row in [*failed, *review]
+    ]
+    if as_json:
+        print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
+                          "problems": problems, "next_runs": next_runs}, indent=2))
+        return
+    table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
+    for state, count in counts.items():
+        table.add_row(state, str(count))
+    out.print(table)
+    for item in problems:
+        out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+    jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
+    for job in next_runs:
+        group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]
+        jobs.add_row(job["job"], job["next_run_utc"], group)
+    out.print(jobs)
+

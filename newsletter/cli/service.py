@@ -1,0 +1,115 @@
+"""`preview`, `serve`, `run` and `worker`: the long-running processes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from newsletter.app import make_service
+from newsletter.cli.common import app, builder_for, err, fail, loaded_subscribers, open_store, require_signing_key
+from newsletter.config import Config
+
+
+def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
+    """Run the web app (preview pages and/or the unsubscribe endpoints) with uvicorn."""
+    import uvicorn
+
+    from newsletter.preview import create_app
+
+    with open_store(config) as store:
+        builder = builder_for(config, store)
+
+        def build_edition(email: str, day: date):
+            subscriber = loaded_subscribers(config, quiet=True).find(email)
+            return builder.edition(subscriber, day) if subscriber else None
+
+        web = create_app(
+            list_subscribers=lambda: loaded_subscribers(config).subscribers,
+            build_edition=build_edition,
+            suppress=lambda email: store.suppress(email, reason="one-click unsubscribe"),
+            secret_key=builder.key,
+            preview=preview,
+        )
+        what = "preview" if preview else "unsubscribe endpoint"
+        err.print(f"Serving the {what} on http://{host}:{port}/ (Ctrl-C to stop)", markup=False)
+        uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+HostOption = Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to expose it.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+@app.command()
+def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
+    """Preview every subscriber's digest in the browser (HTML at 320/600 px, text, .eml) for any date.
+
+    Pages are built by the same code as `send`; templates are re-read on each request.
+    """
+    serve_app(ctx.obj.config(), host, port, preview=True)
+
+
+@app.command()
+def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
+    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url."""
+    serve_app(ctx.obj.config(), host, port, preview=False)
+
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    log_file: Annotated[Optional[Path], typer.Option(help="Also write the log to this file.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the scheduler service: fetch papers on [schedule] fetch, send each group at its local time.
+
+    One job per (time zone, send time, days) group; missed editions from the last
+    [schedule] catch_up_hours are sent on start. Stop with SIGTERM or Ctrl-C:
+    sends in flight finish first.
+    """
+    from newsletter.scheduler import AlreadyRunning
+
+    config = ctx.obj.config()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    require_signing_key(config)
+    with open_store(config) as store:
+        service = make_service(config, store)
+        try:
+            service.start()
+        except AlreadyRunning as error:
+            fail(f"error: {error}", code=1)
+    if not service.shutdown_clean:
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Processes sending at once (default: CPU count).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Worker name, e.g. w1@%h (default: celery@HOST).")] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a Celery worker: sends the shards that `send --workers celery` and `run` enqueue (README: "Scaling out").
+
+    Stop with SIGTERM or Ctrl-C: shards in progress finish first.
+    """
+    if ctx.obj.db:
+        fail("--db: not with worker (workers open the store in [store] of the config their tasks name)", code=2)
+    config = ctx.obj.config()
+    require_signing_key(config)
+    with open_store(config):
+        pass  # fail now, not in every task, when the store cannot be opened
+    from newsletter.workers import run_worker
+
+    run_worker(config, concurrency=concurrency, name=name, loglevel=loglevel.upper())
+

@@ -1,0 +1,42 @@
+"""The paper store and the delivery ledger. All SQL lives in this package (SQLAlchemy Core).
+
+One module per table family: `schema` (tables, versions), `engine` (opening,
+migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims)
+and `suppressions`. `Store` puts them together behind plain methods.
+"""
+
+from __future__ import annotations
+
+from newsletter.store.engine import StoreBase, engine_url
+from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
+from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
+from newsletter.store.schema import (
+    SCHEMA_VERSION,
+    deliveries_table,
+    metadata,
+    papers_table,
+    sent_papers_table,
+    suppressions_table,
+)
+from newsletter.store.suppressions import SuppressionsMixin
+
+__all__ = [
+    "LEDGER_STATES",
+    "SCHEMA_VERSION",
+    "IngestStats",
+    "LedgerEntry",
+    "PaperSet",
+    "Store",
+    "_paper_row",
+    "deliveries_table",
+    "engine_url",
+    "merge_papers",
+    "metadata",
+    "papers_table",
+    "sent_papers_table",
+    "suppressions_table",
+]
+
+
+class Store(PapersMixin, LedgerMixin, SuppressionsMixin, StoreBase):
+    """Papers, the delivery ledger and the suppression list, behind plain methods."""

@@ -1,0 +1,126 @@
+"""The store's tables and schema version, and the small value helpers every table family shares.
+
+The schema is versioned (SQLite: `PRAGMA user_version`; PostgreSQL: the one-row
+`schema_version` table) and migrated on open by `StoreBase`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy.engine import Connection
+
+SCHEMA_VERSION = 2
+_CHUNK = 5000
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+metadata = MetaData()
+
+papers_table = Table(
+    "papers",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("title_key", Text, nullable=False, index=True),
+    Column("abstract", Text, nullable=False, default=""),
+    Column("authors", Text, nullable=False, default="[]"),
+    Column("author_count", Integer),
+    Column("organization", Text),
+    Column("published", Date),
+    Column("upvotes", Integer, index=True),
+    Column("url", Text),
+    Column("arxiv_id", String),
+    Column("github_repo", Text),
+    Column("github_stars", Integer),
+    Column("ai_keywords", Text, nullable=False, default="[]"),
+    Column("sources", Text, nullable=False, default="[]"),
+    Column("first_seen", DateTime(timezone=True)),
+    Column("last_seen", DateTime(timezone=True)),
+    # the date selection goes by: published where known, else the (UTC) day we first saw it; never NULL
+    Column("dated", Date, index=True),
+)
+
+deliveries_table = Table(
+    "deliveries",
+    metadata,
+    Column("subscriber_email", String, primary_key=True),
+    Column("edition_date", Date, primary_key=True, index=True),
+    Column("state", String, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("picks", Text, nullable=False, default="[]"),
+    Column("subject", Text, nullable=False, default=""),
+    Column("reply", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # schema 2: who holds a `sending` row, and until when (see Store.claim)
+    Column("claimed_by", Text),
+    Column("lease_until", DateTime(timezone=True)),
+)
+
+sent_papers_table = Table(
+    "sent_papers",
+    metadata,
+    Column("subscriber_email", String, primary_key=True),
+    Column("paper_id", String, primary_key=True),
+    Column("edition_date", Date, nullable=False),
+)
+
+suppressions_table = Table(
+    "suppressions",
+    metadata,
+    Column("email", String, primary_key=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# PostgreSQL only; SQLite keeps the version in PRAGMA user_version
+schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+
+def _sqlite_value(value):
+    """A parameter as SQLAlchemy's SQLite dialect stores it (datetimes as naive UTC text)."""
+    if isinstance(value, datetime):
+        return _as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """The same instant in UTC; a naive value is taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _plain(value: str | None) -> str | None:
+    """Text without NUL characters, which PostgreSQL cannot store."""
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
+def _upgrade_to_2(conn: Connection) -> None:
+    """Schema 2: deliveries get `claimed_by` and `lease_until` for Store.claim."""
+    for column in (deliveries_table.c.claimed_by, deliveries_table.c.lease_until):
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} ADD COLUMN {column.name} {kind}")
+
+
+# schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+_MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
