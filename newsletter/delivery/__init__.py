@@ -15,7 +15,15 @@ import importlib.metadata
 import logging
 from pathlib import Path
 
-from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
+from newsletter.delivery.base import (
+    Backend,
+    BackendSettings,
+    DeliveryError,
+    DeliveryStopped,
+    OutgoingMessage,
+    ResultCallback,
+    SendResult,
+)
 from newsletter.delivery.console import ConsoleBackend
 from newsletter.delivery.file import FileBackend
 from newsletter.delivery.mbox import MboxBackend
@@ -28,7 +36,9 @@ __all__ = [
     "Backend",
     "BackendSettings",
     "DeliveryError",
+    "DeliveryStopped",
     "OutgoingMessage",
+    "ResultCallback",
     "SendResult",
     "UnknownBackend",
     "available_backends",

@@ -5,12 +5,23 @@ to the pipeline. `send_messages` never raises for a per-message failure; it
 returns a `SendResult` for every message, in order. Problems that make a
 backend unusable as a whole (a missing password variable, an unwritable
 directory) raise `DeliveryError` from `open()`.
+
+Results stream: a backend whose `streams_results` is True calls
+`on_result(index, result)` as soon as it knows a message's outcome (SMTP 250,
+file renamed and synced), possibly from its own threads, so the ledger can
+follow the wire. A backend that returns only the list (a third-party plugin
+written before this) keeps working: the pipeline records its results when the
+call returns.
+
+A failure that no retry can fix (authentication refused, a TLS failure) raises
+`DeliveryStopped` from `send_messages`, after reporting every result known so
+far; messages without a result were not attempted.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +31,10 @@ from pydantic import BaseModel, ConfigDict
 
 class DeliveryError(Exception):
     """A backend cannot be used at all (bad setup, not a per-message failure)."""
+
+
+class DeliveryStopped(DeliveryError):
+    """Stop the whole run now: what failed will fail for every message (e.g. 535 authentication failed)."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +49,20 @@ class OutgoingMessage:
 
 @dataclass(frozen=True)
 class SendResult:
-    """What happened to one message; `permanent` failures must not be retried."""
+    """What happened to one message; `permanent` failures must not be retried.
+
+    `uncertain`: the server may have the message (a timeout or a lost connection
+    after the final "."); it must not be retried blindly.
+    """
 
     message_id: str
     ok: bool
     reply: str
     permanent: bool = False
+    uncertain: bool = False
+
+
+ResultCallback = Callable[[int, SendResult], None]
 
 
 class BackendSettings(BaseModel):
@@ -53,6 +76,11 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     Settings: ClassVar[type[BaseModel]] = BackendSettings
+    # True when messages reach real people: such a backend needs the signing secret and a public base_url.
+    # A plugin is taken to deliver real mail unless it says otherwise.
+    real_mail: ClassVar[bool] = True
+    # True when send_messages calls on_result for each message as soon as its outcome is known
+    streams_results: ClassVar[bool] = False
 
     def __init__(self, settings: BaseModel, *, base_dir: Path) -> None:
         self.settings = settings
@@ -68,9 +96,16 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release resources; idempotent."""
 
+    def destination(self) -> str:
+        """Where messages go, in words, for the run's summary (e.g. `outbox/`, `smtp.example.org:587`)."""
+        return self.name
+
     @abc.abstractmethod
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """Send every message; one `SendResult` per message, in the same order."""
+    def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
+        """Send every message; one `SendResult` per message, in the same order.
+
+        With `streams_results`, also call `on_result(index, result)` for each as soon as it is known.
+        """
 
     def __enter__(self) -> Backend:
         self.open()

@@ -16,6 +16,7 @@ class ConsoleBackend(Backend):
     """Writes every message (envelope, then the message text) to `stream`, stdout by default."""
 
     name = "console"
+    real_mail = False
     Settings = BackendSettings
 
     def __init__(self, settings: BackendSettings, *, base_dir: Path, stream: TextIO | None = None) -> None:

@@ -43,6 +43,7 @@ class FileBackend(Backend):
     """Writes each message to `<dir>/<recipient>-<hash>.eml`; rewriting the same message replaces its file."""
 
     name = "file"
+    real_mail = False
     Settings = FileSettings
 
     def __init__(self, settings: FileSettings, *, base_dir: Path) -> None:

@@ -24,6 +24,7 @@ class MboxBackend(Backend):
     """Appends to `path` (mboxo: body lines starting with `From ` are quoted as `>From `)."""
 
     name = "mbox"
+    real_mail = False
     Settings = MboxSettings
 
     def __init__(self, settings: MboxSettings, *, base_dir: Path) -> None:

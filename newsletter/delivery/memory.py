@@ -21,6 +21,7 @@ class MemoryBackend(Backend):
     """
 
     name = "memory"
+    real_mail = False
     Settings = MemorySettings
     outbox: ClassVar[list[OutgoingMessage]] = []
 
