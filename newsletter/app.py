@@ -47,8 +47,10 @@ def fetch_sources(config: Config, store: Store):
                 parsed = fetch_arxiv_listing(source.removeprefix("arxiv:"))
         except (FetchError, ValueError) as error:
             logging.getLogger("newsletter.fetch").error("%s: %s", source, error)
+            store.record_fetch(source, error=str(error))
             stats.failed += 1
             continue
+        store.record_fetch(source)
         for warning in parsed.warnings:
             logging.getLogger("newsletter.fetch").warning(warning)
         stats.sent += store.add_papers(parsed.papers).parsed if parsed.papers else 0
@@ -88,7 +90,7 @@ def make_service(config: Config, store: Store):
             queued = enqueue(config, store, members(group), day=day)
             return JobStats(skipped=queued.summary.already_sent)
         summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
-        return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
+        return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) - len(summary.notes) + summary.already_sent)
 
     settings = ScheduleSettings(
         fetch_cron=schedule.fetch,

@@ -42,6 +42,22 @@ class NewsletterSection(_Section):
     base_url: str
     address: str = ""
     secret_env: str = "NEWSLETTER_SECRET"
+    logo_url: str = ""  # shown in the masthead, 32 x 32 px
+    accent_color: str = "#0b57d0"  # the masthead rule, the newsletter's name and the paper links
+
+    @field_validator("logo_url")
+    @classmethod
+    def _logo_is_web(cls, value: str) -> str:
+        if value and not re.match(r"https?://[^\s/]+\S*$", value):
+            raise ValueError(f"expected an http(s) URL of an image, got {value!r}")
+        return value
+
+    @field_validator("accent_color")
+    @classmethod
+    def _hex_colour(cls, value: str) -> str:
+        if not re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value):
+            raise ValueError(f"expected a colour like \"#0b57d0\", got {value!r}")
+        return value
 
     @field_validator("sender")
     @classmethod
@@ -91,8 +107,30 @@ class SubscribersSection(_Section):
 
 class RenderSection(_Section):
     templates_dir: Path | None = None
-    subject: str = "{count} new papers on {topics} · {date}"
+    subject: str = ""  # empty: natural subjects ("Trending today: <top title> and 7 more"); else a format string
     language: str = "en"
+
+
+class SummariesSection(_Section):
+    """One-sentence TL;DRs from an OpenAI-compatible chat endpoint; off while `endpoint` is empty."""
+
+    endpoint: str = ""  # e.g. "http://127.0.0.1:8080/v1" (…/chat/completions is added) or the full URL
+    model: str = ""
+    api_key_env: str = ""  # the NAME of the variable holding the API key; empty: no Authorization header
+    timeout: float = Field(default=20.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if value and not re.match(r"https?://[^\s/]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _model_named(self) -> SummariesSection:
+        if self.endpoint and not self.model:
+            raise ValueError("model: name the model the endpoint should use")
+        return self
 
 
 class ScheduleSection(_Section):
@@ -155,6 +193,7 @@ class ConfigModel(_Section):
     subscribers: SubscribersSection = Field(default_factory=SubscribersSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     render: RenderSection = Field(default_factory=RenderSection)
+    summaries: SummariesSection = Field(default_factory=SummariesSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     celery: CelerySection = Field(default_factory=CelerySection)
 

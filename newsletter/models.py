@@ -15,7 +15,7 @@ from datetime import date, datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator, model_validator
 
 ARXIV_ID = re.compile(r"(\d{4}\.\d{4,5})(v\d+)?$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -87,6 +87,8 @@ class Paper:
 
 
 Mode = Literal["trending", "keywords", "mixed"]
+Frequency = Literal["daily", "weekly"]
+WEEK_DAYS = 7  # a weekly edition covers the seven days ending on its date
 
 
 class Subscriber(BaseModel):
@@ -107,6 +109,44 @@ class Subscriber(BaseModel):
     trending_share: float = Field(default=0.3, ge=0.0, le=1.0)
     template: str = "digest"
     active: bool = True
+    frequency: Frequency = "daily"
+    authors: list[str] = Field(default_factory=list)
+    # what a day with nothing to send does: skip it, or send a short note saying why; None: `[schedule] skip_empty`
+    empty: Literal["skip", "note"] | None = None
+
+    @field_validator("authors")
+    @classmethod
+    def _named_authors(cls, value: list[str]) -> list[str]:
+        names = [" ".join(name.split()) for name in value]
+        if any(not name for name in names):
+            raise ValueError("an author name is empty")
+        return names
+
+    @model_validator(mode="after")
+    def _weekly_has_one_day(self) -> "Subscriber":
+        if self.frequency == "weekly" and len(self.days) != 1:
+            if "days" not in self.model_fields_set:
+                object.__setattr__(self, "days", ["mon"])  # the default week starts on Monday
+            else:
+                raise ValueError(f'frequency "weekly" needs exactly one day in days, e.g. days = ["mon"] (got {self.days})')
+        return self
+
+    @property
+    def weekly(self) -> bool:
+        return self.frequency == "weekly"
+
+    @property
+    def window_days(self) -> int:
+        """How many days back an edition may reach: the week for a weekly edition, else `max_age_days`."""
+        return WEEK_DAYS - 1 if self.weekly else self.max_age_days
+
+    @property
+    def first_name(self) -> str:
+        """`Ada` for "Ada Lovelace" (and for "Lovelace, Ada"); empty when there is no name."""
+        name = self.name.strip()
+        if "," in name:
+            name = name.partition(",")[2].strip() or name.partition(",")[0]
+        return name.split()[0] if name.split() else ""
 
     @field_validator("email")
     @classmethod

@@ -21,11 +21,13 @@ from datetime import date, datetime, timedelta
 
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
+from newsletter.links import archive_url, view_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
-from newsletter.render import RenderedEdition, Renderer, RenderSettings
+from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
+from newsletter.summaries import Summariser
 from newsletter.unsubscribe import unsubscribe_url
 
 
@@ -52,37 +54,47 @@ def signing_key(config: Config) -> bytes:
 
 
 class EditionBuilder:
-    """Selects and renders editions; the one code path shared by send, render and preview."""
+    """Selects and renders editions; the one code path shared by send, render, preview and the web pages."""
 
     def __init__(self, config: Config, store: Store, *, key: bytes | None = None):
         self.config = config
         self.store = store
         self.key = key if key is not None else signing_key(config)
+        newsletter = config.newsletter
         self.renderer = Renderer(
             RenderSettings(
-                newsletter_name=config.newsletter.name,
-                base_url=config.newsletter.base_url,
-                address=config.newsletter.address,
+                newsletter_name=newsletter.name,
+                base_url=newsletter.base_url,
+                address=newsletter.address,
                 subject=config.model.render.subject,
                 templates_dir=config.templates_dir,
                 language=config.model.render.language,
+                logo_url=newsletter.logo_url,
+                accent_color=newsletter.accent_color,
             )
         )
-        self._indexes: dict[tuple[date, int], PaperIndex] = {}
+        self.summariser = Summariser(config.model.summaries, store)
+        self._indexes: dict[tuple[date, int, bool], PaperIndex] = {}
 
-    def index(self, day: date, max_age_days: int) -> PaperIndex:
-        """The papers an edition dated `day` may pick from, indexed once per (date, age window)."""
-        key = (day, max_age_days)
+    def index(self, day: date, max_age_days: int, *, weekly: bool = False) -> PaperIndex:
+        """The papers an edition dated `day` may pick from, indexed once per (date, age window, cadence).
+
+        A weekly index ranks trending papers by their upvotes alone: a week's papers compete without daily decay.
+        """
+        key = (day, max_age_days, weekly)
         if key not in self._indexes:
             papers = self.store.papers(since=day - timedelta(days=max_age_days), until=day)
-            self._indexes[key] = PaperIndex(papers, day)
+            self._indexes[key] = PaperIndex(papers, day, decay=not weekly)
         return self._indexes[key]
+
+    def index_for(self, subscriber: Subscriber, day: date) -> PaperIndex:
+        return self.index(day, subscriber.window_days, weekly=subscriber.weekly)
 
     def select(self, subscriber: Subscriber, day: date, already_sent: set[str] | None = None) -> list[Pick]:
         """Fresh picks for one subscriber and date (no ledger change)."""
         if already_sent is None:
             already_sent = self.store.sent_paper_ids([subscriber.email], before=day).get(subscriber.email, set())
-        return select(subscriber, self.index(day, subscriber.max_age_days), already_sent=already_sent)
+        return select(subscriber, self.index_for(subscriber, day), already_sent=already_sent)
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition."""
@@ -93,10 +105,23 @@ class EditionBuilder:
             if item["id"] in papers
         ]
 
-    def build(self, subscriber: Subscriber, day: date, picks: list[Pick]) -> tuple[Edition, bytes]:
-        """Render one edition and serialise it as an RFC 5322 message."""
-        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
+    def build(
+        self, subscriber: Subscriber, day: date, picks: list[Pick], *, note: EmptyNote | None = None,
+        make_summaries: bool = True,
+    ) -> tuple[Edition, bytes]:
+        """Render one edition and serialise it as an RFC 5322 message.
+
+        With `make_summaries` False (the web pages) only stored TL;DRs are used, never the endpoint.
+        """
+        base = self.config.newsletter.base_url
+        link = unsubscribe_url(base, subscriber.email, self.key)
+        summaries = self.summariser.summaries([pick.paper for pick in picks], make=make_summaries) if picks else {}
+        rendered: RenderedEdition = self.renderer.render(
+            subscriber, day, picks, unsubscribe_url=link,
+            view_url=view_url(base, subscriber.email, day, self.key),
+            archive_url=archive_url(base, subscriber.email, self.key),
+            summaries=summaries, note=note,
+        )
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
         data = build_message(
             sender=self.config.newsletter.sender,
@@ -117,6 +142,53 @@ class EditionBuilder:
         picks = self.picks_from_ledger(entry) if entry else self.select(subscriber, day)
         return self.build(subscriber, day, picks) if picks else None
 
+    def recorded(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
+        """The edition the ledger recorded for this subscriber and date, rebuilt from its picks; None if there is none.
+
+        This is the "View in browser" page: the same picks, renderer and stored summaries as the mail.
+        """
+        entry = self.store.ledger_entries(day, [subscriber.email]).get(subscriber.email)
+        if entry is None:
+            return None
+        picks = self.picks_from_ledger(entry)
+        note = None if picks else self.empty_note(subscriber, day, set())
+        return self.build(subscriber, day, picks, note=note, make_summaries=False)
+
+    def empty_note(self, subscriber: Subscriber, day: date, already_sent: set[str]) -> EmptyNote:
+        """Why `subscriber` has nothing on `day`: no new papers, none matched, and any source whose fetches fail."""
+        period = "this week" if subscriber.weekly else "today"
+        fresh = self.index_for(subscriber, day).candidates(subscriber.window_days, already_sent)
+        reasons = []
+        if not fresh:
+            last = self.store.editions_of(subscriber.email, before=day, limit=1)
+            since = f" since your last edition on {format_date(last[0].edition_date)}" if last else ""
+            reasons.append(f"There are no new papers in the store{since}, so there is nothing to send {period}.")
+        else:
+            wanted = keywords(subscriber)
+            what = "your keywords (" + ", ".join(wanted) + ")" if wanted else "your profile"
+            noun = "paper" if fresh == 1 else "papers"
+            reasons.append(f"None of the {fresh} new {noun} matched {what} {period}.")
+        statuses = self.store.fetch_statuses()
+        for source in self.config.model.sources.fetch:
+            status = statuses.get(source)
+            if status is not None and status.failing_since is not None:
+                when = f"{format_date(status.failing_since.date())} {status.failing_since:%H:%M} UTC"
+                error = f" ({status.last_error})" if status.last_error else ""
+                reasons.append(f"Fetching papers from {source} has failed since {when}{error}.")
+        return EmptyNote(tuple(reasons))
+
+    def wants_note(self, subscriber: Subscriber, day: date, skip_empty: bool) -> bool:
+        """Whether an empty day gets a note: the subscriber's `empty` (else `[schedule] skip_empty`),
+        and never two notes in a row."""
+        empty = subscriber.empty or ("skip" if skip_empty else "note")
+        if empty == "skip":
+            return False
+        previous = self.store.editions_of(subscriber.email, before=day, limit=1)
+        return not previous or bool(previous[0].picks)
+
+    def close(self) -> None:
+        self.summariser.close()
+
 
 @dataclass
 class RunSummary:
@@ -128,7 +200,8 @@ class RunSummary:
     sent: int = 0
     failed: int = 0
     rendered: int = 0
-    empty: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # no picks
+    notes: list[str] = field(default_factory=list)  # of those, the ones sent a short note saying why
     already_sent: int = 0
     suppressed: int = 0
     not_today: int = 0
@@ -169,8 +242,9 @@ def run_edition(
 ) -> RunSummary:
     """Send every due subscriber their edition for `day` (default: each one's local today).
 
-    A subscriber with no new picks gets no email, unless `skip_empty` is False
-    (then a short "no new papers today" edition).
+    A subscriber with no new picks gets no email, unless their `empty = "note"` (or,
+    for those who do not say, `skip_empty` is False): then a short note saying why,
+    never two in a row.
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     builder = EditionBuilder(config, store)
@@ -188,6 +262,7 @@ def run_edition(
             if on_progress:
                 on_progress(summary)
     finally:
+        builder.close()
         if owns_backend:
             backend.close()
     return summary
@@ -260,11 +335,14 @@ def _send_chunk(
             picks = builder.picks_from_ledger(entry)
         else:
             picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
+        note = None
         if not picks:
             summary.empty.append(subscriber.email)
-            if summary.skip_empty:
+            if not builder.wants_note(subscriber, day, summary.skip_empty):
                 continue
-        edition, data = builder.build(subscriber, day, picks)
+            summary.notes.append(subscriber.email)
+            note = builder.empty_note(subscriber, day, sent_before.get(subscriber.email, set()))
+        edition, data = builder.build(subscriber, day, picks, note=note)
         summary.rendered += 1
         if entry is None:
             new_editions.append((subscriber.email, day, edition.message_id, picks, edition.subject))

@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.links import verify_archive, verify_view, view_path
 from newsletter.models import Subscriber
-from newsletter.render import RenderedEdition, TemplateError
+from newsletter.render import RenderedEdition, TemplateError, format_date
 from newsletter.unsubscribe import verify_token
 
 WIDTHS = {"wide": 600, "narrow": 320}
@@ -62,6 +63,11 @@ button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 0; backgr
 · <a href="{{ base }}/text?date={{ day }}">plain text</a> · <a href="{{ base }}/eml?date={{ day }}">download .eml</a></p></div>
 <iframe title="email" sandbox="allow-popups allow-popups-to-escape-sandbox" src="{{ base }}/html?date={{ day }}" width="{{ widths[width] }}"></iframe>
 {% endblock %}""",
+    "archive.html": """{% extends "base.html" %}{% block title %}Past editions{% endblock %}{% block body %}
+<div class="panel"><h1>Past editions</h1><p class="muted">{{ email }}</p>
+<table><tbody>{% for row in rows %}<tr><td style="white-space:nowrap">{{ row.date }}</td>
+<td><a href="{{ row.link }}">{{ row.subject }}</a></td></tr>
+{% else %}<tr><td class="muted">No editions yet.</td></tr>{% endfor %}</tbody></table></div>{% endblock %}""",
     "message.html": """{% extends "base.html" %}{% block title %}{{ heading }}{% endblock %}{% block body %}
 <div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
 {% if action %}<form method="post" action="{{ action }}"><input type="hidden" name="List-Unsubscribe" value="One-Click">
@@ -76,11 +82,16 @@ def create_app(
     suppress: Callable[[str], None],
     secret_key: bytes,
     preview: bool = True,
+    recorded_edition: Callable[[str, date], RenderedEdition | None] | None = None,
+    list_editions: Callable[[str], list[tuple[date, str]]] | None = None,
 ) -> Starlette:
     """The web app. `build_edition(email, day)` gives the rendered edition and its MIME bytes,
     or None when there is none; `suppress(email)` records an unsubscribe.
+    `recorded_edition(email, day)` rebuilds a sent edition from the ledger (the "View in browser"
+    page, `/view/DATE?token=…`) and `list_editions(email)` gives (date, subject) of the sent ones,
+    newest first (the "Past editions" page, `/archive?token=…`); both links are signed.
 
-    With `preview=False` only `/unsubscribe` is served (for a public host).
+    With `preview=False` only `/unsubscribe`, `/view` and `/archive` are served (for a public host).
     """
     pages = jinja2.Environment(loader=jinja2.DictLoader(PAGES), autoescape=True, undefined=jinja2.StrictUndefined)
 
@@ -158,7 +169,35 @@ def create_app(
         action = "?token=" + quote(token)  # relative: works behind a path prefix too
         return message("Unsubscribe?", f"Stop sending this newsletter to {email}?", action=action)
 
-    routes = [Route("/unsubscribe", unsubscribe, methods=["GET", "POST"])]
+    def view(request: Request) -> Response:
+        try:
+            day = date.fromisoformat(request.path_params["day"])
+        except ValueError:
+            day = None
+        email = verify_view(request.query_params.get("token", ""), day, secret_key) if day else None
+        if email is None:
+            return message("Link not valid", "This link is not valid. Use the link from your email.", 400)
+        edition = recorded_edition(email, day) if recorded_edition else None
+        if edition is None:
+            return message("No edition", f"There is no edition for {email} on {format_date(day)}.", 404)
+        return HTMLResponse(edition.html, headers={"Content-Security-Policy": MAIL_POLICY, "Cache-Control": "private"})
+
+    def archive(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        email = verify_archive(token, secret_key)
+        if email is None:
+            return message("Link not valid", "This link is not valid. Use the “Past editions” link from your email.", 400)
+        rows = [  # relative links: they work behind a path prefix too
+            {"date": format_date(day), "subject": subject, "link": view_path(email, day, secret_key)}
+            for day, subject in (list_editions(email) if list_editions else [])
+        ]
+        return page("archive.html", email=email, rows=rows)
+
+    routes = [
+        Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+        Route("/view/{day}", view),
+        Route("/archive", archive),
+    ]
     if preview:
         routes += [
             Route("/", index),

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import inscriptis
 import jinja2
@@ -29,9 +30,22 @@ BUILTIN_TEMPLATES = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else _PACK
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 INCLUDE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_./-]*")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-SUBJECT_FIELDS = {"count": 10, "topics": "trending papers", "date": "25 Nov 2026", "name": "Ada"}
-ABSTRACT_WORDS = 60
+SUBJECT_FIELDS = {
+    "count": 10, "topics": "trending papers", "date": "25 Nov 2026", "day": "25 Nov", "name": "Ada",
+    "top": "A title", "more": 9, "period": "today",
+}
+SUMMARY_SENTENCES = 2
+SUMMARY_CHARS = 300
+TOP_TITLE_CHARS = 70
 PREHEADER_CHARS = 140
+TEXT_WIDTH = 76
+ACCENT = "#0b57d0"
+HF_PAPER = "https://huggingface.co/papers/{}"
+# a sentence ends at . ! ? followed by a space and a capital, digit or quote, but not after "e.g.", "et al." and the like
+SENTENCE_END = re.compile(
+    r"(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bal\.)(?<!\bvs\.)(?<!\bcf\.)(?<!\bFig\.)(?<!\bEq\.)(?<!\bSec\.)(?<!\bet\.)"
+    r"(?<=[.!?])\s+(?=[\"“(A-Z0-9])"
+)
 
 
 class TemplateError(Exception):
@@ -40,14 +54,16 @@ class TemplateError(Exception):
 
 @dataclass
 class RenderSettings:
-    """What the renderer needs from the config."""
+    """What the renderer needs from the config; an empty `subject` means the natural subjects (see `subject_line`)."""
 
     newsletter_name: str
     base_url: str
     address: str = ""
-    subject: str = "{count} new papers on {topics} · {date}"
+    subject: str = ""
     templates_dir: Path | None = None
     language: str = "en"
+    logo_url: str = ""
+    accent_color: str = ACCENT
 
     def __post_init__(self):
         if self.templates_dir is not None and not Path(self.templates_dir).is_dir():
@@ -55,9 +71,8 @@ class RenderSettings:
         try:
             self.subject.format(**SUBJECT_FIELDS)
         except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(
-                f"subject: bad placeholder {error} in {self.subject!r} (use {{count}}, {{topics}}, {{date}}, {{name}})"
-            ) from None
+            names = ", ".join("{" + name + "}" for name in SUBJECT_FIELDS)
+            raise ValueError(f"subject: bad placeholder {error} in {self.subject!r} (use {names})") from None
 
 
 @dataclass
@@ -70,9 +85,21 @@ class RenderedEdition:
     count: int = 0
 
 
+@dataclass(frozen=True)
+class EmptyNote:
+    """Why an edition has no papers: one sentence per cause, for the short "nothing today" email."""
+
+    reasons: tuple[str, ...]
+
+
 def format_date(day: date) -> str:
     """`25 Nov 2026`, the same in every locale."""
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def short_date(day: date) -> str:
+    """`1 Dec`: the date in a subject line."""
+    return f"{day.day} {MONTHS[day.month - 1]}"
 
 
 def keywords(subscriber: Subscriber) -> list[str]:
@@ -80,6 +107,21 @@ def keywords(subscriber: Subscriber) -> list[str]:
     if subscriber.mode == "trending":
         return []
     return [k.text for k in parse_keywords(list(subscriber.keywords)) if not k.exclude]
+
+
+def matched_topics(wanted: list[str], picks: list[Pick]) -> list[str]:
+    """The subscriber's topics that today's picks matched (their reasons quote them), else all of them."""
+    said = " ".join(reason for pick in picks for reason in pick.reasons)
+    found = [topic for topic in wanted if f'"{topic}"' in said]
+    return found or wanted
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut at a word near `limit` characters, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:.") + "…"
 
 
 def byline(authors: list[str], author_count: int | None, organization: str | None) -> str:
@@ -94,20 +136,39 @@ def byline(authors: list[str], author_count: int | None, organization: str | Non
 
 
 @functools.lru_cache(maxsize=4096)
-def cut_words(text: str, limit: int = ABSTRACT_WORDS) -> tuple[str, bool]:
-    """The first `limit` words of `text` (whitespace collapsed) and whether anything was cut.
+def cut_summary(text: str, sentences: int = SUMMARY_SENTENCES, limit: int = SUMMARY_CHARS) -> tuple[str, bool]:
+    """About two sentences of `text`, cut at a sentence boundary, and whether anything was cut.
 
+    Whole sentences are kept while they fit in `limit` characters (at most `sentences`
+    of them); a first sentence longer than that is cut at a word, with an ellipsis.
     Cached: the same abstracts come round for subscriber after subscriber.
     """
-    words = text.split(None, limit)
-    if len(words) <= limit:
-        return " ".join(words), False
-    return " ".join(words[:limit]).rstrip(".,;:") + "…", True
+    text = " ".join(text.split())
+    if not text:
+        return "", False
+    parts = SENTENCE_END.split(text)
+    kept = parts[0]
+    for part in parts[1:sentences]:
+        if len(kept) + 1 + len(part) > limit:
+            break
+        kept += " " + part
+    if len(kept) > limit:
+        return shorten(kept, limit), True
+    return kept, len(kept) < len(text)
 
 
 def safe_link(url: str) -> str:
-    """The url if it is http(s), else empty: a feed cannot slip a `javascript:` link into a mail."""
-    return url if url.startswith(("https://", "http://")) else ""
+    """The url if it is http(s) and names a paper, else empty.
+
+    A feed cannot slip a `javascript:` link into a mail, and a search page (older
+    page dumps stored a Hugging Face search for the title) is not dressed up as the paper.
+    """
+    if not url.startswith(("https://", "http://")):
+        return ""
+    parts = urlsplit(url)
+    if parts.path.rstrip("/") in ("/papers", "/search") and "q=" in parts.query:
+        return ""
+    return url
 
 
 def preheader(titles: list[str]) -> str:
@@ -118,35 +179,86 @@ def preheader(titles: list[str]) -> str:
     return text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
 
 
+def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+    """The plain-text part with every line wrapped at `width` columns, keeping each line's indent.
+
+    Words are never split, so only a word longer than the line (a URL) passes `width`,
+    on a line of its own after the indent.
+    """
+    lines = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        current = ""
+        for word in line.split():
+            if current and len(current) + 1 + len(word) > width:
+                lines.append(current)
+                current = ""
+            current = f"{current} {word}" if current else indent + word
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def subject_line(subscriber: Subscriber, day: date, picks: list[Pick], wanted: list[str], note: bool) -> str:
+    """The natural subject: `Trending today: <top title> and 7 more`, `Your papers: quantization, RL · 1 Dec`."""
+    period = "this week" if subscriber.weekly else "today"
+    if note or not picks:
+        return f"Nothing new {period} · {short_date(day)}" if subscriber.weekly else f"No new papers today · {short_date(day)}"
+    if wanted:
+        topics = matched_topics(wanted, picks)
+        label = "Your papers this week" if subscriber.weekly else "Your papers"
+        return f"{label}: {shorten(', '.join(topics[:3]), TOP_TITLE_CHARS)} · {short_date(day)}"
+    more = f" and {len(picks) - 1} more" if len(picks) > 1 else ""
+    return f"Trending {period}: {shorten(picks[0].paper.title, TOP_TITLE_CHARS)}{more}"
+
+
 @dataclass(slots=True)
 class Item:
     """The templates' view of one pick (`item`): plain attributes, which Jinja reads fastest."""
 
     number: int
     title: str
-    link: str
+    link: str  # where the title and "Read more" go: the arXiv page, else the source's own paper page, else ""
+    arxiv_url: str
+    hf_url: str
     byline: str
     published: str
     upvotes: int | None
-    abstract: str
-    cut: bool
+    summary: str  # the stored one-sentence TL;DR when there is one, else about two sentences of the abstract
+    tldr: bool
+    cut: bool  # the summary is shorter than the abstract: worth a "Read more"
     why: str
+    followed: bool  # pinned because a followed author wrote it
+
+    @property
+    def abstract(self) -> str:
+        """The summary, under the name older templates use."""
+        return self.summary
 
     @classmethod
-    def of(cls, number: int, pick: Pick) -> "Item":
-        """The view of the `number`th pick."""
+    def of(cls, number: int, pick: Pick, tldr: str | None = None) -> "Item":
+        """The view of the `number`th pick; `tldr` is its stored summary, if any."""
         paper = pick.paper
-        abstract, cut = cut_words(paper.abstract or "")
+        summary, cut = cut_summary(paper.abstract or "")
+        if tldr:
+            summary, cut = tldr, bool(paper.abstract)
+        arxiv = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else ""
         return cls(
             number=number,
             title=paper.title,
-            link=safe_link(paper.link),
+            link=arxiv or safe_link(paper.url or ""),
+            arxiv_url=arxiv,
+            hf_url=HF_PAPER.format(paper.arxiv_id) if paper.arxiv_id else "",
             byline=byline(paper.authors, paper.author_count, paper.organization),
             published=format_date(paper.published) if paper.published else "",
             upvotes=paper.upvotes,
-            abstract=abstract,
+            summary=summary,
+            tldr=bool(tldr),
             cut=cut,
             why="; ".join(pick.reasons),
+            followed=any(reason.endswith("whom you follow") for reason in pick.reasons),
         )
 
 
@@ -174,11 +286,21 @@ class Renderer:
         *,
         unsubscribe_url: str,
         profile_url: str | None = None,
+        view_url: str = "",
+        archive_url: str = "",
+        summaries: dict[str, str] | None = None,
+        note: EmptyNote | None = None,
     ) -> RenderedEdition:
-        """Render one edition; raises `TemplateError` for a missing or broken template."""
+        """Render one edition; raises `TemplateError` for a missing or broken template.
+
+        `summaries` maps paper ids to stored TL;DRs; `note` makes the short email of a day with no papers.
+        """
         name = subscriber.template
         html_template, text_name = self._template(name)
-        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url)
+        context = self.context(
+            subscriber, day, picks, unsubscribe_url, profile_url,
+            view_url=view_url, archive_url=archive_url, summaries=summaries, note=note,
+        )
         try:
             html = html_template.render(context)
             if text_name:
@@ -187,44 +309,89 @@ class Renderer:
                 text = inscriptis.get_text(html).strip() + "\n"
         except jinja2.TemplateError as error:
             raise TemplateError(f"template {name!r}: {error}") from None
-        return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
+        return RenderedEdition(subject=context["subject"], html=html, text=wrap_text(text), count=len(picks))
 
     def context(
-        self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None
+        self,
+        subscriber: Subscriber,
+        day: date,
+        picks: list[Pick],
+        unsubscribe_url: str,
+        profile_url: str | None = None,
+        *,
+        view_url: str = "",
+        archive_url: str = "",
+        summaries: dict[str, str] | None = None,
+        note: EmptyNote | None = None,
     ) -> dict:
-        """The values the templates see for one edition."""
+        """The values the templates see for one edition (every one is listed in docs/templates.md)."""
         settings = self.settings
         count = len(picks)
         wanted = keywords(subscriber)
         topic_text = ", ".join(wanted[:3]) or "trending papers"
         date_label = format_date(day)
-        subject = settings.subject.format(count=count, topics=topic_text, date=date_label, name=subscriber.name)
+        weekly = subscriber.weekly
+        period = "this week" if weekly else "today"
+        if settings.subject:
+            more = max(count - 1, 0)
+            top = shorten(picks[0].paper.title, TOP_TITLE_CHARS) if picks else ""
+            subject = settings.subject.format(
+                count=count, topics=topic_text, date=date_label, day=short_date(day), name=subscriber.name,
+                top=top, more=more, period=period,
+            )
+        else:
+            subject = subject_line(subscriber, day, picks, wanted, note is not None)
         reason = "the most upvoted new papers"
         if wanted:
             reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
+        if subscriber.authors:
+            reason += " and the papers of " + ", ".join(subscriber.authors)
+        if weekly:
+            reason += ", once a week"
         noun = "paper" if count == 1 else "papers"
+        if not count:
+            headline = "Nothing new this week" if weekly else "No new papers today"
+        elif wanted:
+            headline = f"{count} new {noun} on {topic_text}" + (" this week" if weekly else "")
+        else:
+            headline = f"{count} trending {noun} {period}"
+        if count:
+            intro = "here is this week's best, best matches first." if weekly and wanted else (
+                "here are this week's most upvoted papers." if weekly else (
+                    "here is what's new, best matches first." if wanted else "here is what's trending."))
+        else:
+            intro = "there is nothing to send you " + period + "."
+        first_name = subscriber.first_name
+        summaries = summaries or {}
         return {
             "lang": settings.language,
             "subject": " ".join(subject.split()),
             "newsletter_name": settings.newsletter_name,
             "base_url": settings.base_url,
             "address": settings.address,
+            "logo_url": safe_link(settings.logo_url),
+            "accent_color": settings.accent_color,
             "date_label": date_label,
+            "weekly": weekly,
+            "period": period,
             "count": count,
             "topics": topic_text,
-            "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
-            "greeting": f"Hi {subscriber.name.strip()}," if subscriber.name.strip() else "Hello,",
-            "intro": ("here is what's new, best matches first." if wanted else "here is what's trending.")
-            if count
-            else "nothing matched your profile today.",
-            "preheader": preheader([pick.paper.title for pick in picks[:3]]),
-            "items": [Item.of(number, pick) for number, pick in enumerate(picks, 1)],
+            "headline": headline,
+            "greeting": f"Hi {first_name}," if first_name else "Hello,",
+            "first_name": first_name,
+            "intro": intro,
+            "note": list(note.reasons) if note else [],
+            "preheader": preheader([pick.paper.title for pick in picks[:3]]) if picks else (
+                " ".join(note.reasons) if note else headline),
+            "items": [Item.of(number, pick, summaries.get(pick.paper.id)) for number, pick in enumerate(picks, 1)],
             "why_you_get_this": f"You get this email because {subscriber.email} subscribed to "
             f"{settings.newsletter_name} for {reason}.",
             "email": subscriber.email,
             "name": subscriber.name,
             "unsubscribe_url": unsubscribe_url,
             "profile_url": profile_url,
+            "view_url": view_url,
+            "archive_url": archive_url,
         }
 
     def _template(self, name: str) -> tuple[jinja2.Template, str | None]:

@@ -39,11 +39,23 @@ are trending, the rest keyword picks; no paper twice, and a list that runs
 short is refilled from the other.
 Picks come keyword picks first, then trending picks.  Papers in
 `already_sent` are never picked.
+
+Followed authors (`authors` in a profile): every candidate paper with an author
+who can be a followed person (`same_person`: accents and case ignored, initials
+match their names, "Family, Given" and either order) is pinned on top, newest
+first, whatever its score or upvotes, in every mode, with the reason
+"by <name>, whom you follow"; the rest of the slots are chosen as usual.  An
+exclusion keyword still drops such a paper.
+
+Weekly editions use an index built with `decay=False` (trending by upvotes
+alone) over the seven days ending on the edition date (`Subscriber.window_days`).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -116,8 +128,9 @@ class PaperIndex:
     Papers repeating an earlier paper's id are ignored.
     """
 
-    def __init__(self, papers: list[Paper], today: date):
+    def __init__(self, papers: list[Paper], today: date, *, decay: bool = True):
         self.today = today
+        self.period = "today" if decay else "this week"
         unique: dict[str, Paper] = {}
         for paper in papers:
             unique.setdefault(paper.id, paper)
@@ -133,7 +146,9 @@ class PaperIndex:
         self._recency = [i - undated if i >= undated else count - undated + i for i in range(count)]
 
         self._trend_score = [
-            0.0 if up is None else up / ((UNKNOWN_AGE_DAYS if age < 0 else age) + DECAY_OFFSET) ** DECAY_POWER
+            0.0 if up is None
+            else up / ((UNKNOWN_AGE_DAYS if age < 0 else age) + DECAY_OFFSET) ** DECAY_POWER if decay
+            else float(up)
             for up, age in zip(self._upvotes, self._age_keys)
         ]
         recency = self._recency
@@ -160,9 +175,52 @@ class PaperIndex:
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
+        self._by_surname: dict[str, list[tuple[int, tuple[str, ...]]]] | None = None
 
     def __len__(self) -> int:
         return len(self.papers)
+
+    def candidates(self, max_age_days: int, already_sent: set[str]) -> int:
+        """How many papers an edition with this age limit could still pick (not yet sent): 0 means nothing new."""
+        cut = self._filter(max_age_days, None).cut
+        return cut - sum(1 for i in self._positions(already_sent) if i < cut)
+
+    # -- followed authors -------------------------------------------------------
+
+    def _author_index(self) -> dict[str, list[tuple[int, tuple[str, ...]]]]:
+        """Every full name word of every author -> (paper, that author's name words); built on first use."""
+        if self._by_surname is None:
+            found: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
+            for i, paper in enumerate(self.papers):
+                for author in paper.authors:
+                    tokens = name_tokens(author)
+                    for token in set(tokens):
+                        if len(token) > 1:
+                            found[token].append((i, tokens))
+            self._by_surname = found
+        return self._by_surname
+
+    def _followed_picks(
+        self, followed: list[str], cut: int, skip: set[int], excluded: list[_Matches], limit: int
+    ) -> list[Pick]:
+        """Papers by followed authors (newest first, at most `limit`), each saying whom it is by."""
+        index = self._author_index()
+        by: dict[int, list[str]] = {}
+        for name in followed:
+            wanted = name_tokens(name)
+            full = [token for token in wanted if len(token) > 1]
+            if not full:
+                continue
+            for i, tokens in index.get(full[-1], ()):
+                if i < cut and i not in skip and same_person(wanted, tokens) and name not in by.get(i, ()):
+                    by.setdefault(i, []).append(name)
+        ordered = sorted(
+            (i for i in by if not any(0 < matches.where[i] < APART for matches in excluded)),
+            key=lambda i: (self._recency[i], -self._trend_score[i]),
+        )
+        return [
+            Pick(self.papers[i], self._trend_score[i], [f"by {_names(by[i])}, whom you follow"]) for i in ordered[:limit]
+        ]
 
     # -- filters and trending -------------------------------------------------
 
@@ -187,9 +245,9 @@ class PaperIndex:
         up = self._upvotes[i]
         rank = self._trend_rank[i]
         if up is None:
-            reason = f"trending #{rank} today (no upvote count yet)"
+            reason = f"trending #{rank} {self.period} (no upvote count yet)"
         else:
-            reason = f"trending #{rank} today, {up} upvote{'' if up == 1 else 's'}"
+            reason = f"trending #{rank} {self.period}, {up} upvote{'' if up == 1 else 's'}"
         return Pick(self.papers[i], self._trend_score[i], [reason])
 
     # -- keywords ---------------------------------------------------------------
@@ -356,6 +414,41 @@ class PaperIndex:
         return picks
 
 
+def name_tokens(name: str) -> tuple[str, ...]:
+    """A person's name as comparable words: accents dropped, case folded, initials as single letters,
+    and "LeCun, Yann" turned to "yann lecun"."""
+    if name.count(",") == 1:
+        family, given = name.split(",")
+        name = f"{given} {family}"
+    plain = unicodedata.normalize("NFKD", name)
+    plain = "".join(ch for ch in plain if not unicodedata.combining(ch)).casefold()
+    return tuple(re.findall(r"[^\W\d_]+", plain))
+
+
+def same_person(wanted: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
+    """Whether two names (as `name_tokens`) can be one person: every word of the shorter name matches
+    a different word of the longer (equal, or an initial of it), and one full word is equal."""
+    short, long = (wanted, tokens) if len(wanted) <= len(tokens) else (tokens, wanted)
+    free = list(long)
+    full_match = False
+    for word in short:
+        match = next((other for other in free if other == word), None)
+        if match is None:
+            match = next(
+                (other for other in free if (len(word) == 1 or len(other) == 1) and other[0] == word[0]), None
+            )
+        else:
+            full_match = full_match or len(word) > 1
+        if match is None:
+            return False
+        free.remove(match)
+    return full_match
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The values in both sorted arrays of unique values."""
     if len(first) > len(second):
@@ -372,13 +465,23 @@ def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] 
     Raises `ValueError` for a keyword with bad syntax (see `keywords.parse_keyword`).
     """
     limit = subscriber.max_items
-    flt = index._filter(subscriber.max_age_days, subscriber.min_upvotes)
+    window = subscriber.window_days
+    flt = index._filter(window, subscriber.min_upvotes)
     sent = index._positions(already_sent)
     known = index._keywords
     keywords = [known.get(raw) or index._keyword(raw) for raw in subscriber.keywords]
     excluded = [matches for keyword, matches in keywords if keyword.exclude]
+    pinned: list[Pick] = []
+    if subscriber.authors:
+        cut = index._filter(window, None).cut  # a followed author's paper needs no upvotes
+        pinned = index._followed_picks(list(subscriber.authors), cut, sent, excluded, limit)
+        if pinned:
+            sent = sent | index._positions({pick.paper.id for pick in pinned})
+            limit -= len(pinned)
+            if not limit:
+                return pinned
     if subscriber.mode == "trending":
-        return index._trending_picks(flt, sent, excluded, limit)
+        return pinned + index._trending_picks(flt, sent, excluded, limit)
 
     positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     wanted = limit if subscriber.mode == "keywords" else limit - round(limit * subscriber.trending_share)
@@ -386,4 +489,4 @@ def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] 
     picks = index._keyword_picks(ranked, positives)
     if subscriber.mode == "mixed":
         picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
-    return picks
+    return pinned + picks

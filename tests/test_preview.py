@@ -111,7 +111,7 @@ def test_edition_page_frames_the_html_narrow_or_wide(client):
     wide = page(client.get("/s/ada@example.org?date=2026-11-25"))
     frame = wide.xpath("//iframe")[0]
     assert frame.get("width") == "600" and frame.get("src") == "/s/ada%40example.org/html?date=2026-11-25"
-    assert "2 new papers on attention · 25 Nov 2026" in words(wide.xpath("//h1")[0])
+    assert "Your papers: attention · 25 Nov" in words(wide.xpath("//h1")[0])
     narrow = page(client.get("/s/ada@example.org?date=2026-11-25&width=narrow"))
     assert narrow.xpath("//iframe/@width") == ["320"]
 
@@ -247,7 +247,7 @@ def test_preview_in_headless_chromium(browser, server, tmp_path):
     browser.get(f"{server}/?date=2026-11-25")
     assert "bob+news@example.org" in browser.find_element(By.TAG_NAME, "body").text
     browser.find_element(By.LINK_TEXT, "bob+news@example.org").click()
-    assert "3 new papers on trending papers" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "Trending today: Attention Is Not All You Need and 2 more" in browser.find_element(By.TAG_NAME, "h1").text
     browser.switch_to.frame(browser.find_element(By.TAG_NAME, "iframe"))
     titles = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
     assert titles == [p.title for p in PAPERS]

@@ -81,22 +81,50 @@ def test_each_paper_shows_its_fields(renderer):
     assert "authors" not in third and "upvotes" not in third and "et al." not in third
 
 
-def test_abstract_is_cut_at_a_word_with_read_more(renderer):
+SENTENCES = (
+    "We show that attention, e.g. in transformers, loses rank doubly exponentially with depth. "
+    "Skip connections and MLPs stop it. Et al. have argued otherwise in many papers over the years, "
+    "and we take their claims apart one by one with careful experiments. A fourth sentence."
+)
+
+
+def test_summary_is_two_sentences_with_read_more_and_paper_links(renderer):
+    paper = Paper.create("Attention loses rank", arxiv_id="2103.03404v2", abstract=SENTENCES)
+    doc = parse(renderer.render(ADA, DAY, [Pick(paper, 1.0, [])], unsubscribe_url=UNSUBSCRIBE).html)
+    summary = doc.xpath("//p[contains(., 'doubly exponentially')]")[0]
+    assert text_of(summary) == (
+        "We show that attention, e.g. in transformers, loses rank doubly exponentially with depth. "
+        "Skip connections and MLPs stop it."
+    )
+    links = {text_of(a): a.get("href") for a in cards(doc)[0].xpath(".//p[contains(@class, 'links')]//a")}
+    assert links == {
+        "Read more →": "https://arxiv.org/abs/2103.03404",
+        "arXiv": "https://arxiv.org/abs/2103.03404",
+        "Hugging Face": "https://huggingface.co/papers/2103.03404",
+    }
+
+
+def test_a_first_sentence_too_long_is_cut_at_a_word(renderer):
     edition = renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE)
     doc = parse(edition.html)
     abstract = doc.xpath("//p[contains(., 'word0')]")[0]
-    words = text_of(abstract).removesuffix("Read more →").split()
-    assert words[-1] == "word59…"
-    more = abstract.xpath(".//a")[0]
-    assert text_of(more) == "Read more →" and more.get("href") == "https://arxiv.org/abs/2103.03404"
-    assert not cards(doc)[1].xpath(".//a[contains(., 'Read more')]")
+    assert text_of(abstract).endswith("…") and len(text_of(abstract)) <= render.SUMMARY_CHARS + 1
+    assert doc.xpath("//a[contains(., 'Read more')]")[0].get("href") == "https://arxiv.org/abs/2103.03404"
+    assert not cards(doc)[1].xpath(".//a[contains(., 'Read more')]")  # "Short abstract." is whole
+    assert not cards(doc)[1].xpath(".//a[text()='Hugging Face']")  # no arXiv id, no paper page
+
+
+def test_search_links_are_not_paper_links(renderer):
+    search = Paper.create("From a page dump", url="https://huggingface.co/papers?q=From+a+page+dump", abstract="A. B.")
+    doc = parse(renderer.render(ADA, DAY, [Pick(search, 1.0, [])], unsubscribe_url=UNSUBSCRIBE).html)
+    assert not cards(doc)[0].xpath(".//a")
 
 
 def test_header_footer_and_preheader(renderer):
     edition = renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE, profile_url="https://news.example.org/me")
     doc = parse(edition.html)
     page = text_of(doc.body)
-    assert "Papers Daily · 25 Nov 2026" in page and "Hi Ada," in page
+    assert "Papers Daily" in page and "25 Nov 2026" in page and "Hi Ada," in page
     hidden = doc.xpath("//body/div[contains(@style, 'display:none')]")[0]
     assert text_of(hidden).startswith("Attention Is Not All You Need · Scaling laws for small models")
     assert "ada@example.org subscribed to Papers Daily for new papers on attention, diffusion" in page
@@ -177,35 +205,97 @@ def test_dark_mode_language_and_mobile(renderer):
     assert parse(german.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).html).get("lang") == "de"
 
 
-def test_subject():
-    settings = RenderSettings(newsletter_name="N", base_url="https://x")
-    renderer = Renderer(settings)
-    assert renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
-        "3 new papers on attention, diffusion · 25 Nov 2026"
-    )
+def test_natural_subjects():
+    renderer = Renderer(RenderSettings(newsletter_name="N", base_url="https://x"))
     trending = Subscriber(email="t@example.org", name="Tim")
     assert renderer.render(trending, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
-        "3 new papers on trending papers · 25 Nov 2026"
+        "Trending today: Attention Is Not All You Need and 2 more"
     )
-    weighted = Subscriber(email="w@example.org", mode="keywords", keywords=["video generation^2", "-survey", "agents"])
-    assert renderer.render(weighted, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
-        "3 new papers on video generation, agents · 25 Nov 2026"
+    assert renderer.render(trending, DAY, picks()[:1], unsubscribe_url=UNSUBSCRIBE).subject == (
+        "Trending today: Attention Is Not All You Need"
     )
+    weekly = Subscriber(email="w@example.org", frequency="weekly")
+    assert renderer.render(weekly, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject.startswith("Trending this week: ")
+    quantized = [Pick(p, 1.0, ['matched "quantization" in title']) for p in papers()]
+    profile = Subscriber(email="q@example.org", mode="keywords", keywords=["quantization", "RL", "-survey", "agents"])
+    quantized[1].reasons = ['matched "RL" in abstract']
+    assert renderer.render(profile, date(2026, 12, 1), quantized, unsubscribe_url=UNSUBSCRIBE).subject == (
+        "Your papers: quantization, RL · 1 Dec"
+    )
+    assert renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
+        "Your papers: attention, diffusion · 25 Nov"  # nothing quoted in the reasons: all the topics
+    )
+    long = [Pick(Paper.create("A title " * 20, url="https://example.org/l"), 1.0, [])]
+    assert len(renderer.render(trending, DAY, long, unsubscribe_url=UNSUBSCRIBE).subject) < 100
+
+
+def test_custom_subject():
+    trending = Subscriber(email="t@example.org", name="Tim")
     named = Renderer(RenderSettings(newsletter_name="N", base_url="https://x", subject="{name}: {count} for {date}"))
     assert named.render(trending, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == "Tim: 3 for 25 Nov 2026"
+    top = Renderer(RenderSettings(newsletter_name="N", base_url="https://x", subject="{top} (+{more}) {period} · {day}"))
+    assert top.render(trending, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).subject == (
+        "Attention Is Not All You Need (+2) today · 25 Nov"
+    )
     with pytest.raises(ValueError, match="subject: bad placeholder 'when'"):
         RenderSettings(newsletter_name="N", base_url="https://x", subject="{when}")
     with pytest.raises(ValueError, match="templates_dir: .* is not a directory"):
         RenderSettings(newsletter_name="N", base_url="https://x", templates_dir=Path("/no/such/dir"))
 
 
+def test_greeting_uses_the_first_name(renderer):
+    for name in ("Ada Lovelace", "Lovelace, Ada", "  Ada  "):
+        subscriber = Subscriber(email="a@example.org", name=name)
+        edition = renderer.render(subscriber, DAY, picks(), unsubscribe_url=UNSUBSCRIBE)
+        assert "Hi Ada," in text_of(parse(edition.html).body) and "Hi Ada," in edition.text
+
+
+def test_masthead_logo_accent_and_web_links():
+    settings = RenderSettings(
+        newsletter_name="Papers Daily", base_url="https://x", logo_url="https://x/logo.png", accent_color="#aa3300"
+    )
+    edition = Renderer(settings).render(
+        ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE, view_url="https://x/view/v", archive_url="https://x/archive?a"
+    )
+    doc = parse(edition.html)
+    assert doc.xpath("//img/@src") == ["https://x/logo.png"]
+    assert "#aa3300" in edition.html
+    first = doc.xpath("//a")[0]
+    assert text_of(first) == "View in browser" and first.get("href") == "https://x/view/v"
+    assert doc.xpath("//a[text()='Past editions']/@href") == ["https://x/archive?a"]
+    assert "View in browser: https://x/view/v" in edition.text.splitlines()[:3]
+    assert "Past editions: https://x/archive?a" in edition.text
+    plain = Renderer(RenderSettings(newsletter_name="N", base_url="https://x")).render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE)
+    assert not parse(plain.html).xpath("//img") and "View in browser" not in plain.html
+
+
 def test_text_part(renderer):
     text = renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).text
-    assert "1. Attention Is Not All You Need\n   https://arxiv.org/abs/2103.03404\n" in text
+    assert "1. Attention Is Not All You Need\n" in text
+    assert "   arXiv: https://arxiv.org/abs/2103.03404\n   Hugging Face: https://huggingface.co/papers/2103.03404\n" in text
+    assert "   Read more: https://huggingface.co/papers/t1\n" in text
     assert "12 authors" in text and "42 upvotes" in text
     assert "Why: matches “attention”; trending #3" in text
-    assert f"Unsubscribe with one click: {UNSUBSCRIBE}" in text
+    assert f"Unsubscribe with one click: {UNSUBSCRIBE}" in " ".join(text.split())
     assert "<" not in text and "&amp;" not in text
+
+
+def test_text_part_lines_fit_76_columns_except_urls(renderer):
+    long = Paper.create(
+        "A very long title about many things " * 4, arxiv_id="2411.00001", abstract=SENTENCES,
+        authors=["Someone With A Long Name"] * 5, organization="An Organisation With A Long Name Indeed",
+    )
+    subscriber = Subscriber(email="a-rather-long-address-for-testing@example.org", name="Ada", mode="keywords",
+                            keywords=["attention", "long keyword phrase number one", "another long keyword phrase"])
+    text = renderer.render(subscriber, DAY, [Pick(long, 1.0, ["matched " + "“attention” in title; " * 8])] + picks(),
+                           unsubscribe_url=UNSUBSCRIBE + "x" * 120, view_url="https://news.example.org/view/" + "t" * 120).text
+    for line in text.splitlines():
+        words = line.split()
+        assert len(line) <= 76 or (len(words) == 1 and words[0].startswith("https://")) or (
+            words[-1].startswith("https://") and len(line) - len(words[-1]) <= 76), line
+    flowing = " ".join(text.split())
+    assert "loses rank doubly exponentially with depth. Skip connections and MLPs stop it." in flowing
+    assert "A fourth sentence" not in flowing and "View in browser: https://news.example.org/view/ttt" in flowing
 
 
 def write(path, text):

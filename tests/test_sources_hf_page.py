@@ -6,12 +6,10 @@ import os
 import shutil
 from datetime import date, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from newsletter.sources import hf_page, parse_file
-from newsletter.sources.hf_api import PAPER_URL
 
 PAGES = Path(__file__).parent / "fixtures" / "hf-pages"
 PAGE_DATE = date(2025, 12, 8)   # the date line at the top of 000 and 004 ("Dec 8")
@@ -205,9 +203,7 @@ def test_problems_are_warnings_with_line_numbers():
     ]
 
 
-def test_entries_link_to_the_hugging_face_search_for_their_title():
+def test_entries_without_an_id_get_no_link_not_a_search():
     papers, _ = hf_page.parse("Title: with & odd chars\nAn abstract.\n", name="x.txt", page_date=date(2024, 12, 8))
     [paper] = papers
-    parts = urlsplit(paper.url)
-    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == PAPER_URL.format("").rstrip("/")
-    assert parse_qs(parts.query) == {"q": ["Title: with & odd chars"]}
+    assert paper.url is None and paper.link == ""

@@ -176,7 +176,8 @@ def print_summary(config: Config, summary) -> None:
         ("sent", summary.sent),
         ("failed", summary.failed),
         ("already sent earlier", summary.already_sent),
-        ("no new papers" + (" (no email)" if summary.skip_empty else ""), len(summary.empty)),
+        ("no new papers (no email)", len(summary.empty) - len(summary.notes)),
+        ("no new papers (a note saying why)", len(summary.notes)),
         ("unsubscribed", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
@@ -189,8 +190,10 @@ def print_summary(config: Config, summary) -> None:
     out.print(table)
     for email, reply in summary.failures:
         err.print(f"failed: {email}: {reply}", markup=False)
-    for email in summary.empty if summary.skip_empty else ():
-        out.print(f"{email}: no new papers, no email today", markup=False)
+    noted = set(summary.notes)
+    for email in summary.empty:
+        said = "a short note says why" if email in noted else "no email today"
+        out.print(f"{email}: no new papers, {said}", markup=False)
     if summary.sent and config.delivery.backend in ("file", "mbox"):
         options = config.delivery.backend_options
         where = options.get("dir", "outbox") if config.delivery.backend == "file" else options.get("path", "outbox.mbox")

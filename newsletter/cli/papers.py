@@ -68,19 +68,23 @@ def papers(
 
 
 
-def _ingest_fetched(ctx: typer.Context, fetcher) -> None:
+def _ingest_fetched(ctx: typer.Context, source: str, fetcher) -> None:
+    """Fetch, note how it went (an empty day's note tells a reader when fetching fails), ingest."""
     from newsletter.sources.fetch import FetchError
 
     config = ctx.obj.config()
     try:
         with err.status("fetching…"):
             parsed = fetcher()
-    except FetchError as error:
+    except (FetchError, ValueError) as error:
+        with open_store(config) as store:
+            store.record_fetch(source, error=str(error))
         fail(str(error))
     for warning in parsed.warnings:
         warn(warning)
     with open_store(config) as store:
         stats = store.add_papers(parsed.papers)
+        store.record_fetch(source)
     out.print(f"{parsed.path}: {stats.parsed} papers ({stats.new} new, {stats.updated} updated)")
 
 
@@ -92,7 +96,7 @@ def fetch_hf(ctx: typer.Context, day: Annotated[Optional[str], typer.Option("--d
     from newsletter.sources.fetch import fetch_hf_daily
 
     when = parse_day(day) or datetime.now(timezone.utc).date()
-    _ingest_fetched(ctx, lambda: fetch_hf_daily(when))
+    _ingest_fetched(ctx, "hf", lambda: fetch_hf_daily(when))
 
 
 @fetch_app.command("arxiv")
@@ -100,4 +104,4 @@ def fetch_arxiv(ctx: typer.Context, category: Annotated[str, typer.Option(help="
     """Fetch today's arXiv listing for a category and ingest it."""
     from newsletter.sources.fetch import fetch_arxiv_listing
 
-    _ingest_fetched(ctx, lambda: fetch_arxiv_listing(category))
+    _ingest_fetched(ctx, f"arxiv:{category}", lambda: fetch_arxiv_listing(category))

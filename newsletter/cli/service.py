@@ -28,12 +28,22 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
             subscriber = loaded_subscribers(config, quiet=True).find(email)
             return builder.edition(subscriber, day) if subscriber else None
 
+        def recorded_edition(email: str, day: date):
+            subscriber = loaded_subscribers(config, quiet=True).find(email)
+            built = builder.recorded(subscriber, day) if subscriber else None
+            return built[0] if built else None
+
+        def list_editions(email: str):
+            return [(entry.edition_date, entry.subject) for entry in store.editions_of(email) if entry.state == "sent"]
+
         web = create_app(
             list_subscribers=lambda: loaded_subscribers(config).subscribers,
             build_edition=build_edition,
             suppress=lambda email: store.suppress(email, reason="one-click unsubscribe"),
             secret_key=builder.key,
             preview=preview,
+            recorded_edition=recorded_edition,
+            list_editions=list_editions,
         )
         what = "preview" if preview else "unsubscribe endpoint"
         err.print(f"Serving the {what} on http://{host}:{port}/ (Ctrl-C to stop)", markup=False)
@@ -55,7 +65,8 @@ def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption
 
 @app.command()
 def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
-    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url."""
+    """Serve the public pages under [newsletter] base_url: one-click unsubscribe (RFC 8058),
+    "View in browser" (/view/DATE) and "Past editions" (/archive), each behind a signed link."""
     serve_app(ctx.obj.config(), host, port, preview=False)
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from urllib.parse import quote_plus
 
 from newsletter.models import Paper
-from newsletter.sources.hf_api import PAPER_URL
 
 MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 DATE_LINE = re.compile(r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{1,2})(?:, (\d{4}))?(?: (\d+))?")
@@ -82,9 +80,8 @@ def parse(
 
 
 def _paper(title: str, abstract: str) -> Paper:
-    # the dump has no paper links; the Hugging Face search for the title finds the paper page
-    url = PAPER_URL.format("").rstrip("/") + "?q=" + quote_plus(" ".join(title.split()))
-    return Paper.create(title, abstract=abstract, url=url, sources=["hf-page"])
+    # the dump has no paper links, and a search is not the paper: no link until a source with the id joins it
+    return Paper.create(title, abstract=abstract, sources=["hf-page"])
 
 
 def _skip_furniture(lines: list[tuple[int, str]]) -> tuple[int, tuple[int, int] | None]:

@@ -1,13 +1,14 @@
 """The paper store and the delivery ledger. All SQL lives in this package (SQLAlchemy Core).
 
 One module per table family: `schema` (tables, versions), `engine` (opening,
-migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims)
-and `suppressions`. `Store` puts them together behind plain methods.
+migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims),
+`suppressions`, `summaries` and `fetches`. `Store` puts them together behind plain methods.
 """
 
 from __future__ import annotations
 
 from newsletter.store.engine import StoreBase, engine_url
+from newsletter.store.fetches import FetchesMixin, FetchStatus
 from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
@@ -18,11 +19,13 @@ from newsletter.store.schema import (
     sent_papers_table,
     suppressions_table,
 )
+from newsletter.store.summaries import SummariesMixin
 from newsletter.store.suppressions import SuppressionsMixin
 
 __all__ = [
     "LEDGER_STATES",
     "SCHEMA_VERSION",
+    "FetchStatus",
     "IngestStats",
     "LedgerEntry",
     "PaperSet",
@@ -38,5 +41,5 @@ __all__ = [
 ]
 
 
-class Store(PapersMixin, LedgerMixin, SuppressionsMixin, StoreBase):
-    """Papers, the delivery ledger and the suppression list, behind plain methods."""
+class Store(PapersMixin, LedgerMixin, SuppressionsMixin, SummariesMixin, FetchesMixin, StoreBase):
+    """Papers, the delivery ledger, the suppression list, stored summaries and fetch records, behind plain methods."""

@@ -221,3 +221,14 @@ class LedgerMixin:
                 for email, paper_id in conn.execute(query):
                     found.setdefault(email, set()).add(paper_id)
         return found
+
+    def editions_of(self, email: str, *, before: date | None = None, limit: int | None = None) -> list[LedgerEntry]:
+        """One subscriber's ledger rows, newest first (those dated before `before`, if given): the archive."""
+        table = deliveries_table
+        query = select(table).where(table.c.subscriber_email == email).order_by(table.c.edition_date.desc())
+        if before is not None:
+            query = query.where(table.c.edition_date < before)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_ledger_from_row(row) for row in conn.execute(query)]

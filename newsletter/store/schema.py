@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone
 from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -76,6 +76,27 @@ suppressions_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# schema 3: one-sentence TL;DRs, made once per paper (newsletter/summaries.py)
+summaries_table = Table(
+    "summaries",
+    metadata,
+    Column("paper_id", String, primary_key=True),
+    Column("summary", Text, nullable=False),
+    Column("model", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# schema 3: how each `[sources] fetch` entry last went, so an empty day can say "fetching failed since …"
+fetch_status_table = Table(
+    "fetch_status",
+    metadata,
+    Column("source", String, primary_key=True),
+    Column("last_ok_at", DateTime(timezone=True)),
+    Column("failing_since", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 
 # PostgreSQL only; SQLite keeps the version in PRAGMA user_version
 schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
@@ -121,6 +142,12 @@ def _upgrade_to_2(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} ADD COLUMN {column.name} {kind}")
 
 
+def _upgrade_to_3(conn: Connection) -> None:
+    """Schema 3: the summaries and fetch_status tables."""
+    summaries_table.create(conn, checkfirst=True)
+    fetch_status_table.create(conn, checkfirst=True)
+
+
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
-_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3}
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
