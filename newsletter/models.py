@@ -100,6 +100,7 @@ class Subscriber(BaseModel):
     name: str = ""
     timezone: str = "UTC"
     send_at: time = time(7, 30)
+    frequency: Frequency = "daily"
     days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
     mode: Mode = "trending"
     keywords: list[str] = Field(default_factory=list, validate_default=True)
@@ -109,7 +110,6 @@ class Subscriber(BaseModel):
     trending_share: float = Field(default=0.3, ge=0.0, le=1.0)
     template: str = "digest"
     active: bool = True
-    frequency: Frequency = "daily"
     authors: list[str] = Field(default_factory=list)
     # what a day with nothing to send does: skip it, or send a short note saying why; None: `[schedule] skip_empty`
     empty: Literal["skip", "note"] | None = None
@@ -122,13 +122,17 @@ class Subscriber(BaseModel):
             raise ValueError("an author name is empty")
         return names
 
+    @field_validator("days")
+    @classmethod
+    def _weekly_has_one_day(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("frequency") == "weekly" and len(value) != 1:
+            raise ValueError(f'frequency "weekly" needs exactly one day, e.g. days = ["mon"] (got {value})')
+        return value
+
     @model_validator(mode="after")
-    def _weekly_has_one_day(self) -> "Subscriber":
-        if self.frequency == "weekly" and len(self.days) != 1:
-            if "days" not in self.model_fields_set:
-                object.__setattr__(self, "days", ["mon"])  # the default week starts on Monday
-            else:
-                raise ValueError(f'frequency "weekly" needs exactly one day in days, e.g. days = ["mon"] (got {self.days})')
+    def _weekly_default_day(self) -> "Subscriber":
+        if self.frequency == "weekly" and "days" not in self.model_fields_set:
+            object.__setattr__(self, "days", ["mon"])  # a weekly edition without days comes on Mondays
         return self
 
     @property

@@ -89,7 +89,8 @@ class ScheduleSettings:
       older ones are logged and skipped.
     - misfire_grace_time: seconds a job may start late and still run (APScheduler's
       default of 1 s would silently drop a digest after a suspend or a busy minute).
-    - skip_empty: read by the pipeline (no picks, no email); the scheduler only carries it.
+    - skip_empty: read by the pipeline (no picks: no email, or with False a note for subscribers
+      without their own `empty`); the scheduler only carries it.
     - shutdown_timeout: seconds SIGTERM waits for the sends in flight.
     - reload_interval: how often the subscriber files are re-read.
     """

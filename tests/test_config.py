@@ -58,6 +58,10 @@ def test_db_override(tmp_path: Path):
         ("[store]\npaht = 'x.db'\n", "config.toml: store.paht: unknown key"),
         ('[delivery]\nbackend = "smtp"\n[delivery.smtp]\nport = "many"\n', "config.toml: delivery.smtp.port: "),
         ("[schedule]\ncatch_up_hours = -1\n", "config.toml: schedule.catch_up_hours: "),
+        ('accent_color = "blue"\n', 'config.toml: newsletter.accent_color: expected a colour like "#0b57d0"'),
+        ('logo_url = "javascript:alert(1)"\n', "config.toml: newsletter.logo_url: expected an http(s) URL of an image"),
+        ('[summaries]\nendpoint = "http://127.0.0.1:8080/v1"\n', "config.toml: summaries: model: name the model"),
+        ('[summaries]\nendpoint = "ftp://x"\nmodel = "m"\n', "config.toml: summaries.endpoint: expected an http(s) URL"),
         (
             '[delivery]\nbackend = "smtp"\n[delivery.smtp]\nhost = "smtp.example.org"\nusername = "me"\n'
             'password_env = "SMTP_PASSWORD"\n',
@@ -100,6 +104,11 @@ SUBSCRIBER = 'email = "{email}"\nname = "N"\ntimezone = "Europe/Berlin"\nsend_at
         (SUBSCRIBER.replace('"07:30"', '"7.30"'), "subscribers/ada.toml: send_at: "),
         (SUBSCRIBER + "colour = 'blue'\n", "subscribers/ada.toml: colour: unknown key"),
         (SUBSCRIBER.replace('mode = "keywords"', 'mode = "keywords'), "subscribers/ada.toml:5: "),
+        (SUBSCRIBER + 'frequency = "weekly"\ndays = ["mon", "fri"]\n',
+         'subscribers/ada.toml: days: frequency "weekly" needs exactly one day, e.g. days = ["mon"]'),
+        (SUBSCRIBER + 'frequency = "monthly"\n', "subscribers/ada.toml: frequency: Input should be 'daily' or 'weekly'"),
+        (SUBSCRIBER + 'empty = "explain"\n', "subscribers/ada.toml: empty: Input should be 'skip' or 'note'"),
+        (SUBSCRIBER + 'authors = ["Yann LeCun", " "]\n', "subscribers/ada.toml: authors: an author name is empty"),
     ],
 )
 def test_each_subscriber_problem_is_reported_and_the_rest_load(tmp_path: Path, text: str, expected: str):

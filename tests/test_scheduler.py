@@ -195,6 +195,25 @@ def test_weekdays_only_group_skips_the_weekend():
     ]
 
 
+def test_a_weekly_subscriber_is_scheduled_on_its_one_day():
+    weekly = Subscriber(email="w@example.org", timezone="Europe/Berlin", send_at="07:30", frequency="weekly", days=["mon"])
+    monday_default = Subscriber(email="m@example.org", timezone="Europe/Berlin", send_at="07:30", frequency="weekly")
+    daily = Subscriber(email="d@example.org", timezone="Europe/Berlin", send_at="07:30")
+    groups = group_subscribers([weekly, monday_default, daily])
+    assert [(g.days, g.emails) for g in groups] == [
+        (("mon",), ("w@example.org", "m@example.org")),
+        (tuple(EVERY_DAY), ("d@example.org",)),
+    ]
+    fires = next_fire_times(groups[0], datetime(2026, 11, 24, 12, tzinfo=UTC), 4)  # a Tuesday
+    assert [f.astimezone(BERLIN).strftime("%a %d %H:%M") for f in fires] == [
+        "Mon 30 07:30", "Mon 07 07:30", "Mon 14 07:30", "Mon 21 07:30",
+    ]
+    wednesday = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    assert last_fire_time(groups[0], wednesday).astimezone(BERLIN).strftime("%a %d %H:%M") == "Mon 30 07:30"
+    with pytest.raises(ValueError, match='needs exactly one day'):
+        Subscriber(email="x@example.org", frequency="weekly", days=["mon", "thu"])
+
+
 @pytest.mark.parametrize(
     "g",
     [
