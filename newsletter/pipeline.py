@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
+from newsletter.dkim_signing import Signer
 from newsletter.links import archive_url, view_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
@@ -75,6 +76,7 @@ class EditionBuilder:
         )
         self.summariser = Summariser(config.model.summaries, store)
         self._indexes: dict[tuple[date, int, bool], PaperIndex] = {}
+        self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int, *, weekly: bool = False) -> PaperIndex:
         """The papers an edition dated `day` may pick from, indexed once per (date, age window, cadence).
@@ -109,11 +111,13 @@ class EditionBuilder:
         self, subscriber: Subscriber, day: date, picks: list[Pick], *, note: EmptyNote | None = None,
         make_summaries: bool = True,
     ) -> tuple[Edition, bytes]:
-        """Render one edition and serialise it as an RFC 5322 message.
+        """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
 
+        Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         With `make_summaries` False (the web pages) only stored TL;DRs are used, never the endpoint.
         """
-        base = self.config.newsletter.base_url
+        newsletter = self.config.newsletter
+        base = newsletter.base_url
         link = unsubscribe_url(base, subscriber.email, self.key)
         summaries = self.summariser.summaries([pick.paper for pick in picks], make=make_summaries) if picks else {}
         rendered: RenderedEdition = self.renderer.render(
@@ -132,7 +136,13 @@ class EditionBuilder:
             text=rendered.text,
             message_id=message_id,
             unsubscribe_url=link,
+            list_name=newsletter.name,
+            list_id=newsletter.list_identifier,
+            unsubscribe_mailto=newsletter.unsubscribe_mailto,
+            feedback_id=newsletter.feedback_id,
         )
+        if self.signer is not None:
+            data = self.signer.sign(data)
         edition = Edition(subscriber, day, picks, rendered.subject, rendered.html, rendered.text, message_id)
         return edition, data
 
