@@ -375,3 +375,20 @@ def test_summaries_fall_back_to_the_cut_abstract_when_the_endpoint_is_down(tmp_p
     assert "Paper number 3 is what we study. It works well." in html and "TL;DR" not in html
     assert "A third sentence" not in html
     assert result.returncode == 0
+
+
+def test_a_ten_paper_edition_fits_a_phone_in_headless_chromium(tmp_path):
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        pytest.skip("chromium not installed: apt-get install chromium chromium-driver")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import edition_size
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    html = edition_size.edition_html()
+    found = edition_size.heights(html, tmp_path)
+    assert found[600][1] == 600 and found[320][1] == 320  # no sideways scrolling at either width
+    assert found[320][0] < 5000 and found[600][0] < 3500  # the layout before this one: 3,854 and 5,991 px
+    assert (tmp_path / "edition-320.png").stat().st_size > 10_000
