@@ -70,6 +70,29 @@ class RenderedEdition:
     count: int = 0
 
 
+def template_names(templates_dir: Path | None) -> list[str]:
+    """The templates a subscriber's `template` may name: the `<name>.mjml` files in `templates_dir`
+    and the built-in folder that hold a whole `<mjml>` document (not a part such as `paper.mjml`)."""
+    names = set()
+    for directory in ([Path(templates_dir)] if templates_dir else []) + [BUILTIN_TEMPLATES]:
+        for path in directory.glob("*.mjml"):
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(4096)
+            except OSError:
+                continue
+            if b"<mjml" in head and TEMPLATE_NAME.fullmatch(path.stem):
+                names.add(path.stem)
+    return sorted(names)
+
+
+def unknown_template(name: str, names: list[str]) -> str | None:
+    """The problem with a subscriber's `template = name`, or None when `names` has it."""
+    if name in names:
+        return None
+    return f"no template {name!r} (have: {', '.join(names) or 'none'})"
+
+
 def format_date(day: date) -> str:
     """`25 Nov 2026`, the same in every locale."""
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
@@ -188,6 +211,14 @@ class Renderer:
         except jinja2.TemplateError as error:
             raise TemplateError(f"template {name!r}: {error}") from None
         return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
+
+    def check(self, name: str) -> str | None:
+        """None when template `name` is found and compiles, else the problem (naming the file)."""
+        try:
+            self._template(name)
+        except TemplateError as error:
+            return str(error)
+        return None
 
     def context(
         self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None

@@ -17,6 +17,7 @@ from newsletter.cli.common import (
     RateColumn,
     app,
     builder_for,
+    cell,
     err,
     fail,
     find_subscriber,
@@ -54,9 +55,9 @@ def select_cmd(
     if not picks:
         out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
         return
-    table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
+    table = Table("#", "score", "title", "why", title=cell(f"{sub.email} · {edition_day}"))
     for n, pick in enumerate(picks, 1):
-        table.add_row(str(n), f"{pick.score:.3f}", pick.paper.title, "; ".join(pick.reasons))
+        table.add_row(str(n), f"{pick.score:.3f}", cell(pick.paper.title), cell("; ".join(pick.reasons), None))
     out.print(table)
 
 
@@ -131,8 +132,8 @@ def send(
             enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
             return
         total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
+        columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left", markup=False),
                    RateColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("editions", total=total, sent=0, failed=0)
@@ -231,6 +232,6 @@ def status(
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]
-        jobs.add_row(job["job"], job["next_run_utc"], group)
+        jobs.add_row(job["job"], job["next_run_utc"], cell(group))
     out.print(jobs)
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from newsletter.app import ingest_paths
-from newsletter.cli.common import app, err, fail, fetch_app, open_store, out, paper_json, parse_day, warn
+from newsletter.cli.common import app, cell, err, fail, fetch_app, open_store, out, paper_json, parse_day, warn
 from newsletter.config import display_path
 from newsletter.sources import FORMATS
 
@@ -38,7 +38,7 @@ def ingest(
                                on_warning=warn)
     table = Table("file", "format", "parsed", "new", "updated", "skipped", "warnings", title="Ingest")
     for parsed, stats in results:
-        table.add_row(display_path(Path(parsed.path)), parsed.format, str(stats.parsed), str(stats.new),
+        table.add_row(cell(display_path(Path(parsed.path))), parsed.format, str(stats.parsed), str(stats.new),
                       str(stats.updated), str(stats.unchanged), str(len(parsed.warnings)))
     out.print(table)
     if any(not parsed.papers for parsed, _ in results):
@@ -63,7 +63,7 @@ def papers(
         return
     table = Table("published", "upvotes", "id", "title", title=f"{len(found)} papers")
     for paper in found:
-        table.add_row(str(paper.published or ""), "" if paper.upvotes is None else str(paper.upvotes), paper.id, paper.title)
+        table.add_row(str(paper.published or ""), "" if paper.upvotes is None else str(paper.upvotes), cell(paper.id), cell(paper.title))
     out.print(table)
 
 
