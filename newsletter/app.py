@@ -53,7 +53,7 @@ def fetch_sources(config: Config, store: Store):
         for warning in parsed.warnings:
             logging.getLogger("newsletter.fetch").warning(warning)
         stats.sent += store.add_papers(parsed.papers).parsed if parsed.papers else 0
-        stats.skipped += len(parsed.warnings)
+        stats.skipped += parsed.warning_count
     return stats
 
 

@@ -126,8 +126,9 @@ def send(
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
             new = sum(stats.new for _, stats in results)
-            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
-                      f"{store.count_papers()} in the store")
+            warnings = sum(parsed.warning_count for parsed, _ in results)
+            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new"
+                      f"{f', {warnings:,} warnings' if warnings else ''}); {store.count_papers()} in the store")
         if executor == "celery":
             enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
             return

@@ -13,7 +13,7 @@ from rich.table import Table
 from newsletter.app import ingest_paths
 from newsletter.cli.common import app, cell, err, fail, fetch_app, open_store, out, paper_json, parse_day, warn
 from newsletter.config import display_path
-from newsletter.sources import FORMATS
+from newsletter.sources import FORMATS, MAX_WARNINGS
 
 
 @app.command()
@@ -39,8 +39,12 @@ def ingest(
     table = Table("file", "format", "parsed", "new", "updated", "skipped", "warnings", title="Ingest")
     for parsed, stats in results:
         table.add_row(cell(display_path(Path(parsed.path))), parsed.format, str(stats.parsed), str(stats.new),
-                      str(stats.updated), str(stats.unchanged), str(len(parsed.warnings)))
+                      str(stats.updated), str(stats.unchanged), f"{parsed.warning_count:,}")
     out.print(table)
+    warnings = sum(parsed.warning_count for parsed, _ in results)
+    if warnings:
+        out.print(f"{warnings:,} warning{'s' if warnings != 1 else ''} in {sum(1 for p, _ in results if p.warnings)} of "
+                  f"{len(results)} files (at most {MAX_WARNINGS} shown per file)")
     if any(not parsed.papers for parsed, _ in results):
         raise typer.Exit(1)
 
