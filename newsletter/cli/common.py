@@ -80,18 +80,38 @@ def fail(problems: list[str] | str, code: int = 1):
 
 
 @contextmanager
-def open_store(config: Config) -> Iterator[Store]:
+def open_store(config: Config, *, read_only: bool = False) -> Iterator[Store]:
+    """The store for one command; `read_only` for commands that only look (they work on a read-only file
+    or volume and never migrate). A damaged, empty or read-only store is one line and exit 2, not a traceback."""
+    from newsletter.store.engine import StoreError, sqlite_file, store_problem
+
+    url, path = config.store_url, sqlite_file(config.store_url)
+    if read_only and path is not None and not path.exists():
+        warn(f"{path}: no store yet (nothing ingested or sent); showing an empty one")
+        url = "sqlite://"
     try:
-        store = Store(config.store_url)
+        store = Store(url, read_only=read_only and url != "sqlite://")
+    except StoreError as error:
+        fail(str(error), code=2)
     except Exception as error:  # a store that cannot be opened is a user-facing problem, not a traceback
         from sqlalchemy.engine import make_url
 
         shown = make_url(config.store_url).render_as_string(hide_password=True)
-        fail(f"{shown}: cannot open the store: {error}", code=2)
+        fail(store_problem(config.store_url, error) or f"{shown}: cannot open the store: {_first_line(error)}", code=2)
     try:
         yield store
+    except Exception as error:
+        problem = store_problem(config.store_url, error)
+        if problem is None:
+            raise
+        fail(problem, code=2)
     finally:
         store.close()
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's message without SQLAlchemy's SQL echo and background link."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def report_subscriber_problems(loaded: SubscriberList) -> None:

@@ -45,7 +45,7 @@ def select_cmd(
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
     edition_day = parse_day(day) or local_today(sub)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         picks = builder_for(config, store).select(sub, edition_day)
     if as_json:
         print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
@@ -211,7 +211,7 @@ def status(
     """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
     config = ctx.obj.config()
     edition_day = parse_day(day)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         counts = store.ledger_counts(edition_day)
         failed = store.ledger_rows(edition_date=edition_day, state="failed")
         review = store.ledger_rows(edition_date=edition_day, state="review")

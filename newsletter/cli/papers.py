@@ -59,7 +59,7 @@ def papers(
 ) -> None:
     """List the papers in the store, newest first."""
     config = ctx.obj.config()
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         found = store.papers(since=parse_day(since, "--since"), limit=limit)
     if as_json:
         for paper in found:

@@ -42,7 +42,7 @@ def subscribers_list(ctx: typer.Context) -> None:
     """Show the subscribers as a table (email, mode, time zone, send time, active)."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         suppressed = store.suppressed()
     table = Table("email", "mode", "time zone", "send at", "days", "active", title=f"{len(loaded.subscribers)} subscribers")
     for s in loaded.subscribers:
