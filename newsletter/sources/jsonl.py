@@ -36,11 +36,11 @@ def parse(text: str, *, name: str) -> tuple[list[Paper], list[str]]:
 def _parse(text: str, name: str) -> tuple[list[Paper], list[str]]:
     papers: list[Paper] = []
     warnings = Warnings()
-    decode = json.JSONDecoder().decode
+    decode, shown = json.JSONDecoder().decode, warnings.limit
     for number, line in enumerate(text.split("\n"), 1):
         if not line or line.isspace():
             continue
-        if warnings.full:
+        if len(warnings) >= shown:
             # past the warnings that are shown, a line that cannot be one JSON object is only
             # counted: the decoder's exception costs more than the parse of a good line
             stripped = line.strip()

@@ -31,11 +31,6 @@ class Warnings(list):
         self.more += getattr(warnings, "more", 0)
 
     @property
-    def full(self) -> bool:
-        """Whether a further warning would only be counted (a parser may then skip the costly diagnosis)."""
-        return len(self) >= self.limit
-
-    @property
     def total(self) -> int:
         return len(self) + self.more
 
