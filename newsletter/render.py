@@ -22,6 +22,7 @@ import jinja2
 import mjml
 
 from newsletter import mjml_source
+from newsletter.display import ABSTRACT_CHARS, AUTHOR_CHARS, LINK_CHARS, NAME_CHARS, ORGANIZATION_CHARS, SUBJECT_CHARS, TITLE_CHARS, shown
 from newsletter.keywords import parse_keywords
 from newsletter.models import Pick, Subscriber
 
@@ -39,6 +40,8 @@ SUMMARY_SENTENCES = 2
 SUMMARY_CHARS = 260
 TOP_TITLE_CHARS = 70
 PREHEADER_CHARS = 140
+TOPICS_CHARS = 120   # the topics in the subject and headline
+WHY_CHARS = 500      # a pick's reasons, and the footer's "you get this because"
 TEXT_WIDTH = 76
 ACCENT = "#0b57d0"
 HF_PAPER = "https://huggingface.co/papers/{}"
@@ -93,6 +96,29 @@ class EmptyNote:
     reasons: tuple[str, ...]
 
 
+def template_names(templates_dir: Path | None) -> list[str]:
+    """The templates a subscriber's `template` may name: the `<name>.mjml` files in `templates_dir`
+    and the built-in folder that hold a whole `<mjml>` document (not a part such as `paper.mjml`)."""
+    names = set()
+    for directory in ([Path(templates_dir)] if templates_dir else []) + [BUILTIN_TEMPLATES]:
+        for path in directory.glob("*.mjml"):
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(4096)
+            except OSError:
+                continue
+            if b"<mjml" in head and TEMPLATE_NAME.fullmatch(path.stem):
+                names.add(path.stem)
+    return sorted(names)
+
+
+def unknown_template(name: str, names: list[str]) -> str | None:
+    """The problem with a subscriber's `template = name`, or None when `names` has it."""
+    if name in names:
+        return None
+    return f"no template {name!r} (have: {', '.join(names) or 'none'})"
+
+
 def format_date(day: date) -> str:
     """`25 Nov 2026`, the same in every locale."""
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
@@ -126,14 +152,16 @@ def shorten(text: str, limit: int) -> str:
 
 
 def byline(authors: list[str], author_count: int | None, organization: str | None) -> str:
-    """`A, B, C et al. · Org`; `12 authors` when only the count is known; empty when nothing is."""
+    """`A, B, C et al. · Org`; `12 authors` when only the count is known; empty when nothing is.
+
+    Each name and the organisation are cut for display (see `newsletter.display`)."""
     if authors:
-        people = ", ".join(authors[:3]) + (" et al." if len(authors) > 3 else "")
+        people = ", ".join(shown(a, AUTHOR_CHARS) for a in authors[:3]) + (" et al." if len(authors) > 3 else "")
     elif author_count:
         people = f"{author_count} author{'s' if author_count != 1 else ''}"
     else:
         people = ""
-    return " · ".join(part for part in (people, organization or "") if part)
+    return " · ".join(part for part in (people, shown(organization, ORGANIZATION_CHARS)) if part)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -159,12 +187,12 @@ def cut_summary(text: str, sentences: int = SUMMARY_SENTENCES, limit: int = SUMM
 
 
 def safe_link(url: str) -> str:
-    """The url if it is http(s) and names a paper, else empty.
+    """The url if it is http(s), of a sane length and names a paper, else empty.
 
-    A feed cannot slip a `javascript:` link into a mail, and a search page (older
-    page dumps stored a Hugging Face search for the title) is not dressed up as the paper.
+    A feed cannot slip a `javascript:` link, or a megabyte of one, into a mail, and a search
+    page (older page dumps stored a Hugging Face search for the title) is not dressed up as the paper.
     """
-    if not url.startswith(("https://", "http://")):
+    if not (url.startswith(("https://", "http://")) and len(url) <= LINK_CHARS and shown(url) == url):
         return ""
     parts = urlsplit(url)
     if parts.path.rstrip("/") in ("/papers", "/search") and "q=" in parts.query:
@@ -242,13 +270,14 @@ class Item:
     def of(cls, number: int, pick: Pick, tldr: str | None = None) -> "Item":
         """The view of the `number`th pick; `tldr` is its stored summary, if any."""
         paper = pick.paper
-        summary, cut = cut_summary(paper.abstract or "")
+        summary, cut = cut_summary(shown(paper.abstract, ABSTRACT_CHARS))
+        cut = cut or len(paper.abstract or "") > ABSTRACT_CHARS
         if tldr:
-            summary, cut = tldr, bool(paper.abstract)
+            summary, cut = shown(tldr, ABSTRACT_CHARS), bool(paper.abstract)
         arxiv = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else ""
         return cls(
             number=number,
-            title=paper.title,
+            title=shown(paper.title, TITLE_CHARS),
             link=arxiv or safe_link(paper.url or ""),
             arxiv_url=arxiv,
             hf_url=HF_PAPER.format(paper.arxiv_id) if paper.arxiv_id else "",
@@ -258,7 +287,7 @@ class Item:
             summary=summary,
             tldr=bool(tldr),
             cut=cut,
-            why="; ".join(pick.reasons),
+            why=shown("; ".join(pick.reasons), WHY_CHARS),
             followed=any(reason.endswith("whom you follow") for reason in pick.reasons),
         )
 
@@ -312,6 +341,14 @@ class Renderer:
             raise TemplateError(f"template {name!r}: {error}") from None
         return RenderedEdition(subject=context["subject"], html=html, text=wrap_text(text), count=len(picks))
 
+    def check(self, name: str) -> str | None:
+        """None when template `name` is found and compiles, else the problem (naming the file)."""
+        try:
+            self._template(name)
+        except TemplateError as error:
+            return str(error)
+        return None
+
     def context(
         self,
         subscriber: Subscriber,
@@ -329,15 +366,16 @@ class Renderer:
         settings = self.settings
         count = len(picks)
         wanted = keywords(subscriber)
-        topic_text = ", ".join(wanted[:3]) or "trending papers"
+        topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or "trending papers"
         date_label = format_date(day)
         weekly = subscriber.weekly
         period = "this week" if weekly else "today"
+        name = shown(subscriber.name, NAME_CHARS).strip()
         if settings.subject:
             more = max(count - 1, 0)
             top = shorten(picks[0].paper.title, TOP_TITLE_CHARS) if picks else ""
             subject = settings.subject.format(
-                count=count, topics=topic_text, date=date_label, day=short_date(day), name=subscriber.name,
+                count=count, topics=topic_text, date=date_label, day=short_date(day), name=name,
                 top=top, more=more, period=period,
             )
         else:
@@ -362,11 +400,11 @@ class Renderer:
                     "here is what's new, best matches first." if wanted else "here is what's trending."))
         else:
             intro = "there is nothing to send you " + period + "."
-        first_name = subscriber.first_name
+        first_name = shown(subscriber.first_name, NAME_CHARS)
         summaries = summaries or {}
         return {
             "lang": settings.language,
-            "subject": " ".join(subject.split()),
+            "subject": shown(" ".join(subject.split()), SUBJECT_CHARS),
             "newsletter_name": settings.newsletter_name,
             "base_url": settings.base_url,
             "address": settings.address,
@@ -382,13 +420,13 @@ class Renderer:
             "first_name": first_name,
             "intro": intro,
             "note": list(note.reasons) if note else [],
-            "preheader": preheader([pick.paper.title for pick in picks[:3]]) if picks else (
+            "preheader": preheader([shown(pick.paper.title, PREHEADER_CHARS) for pick in picks[:3]]) if picks else (
                 " ".join(note.reasons) if note else headline),
             "items": [Item.of(number, pick, summaries.get(pick.paper.id)) for number, pick in enumerate(picks, 1)],
-            "why_you_get_this": f"You get this email because {subscriber.email} subscribed to "
-            f"{settings.newsletter_name} for {reason}.",
+            "why_you_get_this": shown(f"You get this email because {subscriber.email} subscribed to "
+                                      f"{settings.newsletter_name} for {reason}.", WHY_CHARS),
             "email": subscriber.email,
-            "name": subscriber.name,
+            "name": name,
             "unsubscribe_url": unsubscribe_url,
             "profile_url": profile_url,
             "view_url": view_url,
