@@ -17,6 +17,23 @@ from newsletter.sources import ParseResult, parse_file
 from newsletter.store import IngestStats, Store
 
 
+def base_url_warning(config: Config) -> str | None:
+    """A warning when real mail would carry unsubscribe links readers cannot reach (not https, or a local host)."""
+    from urllib.parse import urlsplit
+
+    from newsletter.delivery import get_backend_class
+    from newsletter.preview import is_loopback
+
+    if not get_backend_class(config.delivery.backend).real_mail:
+        return None
+    url = config.newsletter.base_url
+    parts = urlsplit(url)
+    if parts.scheme == "https" and not is_loopback(parts.hostname or "") and parts.hostname != "0.0.0.0":
+        return None
+    return (f"{display_path(config.path)}: newsletter.base_url: {url!r} is not a public https URL: the unsubscribe "
+            f"links in real mail will not work for readers (put `newsletter serve` behind https and set base_url to it)")
+
+
 def ingest_paths(
     store: Store, paths: list[Path], *, format: str, page_date: date | None, on_warning: Callable[[str], None]
 ) -> list[tuple[ParseResult, IngestStats]]:

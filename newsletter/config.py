@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from newsletter.models import Subscriber
 
 DEFAULT_CONFIG = Path("config.toml")
-INSECURE_DEV_KEY = b"newsletter-insecure-development-key"
+INSECURE_DEV_KEY = b"newsletter-insecure-development-key"  # only for backends that deliver no real mail, and the preview
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # an environment variable's name; a password rarely looks like one
 
 
 class ConfigError(Exception):
@@ -289,6 +290,11 @@ def _check_backend(config: Config, shown: str) -> None:
     from newsletter.delivery import UnknownBackend, get_backend_class
 
     name = config.delivery.backend
+    for table, options in (config.delivery.model_extra or {}).items():  # a password pasted into any backend's table
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            if key.endswith("_env") and isinstance(value, str) and not ENV_NAME.fullmatch(value):
+                raise ConfigError([f"{shown}: delivery.{table}.{key}: must be the name of an environment variable "
+                                   "(upper case, e.g. SMTP_PASSWORD), not the secret itself"])
     try:
         backend_class = get_backend_class(name)
     except UnknownBackend as error:

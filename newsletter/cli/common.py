@@ -157,11 +157,11 @@ def builder_for(config: Config, store: Store):
 
 
 
-def require_signing_key(config: Config) -> None:
-    """Exit 2 now, before any work, when the unsubscribe key a long-running process needs is missing."""
+def require_signing_key(config: Config, *, public: bool = False) -> None:
+    """Exit 2 now, before any work, when the unsubscribe key is missing and real mail (or `public`, the endpoint) needs it."""
     from newsletter.pipeline import MissingSecret, signing_key
 
     try:
-        signing_key(config)
+        signing_key(config, public=public)
     except MissingSecret as error:
         fail(str(error), code=2)

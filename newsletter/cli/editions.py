@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from newsletter.app import ingest_paths, make_service
+from newsletter.app import base_url_warning, ingest_paths, make_service
 from newsletter.cli.common import (
     DateOption,
     RateColumn,
@@ -25,6 +25,7 @@ from newsletter.cli.common import (
     out,
     paper_json,
     parse_day,
+    require_signing_key,
     warn,
 )
 from newsletter.config import Config, display_path
@@ -111,6 +112,10 @@ def send(
     from newsletter.pipeline import MissingSecret, run_edition
 
     config = ctx.obj.config()
+    if not dry_run:
+        require_signing_key(config)
+    if warning := base_url_warning(config):
+        warn(warning)
     edition_day = parse_day(day)
     executor = workers or config.delivery.executor
     if executor not in ("local", "celery"):
@@ -191,11 +196,13 @@ def print_summary(config: Config, summary) -> None:
         err.print(f"failed: {email}: {reply}", markup=False)
     for email in summary.empty if summary.skip_empty else ():
         out.print(f"{email}: no new papers, no email today", markup=False)
-    if summary.sent and config.delivery.backend in ("file", "mbox"):
-        options = config.delivery.backend_options
-        where = options.get("dir", "outbox") if config.delivery.backend == "file" else options.get("path", "outbox.mbox")
+    if summary.sent:
+        from newsletter.delivery import create_backend
+
+        backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
         plural = "" if summary.sent == 1 else "s"
-        out.print(f"Wrote {summary.sent} email{plural} to {display_path(config.resolve(where))}", markup=False)
+        verb = "Sent" if backend.real_mail else "Wrote"
+        out.print(f"{verb} {summary.sent} email{plural} to {backend.destination()}", markup=False)
     elif not summary.sent and not summary.dry_run and summary.already_sent:
         out.print("Nothing new to send: every due edition is already in the ledger.")
 

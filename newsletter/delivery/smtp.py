@@ -20,7 +20,6 @@ import heapq
 import logging
 import os
 import random
-import re
 import smtplib
 import socket
 import ssl
@@ -33,12 +32,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from newsletter.config import ENV_NAME
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
 
 log = logging.getLogger(__name__)
 
 IDLE_PROBE_SECONDS = 5.0  # a connection idle longer than this gets a NOOP before reuse
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SMTPSettings(BackendSettings):
@@ -61,7 +60,10 @@ class SMTPSettings(BackendSettings):
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.fullmatch(value):
-            raise ValueError("must be the name of an environment variable holding the password, not the password")
+            raise ValueError(
+                "must be the name of an environment variable holding the password (upper case, e.g. SMTP_PASSWORD), "
+                "not the password itself"
+            )
         return value
 
     @model_validator(mode="after")
@@ -186,6 +188,10 @@ class SMTPBackend(Backend):
         self._tls: ssl.SSLContext | None = None
         self._local_hostname: str | None = None
         self._limiter = RateLimiter(settings.rate_limit)
+
+    def destination(self) -> str:
+        security = {"none": "", "starttls": ", STARTTLS", "ssl": ", TLS"}[self.settings.security]
+        return f"{self.settings.host}:{self.settings.port} (SMTP{security})"
 
     # -- lifecycle -----------------------------------------------------------
 
