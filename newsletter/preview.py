@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import re
 from datetime import date
 from typing import Callable
@@ -26,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.delivery.smtp import is_loopback  # noqa: F401  (the CLI asks here: is a --host loopback?)
 from newsletter.models import Subscriber
 from newsletter.render import RenderedEdition, TemplateError
 from newsletter.unsubscribe import verify_token
@@ -203,16 +203,6 @@ def create_app(
 
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps a server reachable from this machine only."""
-    if host.strip("[]").lower() in LOOPBACK_NAMES or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(header: str) -> str:
