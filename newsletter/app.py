@@ -22,7 +22,7 @@ def base_url_warning(config: Config) -> str | None:
     from urllib.parse import urlsplit
 
     from newsletter.delivery import get_backend_class
-    from newsletter.preview import is_loopback
+    from newsletter.delivery.smtp import is_loopback
 
     if not get_backend_class(config.delivery.backend).real_mail:
         return None

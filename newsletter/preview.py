@@ -25,7 +25,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.delivery.smtp import is_loopback  # noqa: F401  (the CLI asks here: is a --host loopback?)
 from newsletter.models import Subscriber
 from newsletter.render import RenderedEdition, TemplateError
 from newsletter.unsubscribe import verify_token

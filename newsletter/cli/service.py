@@ -33,7 +33,8 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
     import uvicorn
 
     from newsletter.pipeline import EditionBuilder
-    from newsletter.preview import LOOPBACK_NAMES, create_app, is_loopback
+    from newsletter.delivery.smtp import is_loopback
+    from newsletter.preview import LOOPBACK_NAMES, create_app
 
     password = os.environ.get(PREVIEW_PASSWORD_ENV) or None
     guard: dict = {}
