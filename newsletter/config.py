@@ -311,34 +311,42 @@ class SubscriberList:
 
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)  # address -> the file it came from
+    missing_dir: bool = False
 
     def find(self, email: str) -> Subscriber | None:
         email = email.strip().lower()
         return next((s for s in self.subscribers if s.email == email), None)
 
 
-def load_subscribers(directory: Path) -> SubscriberList:
-    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
+def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
+    """One subscriber's fields, validated as a subscriber file is; ConfigError with `file: field: problem` lines."""
     from newsletter.keywords import parse_keywords
 
+    try:
+        subscriber = Subscriber.model_validate(data)
+        parse_keywords(list(subscriber.keywords))
+    except ValidationError as error:
+        raise ConfigError(validation_problems(shown, error)) from None
+    except ValueError as error:
+        raise ConfigError([f"{shown}: keywords: {error}"]) from None
+    return subscriber
+
+
+def load_subscribers(directory: Path) -> SubscriberList:
+    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
+        result.missing_dir = True
         return result
     first_file_of: dict[str, str] = {}
     for path in sorted(directory.glob("*.toml")):
         shown = display_path(path)
         try:
-            subscriber = Subscriber.model_validate(read_toml(path))
-            parse_keywords(list(subscriber.keywords))
+            subscriber = parse_subscriber(read_toml(path), shown)
         except ConfigError as error:
             result.problems.extend(error.problems)
-            continue
-        except ValidationError as error:
-            result.problems.extend(validation_problems(shown, error))
-            continue
-        except ValueError as error:
-            result.problems.append(f"{shown}: keywords: {error}")
             continue
         if subscriber.email in first_file_of:
             result.problems.append(
@@ -347,4 +355,5 @@ def load_subscribers(directory: Path) -> SubscriberList:
             continue
         first_file_of[subscriber.email] = shown
         result.subscribers.append(subscriber)
+        result.files[subscriber.email] = path
     return result

@@ -188,3 +188,124 @@ def test_serve_health_and_one_click(example_dir: Path):
         assert done.status_code == 200
     listed = run_cli("subscribers", "list", cwd=example_dir, env=env).stdout
     assert re.search(r"ada@example.org.*unsubscribed", listed)
+
+
+# -- from nothing to a dry run --------------------------------------------------------------------------------------
+
+
+def test_init_add_check_dry_run(tmp_path: Path):
+    assert run_cli("--version", cwd=tmp_path).stdout.strip() == "newsletter 0.1.0"
+    made = run_cli("init", "mysite", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    site = tmp_path / "mysite"
+    config = (site / "config.toml").read_text()
+    assert 'fetch = ["hf", "arxiv:cs.LG"]' in config and "\ninputs" not in config
+    assert (site / "subscribers").is_dir() and not list((site / "subscribers").iterdir())
+    for step in ("subscribers add", "base_url", "NEWSLETTER_SECRET", "DKIM", "starttls", "Going live"):
+        assert step in made.stdout
+    again = run_cli("init", "mysite", cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr and (site / "config.toml").read_text() == config
+
+    added = run_cli("subscribers", "add", "Ada@Example.org", "--name", 'Ada "A." Lovelace', "--timezone", "Europe/London",
+                    "--send-at", "07:30", "--days", "mon,tue,wed,thu,fri", "--keyword", "large language models",
+                    "--keyword", "-survey", "--max-items", "5", cwd=site)
+    assert added.returncode == 0, added.stderr
+    written = site / "subscribers" / "ada@example.org.toml"
+    assert 'mode = "keywords"' in written.read_text()
+    checked = run_cli("subscribers", "check", cwd=site)
+    assert checked.returncode == 0 and "1 subscribers ok, 0 problems" in checked.stdout
+    listed = run_cli("subscribers", "list", cwd=site).stdout
+    assert "ada@example.org" in listed and "Europe/London" in listed and "mon,tue,wed,thu,fri" in listed
+
+    papers = run_cli("ingest", str(REPO / "examples" / "papers"), cwd=site)  # a folder: its files
+    assert papers.returncode == 0 and papers.stdout.count("hf-page-0") == 2
+    dry = run_cli("send", "--dry-run", "--date", "2026-12-01", cwd=site, env=no_secret_env())
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run" in dry.stdout and not (site / "outbox").exists()
+    assert run_cli("select", "-s", "ada@example.org", "--date", "2026-12-01", cwd=site).returncode == 0
+
+
+def test_subscribers_add_validates_as_loading_does(example_dir: Path):
+    folder = example_dir / "examples" / "subscribers"
+    before = sorted(p.name for p in folder.iterdir())
+    cases = [
+        (["ada@example.org"], "already subscribed (in examples/subscribers/ada.toml)"),
+        (["x@example.org", "--timezone", "Mars/Base"], "x@example.org.toml: timezone: unknown time zone 'Mars/Base'"),
+        (["x@example.org", "--send-at", "25:00"], "send_at: expected a time like"),
+        (["x@example.org", "--mode", "keywords"], "needs at least one keyword"),
+        (["x@example.org", "--keyword", "diffusion^2^3"], "more than one '^'"),
+        (["x@example.org", "--max-items", "0"], "max_items"),
+        (["notanemail"], "email: value is not a valid email address"),
+    ]
+    for args, expected in cases:
+        result = run_cli("subscribers", "add", *args, cwd=example_dir)
+        assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_subscribers_remove_deletes_the_file(example_dir: Path):
+    removed = run_cli("subscribers", "remove", "GRACE@example.org", cwd=example_dir)
+    assert removed.returncode == 0 and "Deleted examples/subscribers/grace.toml" in removed.stdout
+    assert not (example_dir / "examples" / "subscribers" / "grace.toml").exists()
+    again = run_cli("subscribers", "remove", "grace@example.org", cwd=example_dir)
+    assert again.returncode == 2 and "no such subscriber" in again.stderr
+
+
+# -- common mistakes: one line, no traceback, non-zero exit ----------------------------------------------------------
+
+
+def one_line_failure(result, code: int, expected: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_common_mistakes_get_one_line(example_dir: Path, tmp_path: Path):
+    one_line_failure(run_cli("send", "--only", "nobody@example.org", cwd=example_dir), 2,
+                     "nobody@example.org: no such subscriber in examples/subscribers")
+    one_line_failure(run_cli("subscribers", "disable", "notanemail", cwd=example_dir), 2, "'notanemail': not an email address")
+    one_line_failure(run_cli("subscribers", "enable", "not an email", cwd=example_dir), 2, "not an email address")
+    keyword = example_dir / "examples" / "subscribers" / "ada.toml"
+    keyword.write_text(keyword.read_text().replace('"-survey"', '"diffusion OR video"'))
+    checked = run_cli("subscribers", "check", cwd=example_dir)
+    assert checked.returncode == 1
+    assert "ada.toml: keywords: keyword 'diffusion OR video': OR is not an operator" in checked.stdout
+    assert "'diffusion', 'video'" in checked.stdout
+
+    rendered = run_cli("render", "-s", "grace@example.org", "--date", "2026-12-01", "--out", "missing/dir/x.html", cwd=example_dir)
+    assert rendered.returncode == 1 and "no papers in the store" in rendered.stderr  # nothing ingested yet: says why
+    assert run_cli("ingest", cwd=example_dir).returncode == 0
+    rendered = run_cli("render", "-s", "grace@example.org", "--date", "2026-12-01", "--out", "missing/dir/x.html", cwd=example_dir)
+    assert rendered.returncode == 0, rendered.stderr
+    assert (example_dir / "missing" / "dir" / "x.html").stat().st_size > 1000
+
+    # no config file: ingest and papers work on --db alone
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    ingested = run_cli("--db", "papers.db", "ingest", str(REPO / "examples" / "papers"), cwd=alone)
+    assert ingested.returncode == 0, ingested.stderr
+    listed = run_cli("papers", "--db", "papers.db", "--json", cwd=alone)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) > 100
+    one_line_failure(run_cli("papers", cwd=alone), 2, "config.toml: file not found")
+
+    (example_dir / "examples" / "subscribers").rename(example_dir / "elsewhere")
+    for args in (["send"], ["subscribers", "list"], ["select", "-s", "ada@example.org"], ["run"]):
+        one_line_failure(run_cli(*args, cwd=example_dir), 2, "examples/subscribers: subscriber folder not found")
+
+
+def test_select_shows_what_was_sent_and_render_agrees(example_dir: Path):
+    assert run_cli("send", "--date", "2026-12-01", cwd=example_dir).returncode == 0
+    shown = run_cli("select", "-s", "ada@example.org", "--date", "2026-12-01", "--json", cwd=example_dir)
+    data = __import__("json").loads(shown.stdout)
+    assert re.fullmatch(r"already sent 2026-12-01 \d\d:\d\d UTC, 8 papers", data["recorded"])
+    sent = email.message_from_bytes(next((example_dir / "outbox").glob("ada*.eml")).read_bytes(), policy=policy.default)
+    text = " ".join(sent.get_body(("plain",)).get_content().split())
+    assert all(pick["paper"]["title"] in text for pick in data["picks"])
+    table = run_cli("select", "-s", "ada@example.org", "--date", "2026-12-01", cwd=example_dir).stdout
+    assert "already sent 2026-12-01" in table and "--fresh" in table
+    fresh = __import__("json").loads(run_cli("select", "-s", "ada@example.org", "--date", "2026-12-01", "--fresh", "--json",
+                                             cwd=example_dir).stdout)
+    assert fresh["recorded"] is None
+    future = run_cli("select", "-s", "ada@example.org", "--date", "2099-01-01", cwd=example_dir)
+    assert future.returncode == 0 and "2099-01-01 is in the future" in future.stderr

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from newsletter.app import base_url_warning, ingest_paths, make_service
+from newsletter.app import base_url_warning, ingest_paths, make_service, why_no_papers
 from newsletter.cli.common import (
     DateOption,
     RateColumn,
@@ -38,27 +39,54 @@ def select_cmd(
     subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber email.")],
     day: DateOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="What would be picked now, even if this edition was already sent.")] = False,
 ) -> None:
-    """Show the picks for one subscriber, with score and reasons, without sending anything."""
-    from newsletter.pipeline import local_today
+    """Show the picks for one subscriber, with score and reasons, without sending anything.
+
+    Once the date's edition is in the ledger, shows what it carried (as `render` and
+    `send` would), and says so; --fresh shows what would be picked now instead.
+    """
+    from newsletter.pipeline import EditionBuilder
 
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
-    edition_day = parse_day(day) or local_today(sub)
+    edition_day = edition_date(sub, day)
     with open_store(config) as store:
-        picks = builder_for(config, store).select(sub, edition_day)
+        builder = EditionBuilder(config, store, key=b"select-signs-nothing")
+        entry = None if fresh else store.ledger_entries(edition_day, [sub.email]).get(sub.email)
+        picks = builder.picks_from_ledger(entry) if entry else builder.select(sub, edition_day)
+        why = why_no_papers(config, store, [sub], edition_day).get(sub.email) if not picks else None
+    recorded = None
+    if entry:
+        verb = "already sent" if entry.state == "sent" else f"recorded ({entry.state})"
+        recorded = f"{verb} {entry.updated_at:%Y-%m-%d %H:%M} UTC, {len(picks)} papers"
     if as_json:
-        print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
+        print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "recorded": recorded, "picks": [
             {"rank": n, "score": round(p.score, 4), "reasons": p.reasons, "paper": paper_json(p.paper)}
             for n, p in enumerate(picks, 1)]}, ensure_ascii=False, indent=2))
         return
+    if recorded:
+        out.print(f"{sub.email} · {edition_day}: {recorded} (what it carried; --fresh for what would be picked now)",
+                  markup=False)
     if not picks:
-        out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
+        out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent): {why}", markup=False)
         return
     table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
     for n, pick in enumerate(picks, 1):
-        table.add_row(str(n), f"{pick.score:.3f}", pick.paper.title, "; ".join(pick.reasons))
+        table.add_row(str(n), f"{pick.score:.3f}", Text(pick.paper.title), Text("; ".join(pick.reasons)))
     out.print(table)
+
+
+def edition_date(subscriber, day: Optional[str]) -> date:
+    """`--date`, or the subscriber's local today; a date after their today is warned about."""
+    from newsletter.pipeline import local_today
+
+    today = local_today(subscriber)
+    edition_day = parse_day(day) or today
+    if edition_day > today:
+        warn(f"{edition_day} is in the future for {subscriber.email} (their today is {today}): "
+             "papers published after today are not in the store yet")
+    return edition_day
 
 
 @app.command()
@@ -68,20 +96,23 @@ def render(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .html, .txt or .eml.")],
     day: DateOption = None,
 ) -> None:
-    """Write one subscriber's edition to a file (.html, .txt or .eml by the extension)."""
-    from newsletter.pipeline import local_today
-
+    """Write one subscriber's edition to a file (.html, .txt or .eml by the extension); creates the folder."""
     suffix = out_file.suffix.lower()
     if suffix not in (".html", ".txt", ".eml"):
         fail(f"--out: {out_file}: use a .html, .txt or .eml file name", code=2)
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
-    edition_day = parse_day(day) or local_today(sub)
+    edition_day = edition_date(sub, day)
     with open_store(config) as store:
         built = builder_for(config, store).edition(sub, edition_day)
+        why = why_no_papers(config, store, [sub], edition_day).get(sub.email) if built is None else None
     if built is None:
-        fail(f"{sub.email}: no picks for {edition_day}, nothing to render")
+        fail(f"{sub.email}: no picks for {edition_day}, nothing to render: {why}")
     edition, data = built
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"--out: {out_file.parent}: cannot create the folder: {error.strerror or error}", code=2)
     if suffix == ".eml":
         out_file.write_bytes(data)
     else:
@@ -125,6 +156,8 @@ def send(
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     loaded = loaded_subscribers(config)
+    if only:
+        only = find_subscriber(config, only, loaded).email
     with open_store(config) as store:
         inputs = config.input_paths()
         if inputs and not no_ingest:

@@ -32,13 +32,14 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
     """
     import uvicorn
 
-    from newsletter.pipeline import EditionBuilder
     from newsletter.delivery.smtp import is_loopback
+    from newsletter.pipeline import EditionBuilder
     from newsletter.preview import LOOPBACK_NAMES, create_app
 
     password = os.environ.get(PREVIEW_PASSWORD_ENV) or None
     guard: dict = {}
     if preview:
+        loaded_subscribers(config, quiet=True)  # exit now if the folder is missing
         if is_loopback(host):
             guard = {"allowed_hosts": LOOPBACK_NAMES | {host.strip("[]").lower()}, "password": password}
         elif password is None:
@@ -52,11 +53,11 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
         builder = EditionBuilder(config, store, key=secrets.token_bytes(32)) if preview else builder_for(config, store)
 
         def build_edition(email: str, day: date):
-            subscriber = loaded_subscribers(config, quiet=True).find(email)
+            subscriber = loaded_subscribers(config, quiet=True, must_exist=False).find(email)
             return builder.edition(subscriber, day) if subscriber else None
 
         web = create_app(
-            list_subscribers=lambda: loaded_subscribers(config).subscribers,
+            list_subscribers=lambda: loaded_subscribers(config, must_exist=False).subscribers,
             build_edition=build_edition,
             suppress=None if preview else (lambda email: store.suppress(email, reason="one-click unsubscribe")),
             secret_key=builder.key,
@@ -120,6 +121,7 @@ def run(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
     require_signing_key(config)
+    loaded_subscribers(config, quiet=True)  # exit now if the folder is missing
     if warning := base_url_warning(config):
         logging.getLogger("newsletter").warning(warning)
     with open_store(config) as store:
