@@ -187,20 +187,25 @@ def find_subscriber(config: Config, email: str, loaded: SubscriberList | None = 
 
 
 def builder_for(config: Config, store: Store):
+    from newsletter.dkim_signing import DkimError
     from newsletter.pipeline import EditionBuilder, MissingSecret
 
     try:
         return EditionBuilder(config, store)
-    except MissingSecret as error:
+    except (MissingSecret, DkimError) as error:
         fail(str(error), code=2)
 
 
 
 def require_signing_key(config: Config, *, public: bool = False) -> None:
-    """Exit 2 now, before any work, when the unsubscribe key is missing and real mail (or `public`, the endpoint) needs it."""
+    """Exit 2 now, before any work, when the unsubscribe key (real mail, or `public`: the endpoint) or the
+    DKIM key a process needs is missing."""
+    from newsletter.dkim_signing import DkimError, Signer
     from newsletter.pipeline import MissingSecret, signing_key
 
     try:
         signing_key(config, public=public)
-    except MissingSecret as error:
+        if not public:
+            Signer.from_config(config)
+    except (MissingSecret, DkimError) as error:
         fail(str(error), code=2)
