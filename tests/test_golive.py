@@ -309,3 +309,51 @@ def test_select_shows_what_was_sent_and_render_agrees(example_dir: Path):
     assert fresh["recorded"] is None
     future = run_cli("select", "-s", "ada@example.org", "--date", "2099-01-01", cwd=example_dir)
     assert future.returncode == 0 and "2099-01-01 is in the future" in future.stderr
+
+
+# -- the bundled demo, the deployment, cron ----------------------------------------------------------------------------
+
+
+def test_the_sample_page_date_is_from_2025(example_dir: Path):
+    """The pages show "Dec 31, 2024" with its year (so they are not from 2024) and dates like "Nov 20" without one."""
+    assert run_cli("ingest", cwd=example_dir).returncode == 0
+    import json
+
+    papers = [json.loads(line) for line in run_cli("papers", "--json", cwd=example_dir).stdout.splitlines()]
+    dates = sorted(p["published"] for p in papers if p["published"])
+    assert dates[-1] <= "2025-12-10"
+    olmo = next(p for p in papers if p["title"].startswith("2 OLMo 2 Furious") or "OLMo 2 Furious" in p["title"])
+    assert olmo["published"] == "2024-12-31"
+    assert any(d.startswith("2025-11") for d in dates)  # "Nov 20", no year: the page's 2025
+
+
+@pytest.mark.parametrize("day", ["2026-12-01", "2031-06-15"])
+def test_the_bundled_demo_sends_papers_on_any_date(example_dir: Path, day: str):
+    result = run_cli("send", "--date", day, cwd=example_dir)
+    assert result.returncode == 0 and "Wrote 3 emails to outbox" in result.stdout, result.stdout + result.stderr
+
+
+def test_cron_hears_nothing_when_all_is_well(example_dir: Path):
+    """stderr is not a terminal here (as under cron): a good run says nothing there."""
+    for args in (["ingest"], ["send"], ["send"], ["status"], ["subscribers", "check"]):
+        result = run_cli(*args, cwd=example_dir)
+        assert result.returncode == 0 and result.stderr == "", (args, result.stderr)
+
+
+def test_deployment_runs_serve_beside_run_with_health_checks():
+    import shlex
+
+    import yaml
+
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    commands = {name: service.get("command", []) for name, service in services.items()}
+    assert any("run" in command for command in commands.values())
+    assert any("worker" in command for command in commands.values())
+    web = next(name for name, command in commands.items() if "serve" in command)
+    assert "/healthz" in " ".join(services[web]["healthcheck"]["test"])
+    units = {path.name: path.read_text() for path in (REPO / "deploy").glob("*.service")}
+    execs = [re.search(r"^ExecStart=\S+ (.*)$", text, re.M)[1] for text in units.values()]
+    assert any(" run" in e for e in execs) and any(" serve " in e for e in execs)
+    for argv in [*[shlex.split(e) for e in execs], *[c[1:] for c in commands.values() if c]]:
+        # each command line is one the CLI accepts
+        assert run_cli(*argv, "--help", cwd=REPO).returncode == 0, argv

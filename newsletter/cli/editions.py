@@ -173,7 +173,7 @@ def send(
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
                    RateColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=err, transient=True) as progress:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:  # cron: silence
             task = progress.add_task("editions", total=total, sent=0, failed=0)
 
             def on_progress(summary):
