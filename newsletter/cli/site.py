@@ -45,6 +45,8 @@ security = "starttls"                         # none | starttls (587) | ssl (465
 # username = "digest"
 # password_env = "SMTP_PASSWORD"              # the NAME of the variable holding the password
 
+# [dkim]                                      # `newsletter dkim keygen` prints this table for you
+
 [schedule]
 fetch = "0 */3 * * *"                         # crontab, UTC
 catch_up_hours = 6                            # after a restart, send editions missed in the last 6 hours
@@ -59,7 +61,8 @@ Before real mail (README: "Going live"):
   - config.toml: [newsletter] from = your address, base_url = the public https URL of `newsletter serve`
   - config.toml: [delivery] backend = "smtp", and [delivery.smtp] host, port, security = "starttls", username, password_env
   - export NEWSLETTER_SECRET=$(python -c 'import secrets; print(secrets.token_hex(32))')   # keep it: old links need it
-  - the From domain: SPF, DKIM (signed by your relay or MTA) and DMARC records
+  - DKIM: newsletter dkim keygen --domain example.org --selector news1   # prints the DNS record and the [dkim] table
+  - DNS of the From domain: SPF (your relay's servers), the DKIM record, DMARC
   - run `newsletter serve` (behind https) and `newsletter run` under systemd: deploy/"""
 
 
