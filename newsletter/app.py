@@ -206,17 +206,21 @@ def remove_subscriber(directory: Path, email: str) -> Path | None:
     return path
 
 
-def why_no_papers(config: Config, store: Store, subscribers: list[Subscriber], day: date, *, limit: int = 100) -> dict[str, str]:
-    """Why each of these subscribers (at most `limit`) got no picks for `day`, in words:
-    no papers in the store, none in their age window, none matched, or nothing new (all sent before)."""
-    from newsletter.pipeline import EditionBuilder
+def why_no_papers(
+    config: Config, store: Store, subscribers: list[Subscriber], day: date | None, *, limit: int = 100
+) -> dict[str, str]:
+    """Why each of these subscribers (at most `limit`) got no picks for `day` (None: each one's local today),
+    in words: no papers in the store, none in their age window, none matched, or nothing new (all sent before)."""
+    from newsletter.pipeline import EditionBuilder, local_today
     from newsletter.selection import select
 
     if store.count_papers() == 0:
         return {s.email: "no papers in the store (`newsletter fetch hf` or `ingest` first)" for s in subscribers[:limit]}
     builder = EditionBuilder(config, store, key=b"only-for-selection")
     reasons = {}
+    given = day
     for subscriber in subscribers[:limit]:
+        day = given or local_today(subscriber)
         index = builder.index(day, subscriber.max_age_days)
         window = f"dated {day - timedelta(days=subscriber.max_age_days)} to {day} (max_age_days = {subscriber.max_age_days})"
         if not index.papers:

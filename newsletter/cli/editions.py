@@ -185,7 +185,9 @@ def send(
                                       skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
             except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
-    print_summary(config, summary)
+        empty = set(summary.empty)
+        reasons = why_no_papers(config, store, [s for s in loaded.subscribers if s.email in empty], edition_day) if empty else {}
+    print_summary(config, summary, reasons)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -206,7 +208,7 @@ def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[d
               "Follow with `newsletter status`.", markup=False)
 
 
-def print_summary(config: Config, summary) -> None:
+def print_summary(config: Config, summary, reasons: dict[str, str] | None = None) -> None:
     """The run's summary table and the lines worth reading."""
     table = Table("", "", title="Dry run (nothing sent or recorded)" if summary.dry_run else "Send summary", show_header=False)
     rows = [
@@ -229,7 +231,8 @@ def print_summary(config: Config, summary) -> None:
     for email, reply in summary.failures:
         err.print(f"failed: {email}: {reply}", markup=False)
     for email in summary.empty if summary.skip_empty else ():
-        out.print(f"{email}: no new papers, no email today", markup=False)
+        why = (reasons or {}).get(email)
+        out.print(f"{email}: no new papers, no email today" + (f": {why}" if why else ""), markup=False)
     if summary.sent:
         from newsletter.delivery import create_backend
 
