@@ -354,6 +354,6 @@ def test_deployment_runs_serve_beside_run_with_health_checks():
     units = {path.name: path.read_text() for path in (REPO / "deploy").glob("*.service")}
     execs = [re.search(r"^ExecStart=\S+ (.*)$", text, re.M)[1] for text in units.values()]
     assert any(" run" in e for e in execs) and any(" serve " in e for e in execs)
-    for argv in [*[shlex.split(e) for e in execs], *[c[1:] for c in commands.values() if c]]:
+    for argv in [*[shlex.split(e) for e in execs], *[c[1:] for c in commands.values() if c[:1] == ["newsletter"]]]:
         # each command line is one the CLI accepts
         assert run_cli(*argv, "--help", cwd=REPO).returncode == 0, argv
