@@ -412,8 +412,14 @@ def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
     return subscriber
 
 
-def load_subscribers(directory: Path) -> SubscriberList:
-    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
+def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> SubscriberList:
+    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load.
+
+    With `templates` (see `render.template_names`), a subscriber naming a template not
+    among them is a broken file too: one line, skipped, not a failure at send time.
+    """
+    from newsletter.render import unknown_template
+
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
@@ -426,6 +432,9 @@ def load_subscribers(directory: Path) -> SubscriberList:
             subscriber = parse_subscriber(read_toml(path), shown)
         except ConfigError as error:
             result.problems.extend(error.problems)
+            continue
+        if templates is not None and (problem := unknown_template(subscriber.template, templates)):
+            result.problems.append(f"{shown}: template: {problem}")
             continue
         if subscriber.email in first_file_of:
             result.problems.append(

@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
 from newsletter.app import base_url_warning, ingest_paths, make_service, why_no_papers
 from newsletter.cli.common import (
@@ -18,6 +17,7 @@ from newsletter.cli.common import (
     RateColumn,
     app,
     builder_for,
+    cell,
     err,
     fail,
     find_subscriber,
@@ -51,7 +51,7 @@ def select_cmd(
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
     edition_day = edition_date(sub, day)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         builder = EditionBuilder(config, store, key=b"select-signs-nothing")
         entry = None if fresh else store.ledger_entries(edition_day, [sub.email]).get(sub.email)
         picks = builder.picks_from_ledger(entry) if entry else builder.select(sub, edition_day)
@@ -71,9 +71,9 @@ def select_cmd(
     if not picks:
         out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent): {why}", markup=False)
         return
-    table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
+    table = Table("#", "score", "title", "why", title=cell(f"{sub.email} · {edition_day}"))
     for n, pick in enumerate(picks, 1):
-        table.add_row(str(n), f"{pick.score:.3f}", Text(pick.paper.title), Text("; ".join(pick.reasons)))
+        table.add_row(str(n), f"{pick.score:.3f}", cell(pick.paper.title), cell("; ".join(pick.reasons), None))
     out.print(table)
 
 
@@ -164,14 +164,15 @@ def send(
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
             new = sum(stats.new for _, stats in results)
-            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
-                      f"{store.count_papers()} in the store")
+            warnings = sum(parsed.warning_count for parsed, _ in results)
+            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new"
+                      f"{f', {warnings:,} warnings' if warnings else ''}); {store.count_papers()} in the store")
         if executor == "celery":
             enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
             return
         total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
+        columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left", markup=False),
                    RateColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:  # cron: silence
             task = progress.add_task("editions", total=total, sent=0, failed=0)
@@ -253,7 +254,7 @@ def status(
     """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
     config = ctx.obj.config()
     edition_day = parse_day(day)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         counts = store.ledger_counts(edition_day)
         failed = store.ledger_rows(edition_date=edition_day, state="failed")
         review = store.ledger_rows(edition_date=edition_day, state="review")
@@ -275,6 +276,6 @@ def status(
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]
-        jobs.add_row(job["job"], job["next_run_utc"], group)
+        jobs.add_row(job["job"], job["next_run_utc"], cell(group))
     out.print(jobs)
 
