@@ -384,6 +384,7 @@ class SubscriberList:
 
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # email -> the file it came from, as shown
 
     def find(self, email: str) -> Subscriber | None:
         email = email.strip().lower()
@@ -403,7 +404,7 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         return result
-    first_file_of: dict[str, str] = {}
+    first_file_of = result.files
     for path in sorted(directory.glob("*.toml")):
         shown = display_path(path)
         try:
