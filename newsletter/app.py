@@ -187,9 +187,9 @@ def add_subscriber(directory: Path, fields: dict) -> Path:
     path = directory / subscriber_file_name(subscriber.email)
     shown = display_path(path)
     existing = load_subscribers(directory) if directory.is_dir() else None
-    if existing is not None and subscriber.email in existing.files:
+    if existing is not None and subscriber.email in existing.paths:
         raise ConfigError([f"{shown}: email: {subscriber.email} is already subscribed "
-                           f"(in {display_path(existing.files[subscriber.email])})"])
+                           f"(in {display_path(existing.paths[subscriber.email])})"])
     if path.exists():
         raise ConfigError([f"{shown}: already exists (and does not load: `newsletter subscribers check`)"])
     lines = ["# Written by `newsletter subscribers add`; edit freely (README: Subscribers).",
@@ -201,7 +201,7 @@ def add_subscriber(directory: Path, fields: dict) -> Path:
 
 def remove_subscriber(directory: Path, email: str) -> Path | None:
     """Delete the file of `email`; returns it, or None when no file holds that address."""
-    path = load_subscribers(directory).files.get(email.strip().lower())
+    path = load_subscribers(directory).paths.get(email.strip().lower())
     if path is not None:
         path.unlink()
     return path

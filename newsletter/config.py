@@ -390,7 +390,8 @@ class SubscriberList:
 
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)  # address -> the file it came from
+    files: dict[str, str] = field(default_factory=dict)  # email -> the file it came from, as shown
+    paths: dict[str, Path] = field(default_factory=dict)  # email -> the file it came from
     missing_dir: bool = False
 
     def find(self, email: str) -> Subscriber | None:
@@ -425,7 +426,7 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         result.missing_dir = True
         return result
-    first_file_of: dict[str, str] = {}
+    first_file_of = result.files
     for path in sorted(directory.glob("*.toml")):
         shown = display_path(path)
         try:
@@ -443,5 +444,5 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
             continue
         first_file_of[subscriber.email] = shown
         result.subscribers.append(subscriber)
-        result.files[subscriber.email] = path
+        result.paths[subscriber.email] = path
     return result

@@ -14,6 +14,7 @@ from rich.table import Table
 from newsletter.app import base_url_warning, ingest_paths, make_service, why_no_papers
 from newsletter.cli.common import (
     DateOption,
+    WARNING_CHARS,
     RateColumn,
     app,
     builder_for,
@@ -230,7 +231,7 @@ def print_summary(config: Config, summary, reasons: dict[str, str] | None = None
             table.add_row(label, str(value))
     out.print(table)
     for email, reply in summary.failures:
-        err.print(f"failed: {email}: {reply}", markup=False)
+        err.print(cell(f"failed: {email}: {reply}", WARNING_CHARS))  # a server's reply may span lines
     for email in summary.empty if summary.skip_empty else ():
         why = (reasons or {}).get(email)
         out.print(f"{email}: no new papers, no email today" + (f": {why}" if why else ""), markup=False)
@@ -272,7 +273,7 @@ def status(
         table.add_row(state, str(count))
     out.print(table)
     for item in problems:
-        out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+        out.print(cell(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", WARNING_CHARS))
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]

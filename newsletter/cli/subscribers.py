@@ -72,7 +72,7 @@ def subscribers_check(ctx: typer.Context) -> None:
     ok = 0
     for subscriber in loaded.subscribers:
         if compiled[subscriber.template]:
-            problems.append(f"{subscriber.email}: template: {compiled[subscriber.template]}")
+            problems.append(f"{loaded.files[subscriber.email]}: template: {compiled[subscriber.template]}")
         else:
             ok += 1
     for problem in problems:
