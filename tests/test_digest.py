@@ -24,6 +24,7 @@ from tests.conftest import REPO, run_cli
 from tests.smtp_fixtures import free_port
 
 MONDAY = date(2026, 12, 7)
+SECRET = "digest-test-secret"  # `serve` checks links with the real key, so sending signs with it too
 CONFIG = """
 [newsletter]
 name = "Papers Daily"
@@ -71,7 +72,7 @@ class Site:
         self.cli("ingest", str(path))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = run_cli("--config", str(self.root / "config.toml"), *args, cwd=self.root)
+        result = run_cli("--config", str(self.root / "config.toml"), *args, cwd=self.root, env={"NEWSLETTER_SECRET": SECRET})
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
         return result
@@ -113,13 +114,13 @@ def served(site: Site):
     """`newsletter serve` on a free loopback port, for the site's config."""
     process = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "--config", str(site.root / "config.toml"), "serve", "--port", str(site.port)],
-        cwd=site.root, env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        cwd=site.root, env={**__import__("os").environ, "PYTHONPATH": str(REPO), "NEWSLETTER_SECRET": SECRET},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{site.port}"
     for _ in range(200):
         try:
-            httpx.get(base + "/unsubscribe", timeout=1)
+            httpx.get(base + "/healthz", timeout=1)
             break
         except httpx.TransportError:
             if process.poll() is not None:
@@ -182,7 +183,7 @@ def test_tampered_view_and_archive_links_are_refused(site, served):
     site.cli("subscribers", "check")
     from newsletter.links import view_url
 
-    missing = view_url(served, "ada@example.org", MONDAY + timedelta(days=1), b"newsletter-insecure-development-key")
+    missing = view_url(served, "ada@example.org", MONDAY + timedelta(days=1), SECRET.encode())
     assert httpx.get(missing).status_code == 404
 
 
