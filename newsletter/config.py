@@ -7,14 +7,17 @@ traceback. Relative paths resolve against the config file's directory.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, time
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -311,29 +314,73 @@ class SubscriberList:
         return next((s for s in self.subscribers if s.email == email), None)
 
 
-def load_subscribers(directory: Path) -> SubscriberList:
-    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
+class SubscriberCache(Protocol):
+    """Where parsed subscriber files are kept between runs (the store: see store/subscriber_files.py)."""
+
+    def subscriber_files(self, directory: str) -> dict[str, tuple[int, int, str, str]]: ...
+
+    def save_subscriber_files(self, directory: str, rows: list[dict], keep: set[str]) -> None: ...
+
+
+@functools.cache
+def subscriber_shape() -> str:
+    """A digest of the `Subscriber` model: a cached file validated by another version is read again."""
+    return hashlib.sha256(json.dumps(Subscriber.model_json_schema(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached_subscriber(data: str) -> Subscriber:
+    """A subscriber validated when its file was cached, rebuilt without validating again."""
+    fields = json.loads(data)
+    fields["send_at"] = time.fromisoformat(fields["send_at"])
+    return Subscriber.model_construct(**fields)
+
+
+def load_subscribers(directory: Path, *, cache: SubscriberCache | None = None) -> SubscriberList:
+    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load.
+
+    With a `cache`, a file whose path, size and modification time match the cached
+    copy is not parsed again (a broken file is never cached: it is reported every time).
+    """
     from newsletter.keywords import parse_keywords
 
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         return result
+    key = str(directory.resolve())
+    cached = cache.subscriber_files(key) if cache is not None else {}
+    shape = subscriber_shape() if cache is not None else ""
+    fresh: list[dict] = []
+    present: set[str] = set()
     first_file_of: dict[str, str] = {}
     for path in sorted(directory.glob("*.toml")):
         shown = display_path(path)
+        name = str(path.resolve())
         try:
-            subscriber = Subscriber.model_validate(read_toml(path))
-            parse_keywords(list(subscriber.keywords))
-        except ConfigError as error:
-            result.problems.extend(error.problems)
+            stat = path.stat()
+        except OSError as error:
+            result.problems.append(f"{shown}: cannot read: {error}")
             continue
-        except ValidationError as error:
-            result.problems.extend(validation_problems(shown, error))
-            continue
-        except ValueError as error:
-            result.problems.append(f"{shown}: keywords: {error}")
-            continue
+        present.add(name)
+        hit = cached.get(name)
+        if hit is not None and hit[:3] == (stat.st_size, stat.st_mtime_ns, shape):
+            subscriber = _cached_subscriber(hit[3])
+        else:
+            try:
+                subscriber = Subscriber.model_validate(read_toml(path))
+                parse_keywords(list(subscriber.keywords))
+            except ConfigError as error:
+                result.problems.extend(error.problems)
+                continue
+            except ValidationError as error:
+                result.problems.extend(validation_problems(shown, error))
+                continue
+            except ValueError as error:
+                result.problems.append(f"{shown}: keywords: {error}")
+                continue
+            if cache is not None:
+                fresh.append({"path": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": shape,
+                              "subscriber": subscriber.model_dump_json()})
         if subscriber.email in first_file_of:
             result.problems.append(
                 f"{shown}: email: duplicate address {subscriber.email} (already in {first_file_of[subscriber.email]})"
@@ -341,4 +388,6 @@ def load_subscribers(directory: Path) -> SubscriberList:
             continue
         first_file_of[subscriber.email] = shown
         result.subscribers.append(subscriber)
+    if cache is not None and (fresh or set(cached) - present):
+        cache.save_subscriber_files(key, fresh, keep=present)
     return result

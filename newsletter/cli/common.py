@@ -131,8 +131,9 @@ def paper_json(paper) -> dict:
 
 
 
-def loaded_subscribers(config: Config, *, quiet: bool = False) -> SubscriberList:
-    loaded = load_subscribers(config.subscribers_dir)
+def loaded_subscribers(config: Config, *, quiet: bool = False, store: Store | None = None) -> SubscriberList:
+    """The subscriber files, problems reported; with a `store`, unchanged files come from its cache."""
+    loaded = load_subscribers(config.subscribers_dir, cache=store)
     if not quiet:
         report_subscriber_problems(loaded)
     return loaded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import date
 from pathlib import Path
@@ -119,8 +120,9 @@ def send(
         for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (not resend_uncertain, "--no-resend-uncertain"), (ctx.obj.db, "--db")):
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
-    loaded = loaded_subscribers(config)
     with open_store(config) as store:
+        loaded = loaded_subscribers(config, store=store)
+        gc.freeze()  # what is loaded now lives for the whole run: the collector need not scan it again and again
         inputs = config.input_paths()
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)

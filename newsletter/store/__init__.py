@@ -1,8 +1,8 @@
 """The paper store and the delivery ledger. All SQL lives in this package (SQLAlchemy Core).
 
 One module per table family: `schema` (tables, versions), `engine` (opening,
-migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims)
-and `suppressions`. `Store` puts them together behind plain methods.
+migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims),
+`suppressions` and `subscriber_files` (parsed subscriber files). `Store` puts them together behind plain methods.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from newsletter.store.schema import (
     sent_papers_table,
     suppressions_table,
 )
+from newsletter.store.subscriber_files import SubscriberFilesMixin
 from newsletter.store.suppressions import SuppressionsMixin
 
 __all__ = [
@@ -38,5 +39,5 @@ __all__ = [
 ]
 
 
-class Store(PapersMixin, LedgerMixin, SuppressionsMixin, StoreBase):
+class Store(PapersMixin, LedgerMixin, SuppressionsMixin, SubscriberFilesMixin, StoreBase):
     """Papers, the delivery ledger and the suppression list, behind plain methods."""
