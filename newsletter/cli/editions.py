@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -109,7 +110,8 @@ def send(
     A (subscriber, date) is sent at most once: running again the same day sends nothing new.
     """
     from newsletter.delivery.base import DeliveryError
-    from newsletter.pipeline import MissingSecret, run_edition
+    from newsletter.executor import available_cores, run_parallel
+    from newsletter.pipeline import MissingSecret, run_edition, signing_key
 
     config = ctx.obj.config()
     edition_day = parse_day(day)
@@ -142,10 +144,16 @@ def send(
             def on_progress(summary):
                 progress.update(task, completed=summary.processed, sent=summary.sent, failed=summary.failed)
 
+            options = dict(day=edition_day, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                           skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+            processes = min(config.delivery.processes or available_cores(),
+                            math.ceil(total / config.delivery.chunk_size))
             try:
-                summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
-                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed,
-                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+                if processes > 1 and not dry_run and not only:
+                    signing_key(config)  # a missing secret is said once, not by every worker
+                    summary = run_parallel(config, loaded.subscribers, processes=processes, **options)
+                else:
+                    summary = run_edition(config, store, loaded.subscribers, only=only, dry_run=dry_run, **options)
             except (MissingSecret, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
