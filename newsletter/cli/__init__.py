@@ -2,7 +2,7 @@
 
 `common` holds the shared consoles and options; `papers` (ingest, papers,
 fetch), `subscribers`, `editions` (select, render, send, status) and `service`
-(preview, serve, run, worker) register their commands on `app` when imported.
+(preview, serve, run, worker) and `deliverability` (dkim, bounces) register their commands on `app` when imported.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 # costing more CPU than it saves (and once more in every worker process)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from newsletter.cli import papers, subscribers, editions, service  # noqa: F401, I001  (importing registers the commands, in this order)
+from newsletter.cli import papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
 from newsletter.cli.common import app
 
 __all__ = ["app", "main"]

@@ -110,6 +110,7 @@ def send(
     A (subscriber, date) is sent at most once: running again the same day sends nothing new.
     """
     from newsletter.delivery.base import DeliveryError
+    from newsletter.dkim_signing import DkimError
     from newsletter.executor import available_cores, run_parallel
     from newsletter.pipeline import MissingSecret, run_edition, signing_key
 
@@ -154,7 +155,7 @@ def send(
                     summary = run_parallel(config, loaded.subscribers, processes=processes, **options)
                 else:
                     summary = run_edition(config, store, loaded.subscribers, only=only, dry_run=dry_run, **options)
-            except (MissingSecret, DeliveryError) as error:
+            except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
     if summary.failed:
