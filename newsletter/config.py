@@ -415,37 +415,46 @@ def _cached_subscriber(data: str) -> Subscriber:
     return Subscriber.model_construct(**fields)
 
 
-def load_subscribers(directory: Path, *, cache: SubscriberCache | None = None) -> SubscriberList:
+def load_subscribers(
+    directory: Path, *, templates: list[str] | None = None, cache: SubscriberCache | None = None
+) -> SubscriberList:
     """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load.
 
+    With `templates` (see `render.template_names`), a subscriber naming a template not
+    among them is a broken file too: one line, skipped, not a failure at send time.
     With a `cache`, a file whose path, size and modification time match the cached
     copy is not parsed again (a broken file is never cached: it is reported every time).
     """
     from newsletter.keywords import parse_keywords
+    from newsletter.render import unknown_template
 
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         return result
-    key = str(directory.resolve())
+    root = directory.resolve()
+    key = str(root)
     cached = cache.subscriber_files(key) if cache is not None else {}
     shape = subscriber_shape() if cache is not None else ""
     fresh: list[dict] = []
     present: set[str] = set()
     first_file_of: dict[str, str] = {}
-    for path in sorted(directory.glob("*.toml")):
-        shown = display_path(path)
-        name = str(path.resolve())
+    with os.scandir(root) as scan:
+        files = sorted((entry for entry in scan if entry.name.endswith(".toml") and not entry.is_dir()), key=lambda e: e.name)
+    for entry in files:
+        name = f"{key}/{entry.name}"
         try:
-            stat = path.stat()
+            stat = entry.stat()
         except OSError as error:
-            result.problems.append(f"{shown}: cannot read: {error}")
+            result.problems.append(f"{display_path(directory / entry.name)}: cannot read: {error}")
             continue
         present.add(name)
         hit = cached.get(name)
         if hit is not None and hit[:3] == (stat.st_size, stat.st_mtime_ns, shape):
             subscriber = _cached_subscriber(hit[3])
         else:
+            path = directory / entry.name
+            shown = display_path(path)
             try:
                 subscriber = Subscriber.model_validate(read_toml(path))
                 parse_keywords(list(subscriber.keywords))
@@ -461,12 +470,16 @@ def load_subscribers(directory: Path, *, cache: SubscriberCache | None = None) -
             if cache is not None:
                 fresh.append({"path": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": shape,
                               "subscriber": subscriber.model_dump_json()})
+        if templates is not None and (problem := unknown_template(subscriber.template, templates)):
+            result.problems.append(f"{display_path(directory / entry.name)}: template: {problem}")
+            continue
         if subscriber.email in first_file_of:
             result.problems.append(
-                f"{shown}: email: duplicate address {subscriber.email} (already in {first_file_of[subscriber.email]})"
+                f"{display_path(directory / entry.name)}: email: duplicate address {subscriber.email} "
+                f"(already in {display_path(directory / first_file_of[subscriber.email])})"
             )
             continue
-        first_file_of[subscriber.email] = shown
+        first_file_of[subscriber.email] = entry.name
         result.subscribers.append(subscriber)
     if cache is not None and (fresh or set(cached) - present):
         cache.save_subscriber_files(key, fresh, keep=present)

@@ -3,24 +3,28 @@
 The workers are forked after the config and the subscribers are loaded, so they
 start at once and share that memory (copy-on-write; `gc.freeze()` keeps the
 collector from touching it). Each opens its own store connection and backend
-and takes its ledger rows through claims (`pipeline.Claim`), owner
-`host:pid`, so two workers, or an overlapping run, never send the same edition.
-Their progress and their summaries are added up in the parent.
+and takes its ledger rows through claims under its own owner (`pipeline.Claim`,
+with its pid), so two workers, or an overlapping run, never send the same
+edition. Their progress and their summaries are added up in the parent. A
+worker dies with the parent (a `kill -9` of `send` stops them all: after it,
+no orphan goes on sending while a rerun starts).
 
 Shares are fixed (every Nth due subscriber), which spreads the work evenly
 without a queue between processes. An SMTP backend's `concurrency` and
-`rate_limit` keep their meaning for the whole run: each worker gets its part.
+`rate_limit` keep their meaning for the whole run: each worker gets its part,
+and there are never more workers than connections (so at most `concurrency`
+messages are ever in flight, whatever the number of cores).
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
-import math
 import multiprocessing
 import os
 import queue
-import socket
+import signal
 from collections.abc import Sequence
 
 from newsletter.config import Config
@@ -40,11 +44,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def worker_count(config: Config, wanted: int) -> int:
+    """How many workers to run: `wanted`, but never more than an SMTP backend's connections."""
+    if config.delivery.backend == "smtp":
+        return max(1, min(wanted, config.delivery.backend_options.get("concurrency", 4)))
+    return max(1, wanted)
+
+
 def backend_options_for(config: Config, processes: int) -> dict:
     """The backend's options for one of `processes` workers: an SMTP connection count and rate limit split."""
     options = dict(config.delivery.backend_options)
     if config.delivery.backend == "smtp":
-        options["concurrency"] = max(1, math.ceil(options.get("concurrency", 4) / processes))
+        options["concurrency"] = max(1, options.get("concurrency", 4) // processes)
         if options.get("rate_limit"):
             options["rate_limit"] = options["rate_limit"] / processes
     return options
@@ -64,6 +75,8 @@ def add_up(summaries: Sequence[RunSummary]) -> RunSummary:
             setattr(total, field.name, [item for value in values for item in value])
         elif isinstance(first, set):
             setattr(total, field.name, set().union(*values))
+        elif field.name == "stopped":
+            total.stopped = next((value for value in values if value), None)
     return total
 
 
@@ -76,11 +89,13 @@ def run_parallel(
     **options,
 ) -> RunSummary:
     """`run_edition` over `processes` forked workers; raises the first worker's error after all have stopped."""
+    processes = worker_count(config, processes)
     context = multiprocessing.get_context("fork")
     reports = context.Queue()
     workers = [
         context.Process(
-            target=_work, args=(config, list(subscribers[index::processes]), index, processes, reports, options),
+            target=_work,
+            args=(config, list(subscribers[index::processes]), index, processes, os.getpid(), reports, options),
             name=f"newsletter-send-{index}",
         )
         for index in range(processes)
@@ -117,10 +132,13 @@ def run_parallel(
     return add_up(summaries)
 
 
-def _work(config: Config, share: list[Subscriber], index: int, processes: int, reports, options: dict) -> None:
+def _work(
+    config: Config, share: list[Subscriber], index: int, processes: int, parent: int, reports, options: dict
+) -> None:
     """In a worker process: send this share with its own store, backend and claims, reporting as it goes."""
     try:
-        claim = Claim(worker=f"{socket.gethostname()}:{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
+        _die_with_parent(parent)
+        claim = Claim(worker=f"send@{os.uname().nodename}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
         backend = create_backend(
             config.delivery.backend, backend_options_for(config, processes), base_dir=config.base_dir
         )
@@ -138,3 +156,13 @@ def _work(config: Config, share: list[Subscriber], index: int, processes: int, r
     finally:
         reports.close()
         reports.join_thread()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when the parent dies; exit now if it already has."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a worker outliving its parent finishes its share
+        return
+    if os.getppid() != parent:
+        os._exit(1)

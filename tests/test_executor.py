@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
-from newsletter.executor import add_up, backend_options_for
+from newsletter.executor import add_up, backend_options_for, worker_count
 from newsletter.pipeline import RunSummary
 from tests.conftest import run_cli
 from tests.smtp_fixtures import check_password, smtp_factory  # noqa: F401
@@ -75,8 +75,41 @@ def test_parallel_send_with_a_wrong_password_stops_with_one_line(example_dir: Pa
 def test_smtp_connections_and_rate_are_shared_out(example_dir: Path):
     configure(example_dir, '[delivery]\nbackend = "smtp"\n\n[delivery.smtp]\nconcurrency = 5\nrate_limit = 10\n')
     config = load_config(example_dir / "config.toml")
-    assert backend_options_for(config, 2) == {"concurrency": 3, "rate_limit": 5.0}
+    assert backend_options_for(config, 2) == {"concurrency": 2, "rate_limit": 5.0}  # never more than 5 in flight
     assert backend_options_for(config, 1) == {"concurrency": 5, "rate_limit": 10}
+    assert [worker_count(config, n) for n in (1, 4, 8)] == [1, 4, 5]  # at least one connection each
+    configure(example_dir, '[delivery]\nbackend = "file"\n')
+    assert worker_count(load_config(example_dir / "config.toml"), 8) == 8
+
+
+def test_kill_9_of_send_stops_its_workers_too(example_dir: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    many_subscribers(example_dir, 3000)
+    configure(example_dir, '[delivery]\nbackend = "file"\nchunk_size = 20\nprocesses = 2\n\n[delivery.file]\ndir = "outbox"\n')
+    outbox = example_dir / "outbox"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--date", "2026-11-25"], cwd=example_dir,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (outbox.exists() and len(os.listdir(outbox)) >= 200) and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    time.sleep(1.0)
+    settled = len(os.listdir(outbox))
+    time.sleep(1.5)
+    assert len(os.listdir(outbox)) == settled < 3003  # no orphaned worker goes on writing
+    rerun = run_cli("send", "--date", "2026-11-25", cwd=example_dir)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len([f for f in os.listdir(outbox) if f.endswith(".eml")]) == 3003
 
 
 def test_summaries_add_up():
