@@ -190,7 +190,7 @@ class DeliverySection(BaseModel):
     backend: str = "file"
     chunk_size: int = Field(default=200, ge=1)
     executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
-    processes: int | None = Field(default=None, ge=1)  # local send: worker processes (default: one per core)
+    processes: int | None = Field(default=1, ge=1)  # local send: worker processes (None: one per core)
 
     @property
     def backend_options(self) -> dict[str, Any]:

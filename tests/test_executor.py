@@ -92,7 +92,8 @@ def test_kill_9_of_send_stops_its_workers_too(example_dir: Path):
     from tests.conftest import REPO
 
     many_subscribers(example_dir, 3000)
-    configure(example_dir, '[delivery]\nbackend = "file"\nchunk_size = 20\nprocesses = 2\n\n[delivery.file]\ndir = "outbox"\n')
+    configure(example_dir, '[delivery]\nbackend = "file"\nchunk_size = 20\nprocesses = 2\n\n[delivery.file]\ndir = "outbox"\n'
+              '\n[celery]\nlease_seconds = 1\n')  # the killed workers' claims run out at once
     outbox = example_dir / "outbox"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--date", "2026-11-25"], cwd=example_dir,
