@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from newsletter.models import Subscriber
 
 DEFAULT_CONFIG = Path("config.toml")
-INSECURE_DEV_KEY = b"newsletter-insecure-development-key"
+INSECURE_DEV_KEY = b"newsletter-insecure-development-key"  # only for backends that deliver no real mail, and the preview
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # an environment variable's name; a password rarely looks like one
 LIST_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
@@ -372,6 +373,11 @@ def _check_backend(config: Config, shown: str) -> None:
     from newsletter.delivery import UnknownBackend, get_backend_class
 
     name = config.delivery.backend
+    for table, options in (config.delivery.model_extra or {}).items():  # a password pasted into any backend's table
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            if key.endswith("_env") and isinstance(value, str) and not ENV_NAME.fullmatch(value):
+                raise ConfigError([f"{shown}: delivery.{table}.{key}: must be the name of an environment variable "
+                                   "(upper case, e.g. SMTP_PASSWORD), not the secret itself"])
     try:
         backend_class = get_backend_class(name)
     except UnknownBackend as error:
@@ -388,6 +394,9 @@ class SubscriberList:
 
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # email -> the file it came from, as shown
+    paths: dict[str, Path] = field(default_factory=dict)  # email -> the file it came from
+    missing_dir: bool = False
 
     def find(self, email: str) -> Subscriber | None:
         email = email.strip().lower()
@@ -415,6 +424,20 @@ def _cached_subscriber(data: str) -> Subscriber:
     return Subscriber.model_construct(**fields)
 
 
+def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
+    """One subscriber's fields, validated as a subscriber file is; ConfigError with `file: field: problem` lines."""
+    from newsletter.keywords import parse_keywords
+
+    try:
+        subscriber = Subscriber.model_validate(data)
+        parse_keywords(list(subscriber.keywords))
+    except ValidationError as error:
+        raise ConfigError(validation_problems(shown, error)) from None
+    except ValueError as error:
+        raise ConfigError([f"{shown}: keywords: {error}"]) from None
+    return subscriber
+
+
 def load_subscribers(
     directory: Path, *, templates: list[str] | None = None, cache: SubscriberCache | None = None
 ) -> SubscriberList:
@@ -425,12 +448,12 @@ def load_subscribers(
     With a `cache`, a file whose path, size and modification time match the cached
     copy is not parsed again (a broken file is never cached: it is reported every time).
     """
-    from newsletter.keywords import parse_keywords
     from newsletter.render import unknown_template
 
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
+        result.missing_dir = True
         return result
     root = directory.resolve()
     key = str(root)
@@ -438,49 +461,42 @@ def load_subscribers(
     shape = subscriber_shape() if cache is not None else ""
     fresh: list[dict] = []
     present: set[str] = set()
-    first_file_of: dict[str, str] = {}
+    first_file_of = result.files
     with os.scandir(root) as scan:
         files = sorted((entry for entry in scan if entry.name.endswith(".toml") and not entry.is_dir()), key=lambda e: e.name)
     for entry in files:
         name = f"{key}/{entry.name}"
+        path = directory / entry.name
         try:
             stat = entry.stat()
         except OSError as error:
-            result.problems.append(f"{display_path(directory / entry.name)}: cannot read: {error}")
+            result.problems.append(f"{display_path(path)}: cannot read: {error}")
             continue
         present.add(name)
         hit = cached.get(name)
         if hit is not None and hit[:3] == (stat.st_size, stat.st_mtime_ns, shape):
             subscriber = _cached_subscriber(hit[3])
         else:
-            path = directory / entry.name
-            shown = display_path(path)
             try:
-                subscriber = Subscriber.model_validate(read_toml(path))
-                parse_keywords(list(subscriber.keywords))
+                subscriber = parse_subscriber(read_toml(path), display_path(path))
             except ConfigError as error:
                 result.problems.extend(error.problems)
-                continue
-            except ValidationError as error:
-                result.problems.extend(validation_problems(shown, error))
-                continue
-            except ValueError as error:
-                result.problems.append(f"{shown}: keywords: {error}")
                 continue
             if cache is not None:
                 fresh.append({"path": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": shape,
                               "subscriber": subscriber.model_dump_json()})
         if templates is not None and (problem := unknown_template(subscriber.template, templates)):
-            result.problems.append(f"{display_path(directory / entry.name)}: template: {problem}")
+            result.problems.append(f"{display_path(path)}: template: {problem}")
             continue
         if subscriber.email in first_file_of:
             result.problems.append(
-                f"{display_path(directory / entry.name)}: email: duplicate address {subscriber.email} "
-                f"(already in {display_path(directory / first_file_of[subscriber.email])})"
+                f"{display_path(path)}: email: duplicate address {subscriber.email} "
+                f"(already in {first_file_of[subscriber.email]})"
             )
             continue
-        first_file_of[subscriber.email] = entry.name
+        first_file_of[subscriber.email] = display_path(path)
         result.subscribers.append(subscriber)
+        result.paths[subscriber.email] = path
     if cache is not None and (fresh or set(cached) - present):
         cache.save_subscriber_files(key, fresh, keep=present)
     return result

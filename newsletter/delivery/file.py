@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from newsletter.config import display_path
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, ResultCallback, SendResult
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]+")
@@ -96,6 +97,9 @@ class FileBackend(Backend):
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DeliveryError(f"{self.dir}: cannot create the outbox directory: {exc.strerror}") from exc
+
+    def destination(self) -> str:
+        return display_path(self.dir)
 
     def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
         """Write and rename every file, make them all durable at once, then report: a result
