@@ -19,7 +19,7 @@ from newsletter.embeddings import Embedder, load_embedder, paper_text
 from newsletter.library import Library, LibraryCache, LibraryError
 from newsletter.models import Pick, Subscriber, normalise_title
 from newsletter.selection import PaperIndex
-from newsletter.similarity import Example, SimilarSpace
+from newsletter.similarity import EMBEDDING_WEIGHT, Example, SimilarSpace
 from newsletter.store import Feedback, Store
 
 log = logging.getLogger("newsletter.relevance")
@@ -45,8 +45,9 @@ def wants_similar(subscriber: Subscriber, feedback: list[Feedback]) -> bool:
 class Relevance:
     """Builds profiles from libraries and feedback, and ranks them over an index (see module doc)."""
 
-    def __init__(self, store: Store, embedder: str | Embedder = "wordllama"):
+    def __init__(self, store: Store, embedder: str | Embedder = "wordllama", *, embedding_weight: float = EMBEDDING_WEIGHT):
         self.store = store
+        self.embedding_weight = embedding_weight
         self._spec = embedder
         self._embedder: Embedder | None = None if isinstance(embedder, str) else embedder
         self.libraries = LibraryCache(store)
@@ -79,7 +80,7 @@ class Relevance:
         """The index's candidates as a SimilarSpace, and their positions by normalised title."""
         found = self._spaces.get(index)
         if found is None:
-            space = SimilarSpace(index.papers, self.paper_vectors(index.papers))
+            space = SimilarSpace(index.papers, self.paper_vectors(index.papers), embedding_weight=self.embedding_weight)
             titles = {normalise_title(paper.title): i for i, paper in enumerate(index.papers)}
             found = self._spaces[index] = (space, titles)
         return found

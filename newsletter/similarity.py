@@ -83,10 +83,11 @@ def _zscore(scores: np.ndarray) -> np.ndarray:
 class SimilarSpace:
     """The day's candidates as centred embeddings and tf-idf rows; built once per edition index."""
 
-    def __init__(self, papers: list[Paper], vectors: np.ndarray):
+    def __init__(self, papers: list[Paper], vectors: np.ndarray, *, embedding_weight: float = EMBEDDING_WEIGHT):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self.papers = papers
+        self.embedding_weight = embedding_weight  # 1.0: embedding only, 0.0: tf-idf only (benchmark variants)
         vectors = np.asarray(vectors, dtype=np.float32)
         self.mean = vectors.mean(axis=0) if len(vectors) else np.zeros(vectors.shape[1], dtype=np.float32)
         self.vectors = _unit(vectors - self.mean)
@@ -141,7 +142,8 @@ class SimilarSpace:
             shape=(len(profiles), self.lexical.shape[1]),
         )
         lexical = (query @ self.by_term).toarray()
-        return EMBEDDING_WEIGHT * _zscore(embedding) + (1 - EMBEDDING_WEIGHT) * _zscore(lexical)
+        weight = self.embedding_weight
+        return weight * _zscore(embedding) + (1 - weight) * _zscore(lexical)
 
     def rank(self, profiles: list[Profile], blocked: list[np.ndarray], limit: int) -> list[list[tuple[int, float]]]:
         """The best `limit` (candidate, score) pairs for each profile, best first, skipping its `blocked` candidates."""

@@ -150,3 +150,28 @@ def test_recency_weights_halve_per_half_life():
 
     items = [LibraryItem("new", added=date(2026, 1, 1)), LibraryItem("old", added=date(2025, 1, 1)), LibraryItem("undated")]
     assert recency_weights(items, date(2026, 1, 1)) == pytest.approx([1.0, 0.5, 0.5])
+
+
+def test_a_subscriber_library_resolves_against_the_subscriber_file(tmp_path: Path, monkeypatch):
+    from newsletter.config import load_subscribers
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "subscribers"
+    folder.mkdir()
+    (folder / "ada-library.bib").write_text("@misc{a, title = {One}}\n", encoding="utf-8")
+    (folder / "ada.toml").write_text('email = "ada@example.org"\nmode = "similar"\nlibrary = "ada-library.bib"\n', encoding="utf-8")
+    (folder / "bob.toml").write_text('email = "bob@example.org"\nmode = "similar"\nlibrary = "nope.bib"\n', encoding="utf-8")
+    (folder / "cy.toml").write_text('email = "cy@example.org"\nmode = "similar"\n', encoding="utf-8")
+    (folder / "di.toml").write_text('email = "di@example.org"\nmode = "mixed"\n', encoding="utf-8")
+    (folder / "ed.toml").write_text(
+        'email = "ed@example.org"\nmode = "mixed"\nlibrary = "ada-library.bib"\ntrending_share = 0.5\nsimilar_share = 0.6\n',
+        encoding="utf-8")
+    loaded = load_subscribers(folder)
+    assert [s.email for s in loaded.subscribers] == ["ada@example.org"]
+    assert loaded.subscribers[0].library == (folder / "ada-library.bib").resolve()
+    assert loaded.problems == [
+        "subscribers/bob.toml: library: file not found: subscribers/nope.bib",
+        'subscribers/cy.toml: library: mode "similar" needs a library file, e.g. library = "my-library.bib"',
+        "subscribers/di.toml: library: mode 'mixed' needs at least one keyword that is not an exclusion, or a library",
+        "subscribers/ed.toml: similar_share: trending_share + similar_share must be at most 1",
+    ]

@@ -10,9 +10,29 @@ from newsletter.cli.common import loaded_subscribers, open_store, out, subscribe
 
 @subscribers_app.command("check")
 def subscribers_check(ctx: typer.Context) -> None:
-    """Validate every subscriber file; list all problems and exit 1 if there are any."""
+    """Validate every subscriber file and library; list all problems and exit 1 if there are any.
+
+    A library entry that cannot be used (no title, broken syntax, a .txt line not in the store)
+    is a problem too, reported as `file:line: problem`; the rest of that library is still used.
+    """
+    from newsletter.config import display_path
+    from newsletter.library import LibraryCache, LibraryError
+
     config = ctx.obj.config()
     loaded = loaded_subscribers(config, quiet=True)
+    libraries = sorted({s.library for s in loaded.subscribers if s.library is not None})
+    if libraries:
+        with open_store(config) as store:
+            cache = LibraryCache(store)
+            for path in libraries:
+                try:
+                    library = cache.get(path)
+                except LibraryError as error:
+                    loaded.problems.append(str(error))
+                    continue
+                loaded.problems.extend(library.problems)
+                if not library.items:
+                    loaded.problems.append(f"{display_path(path)}: no usable entries")
     for problem in loaded.problems:
         out.print(problem, markup=False)
     out.print(f"{len(loaded.subscribers)} subscribers ok, {len(loaded.problems)} problems")
