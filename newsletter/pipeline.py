@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
+from newsletter.feedback import feedback_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
 from newsletter.relevance import Relevance
@@ -119,8 +120,11 @@ class EditionBuilder:
 
     def build(self, subscriber: Subscriber, day: date, picks: list[Pick]) -> tuple[Edition, bytes]:
         """Render one edition and serialise it as an RFC 5322 message."""
-        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
+        base = self.config.newsletter.base_url
+        link = unsubscribe_url(base, subscriber.email, self.key)
+        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                 for pick in picks]
+        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link, feedback_links=votes)
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
         data = build_message(
             sender=self.config.newsletter.sender,

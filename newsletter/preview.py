@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.feedback import LABELS, verify_feedback_token
 from newsletter.models import Subscriber
 from newsletter.render import RenderedEdition, TemplateError
 from newsletter.unsubscribe import verify_token
@@ -66,6 +67,9 @@ button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 0; backgr
 <div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
 {% if action %}<form method="post" action="{{ action }}"><input type="hidden" name="List-Unsubscribe" value="One-Click">
 <button>Unsubscribe</button></form>{% endif %}</div>{% endblock %}""",
+    "feedback.html": """{% extends "base.html" %}{% block title %}{{ heading }}{% endblock %}{% block body %}
+<div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
+{% if action %}<form method="post" action="{{ action }}"><button>{{ button }}</button></form>{% endif %}</div>{% endblock %}""",
 }
 
 
@@ -76,11 +80,15 @@ def create_app(
     suppress: Callable[[str], None],
     secret_key: bytes,
     preview: bool = True,
+    record_feedback: Callable[[str, str, str], None] | None = None,
+    paper_title: Callable[[str], str | None] | None = None,
 ) -> Starlette:
     """The web app. `build_edition(email, day)` gives the rendered edition and its MIME bytes,
-    or None when there is none; `suppress(email)` records an unsubscribe.
+    or None when there is none; `suppress(email)` records an unsubscribe;
+    `record_feedback(email, paper_id, kind)` a "more/fewer like this" click on a paper that
+    `paper_title(paper_id)` knows.
 
-    With `preview=False` only `/unsubscribe` is served (for a public host).
+    With `preview=False` only `/unsubscribe` and `/feedback` are served (for a public host).
     """
     pages = jinja2.Environment(loader=jinja2.DictLoader(PAGES), autoescape=True, undefined=jinja2.StrictUndefined)
 
@@ -158,7 +166,23 @@ def create_app(
         action = "?token=" + quote(token)  # relative: works behind a path prefix too
         return message("Unsubscribe?", f"Stop sending this newsletter to {email}?", action=action)
 
-    routes = [Route("/unsubscribe", unsubscribe, methods=["GET", "POST"])]
+    def feedback(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        found = verify_feedback_token(token, secret_key)
+        title = paper_title(found[1]) if found and paper_title else None
+        if found is None or record_feedback is None or title is None:
+            return page("feedback.html", 400, heading="Link not valid", action="", button="",
+                        message="This link is not valid (or the paper is no longer known). Use the links in your latest email.")
+        email, paper_id, kind = found
+        label = LABELS[kind]
+        if request.method == "POST":
+            record_feedback(email, paper_id, kind)
+            return page("feedback.html", heading="Thank you", action="", button="",
+                        message=f'Noted for {email}: {label.lower()} "{title}". Your next edition takes it into account.')
+        return page("feedback.html", heading=f"{label}?", action="?token=" + quote(token), button=label,
+                    message=f'Show {email} {"more" if kind == "more" else "fewer"} papers like "{title}"?')
+
+    routes = [Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]), Route("/feedback", feedback, methods=["GET", "POST"])]
     if preview:
         routes += [
             Route("/", index),

@@ -34,8 +34,10 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
             suppress=lambda email: store.suppress(email, reason="one-click unsubscribe"),
             secret_key=builder.key,
             preview=preview,
+            record_feedback=store.add_feedback,
+            paper_title=lambda paper_id: getattr(store.get_papers([paper_id]).get(paper_id), "title", None),
         )
-        what = "preview" if preview else "unsubscribe endpoint"
+        what = "preview" if preview else "unsubscribe and feedback endpoints"
         err.print(f"Serving the {what} on http://{host}:{port}/ (Ctrl-C to stop)", markup=False)
         uvicorn.run(web, host=host, port=port, log_level="warning")
 
@@ -55,7 +57,8 @@ def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption
 
 @app.command()
 def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
-    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url."""
+    """Serve only the public endpoints under [newsletter] base_url: one-click unsubscribe (RFC 8058)
+    and the "more like this" / "fewer like this" links of each paper (a confirmation page, then a POST)."""
     serve_app(ctx.obj.config(), host, port, preview=False)
 
 

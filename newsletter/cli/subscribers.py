@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from newsletter.cli.common import loaded_subscribers, open_store, out, subscribers_app
+from newsletter.cli.common import app, loaded_subscribers, open_store, out, subscribers_app
 
 
 @subscribers_app.command("check")
@@ -72,3 +72,23 @@ def subscribers_disable(ctx: typer.Context, email: str) -> None:
         changed = store.suppress(email, reason="disabled by operator")
     out.print(f"{email}: {'suppressed' if changed else 'was already suppressed'}")
 
+
+@app.command("feedback")
+def feedback_cmd(ctx: typer.Context, email: str) -> None:
+    """List a subscriber's "more like this" / "fewer like this" clicks, oldest first.
+
+    "more" papers join the profile's examples from the next edition on (a keyword or
+    trending profile then gets a share of similar picks); "fewer" papers count against.
+    """
+    from rich.text import Text
+
+    config = ctx.obj.config()
+    with open_store(config) as store:
+        clicks = store.feedback([email]).get(email.strip().lower(), [])
+        papers = store.get_papers({click.paper_id for click in clicks})
+    table = Table("when (UTC)", "choice", "paper", "title", title=f"{email}: {len(clicks)} feedback")
+    for click in clicks:
+        paper = papers.get(click.paper_id)
+        table.add_row(click.created_at.strftime("%Y-%m-%d %H:%M"), "more like this" if click.kind == "more" else "fewer like this",
+                      Text(click.paper_id), Text(paper.title if paper else "(no longer in the store)"))
+    out.print(table)
