@@ -108,6 +108,7 @@ def send(
     A (subscriber, date) is sent at most once: running again the same day sends nothing new.
     """
     from newsletter.delivery.base import DeliveryError
+    from newsletter.dkim_signing import DkimError
     from newsletter.pipeline import MissingSecret, run_edition
 
     config = ctx.obj.config()
@@ -144,7 +145,7 @@ def send(
                 summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
                                       resend_uncertain=resend_uncertain, retry_failed=retry_failed,
                                       skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
-            except (MissingSecret, DeliveryError) as error:
+            except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
     if summary.failed:
