@@ -21,11 +21,8 @@ from datetime import date, datetime, timedelta
 
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
-<<<<<<< HEAD
-from newsletter.feedback import feedback_url
-=======
 from newsletter.dkim_signing import Signer
->>>>>>> main
+from newsletter.feedback import feedback_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
 from newsletter.relevance import Relevance
@@ -75,11 +72,8 @@ class EditionBuilder:
             )
         )
         self._indexes: dict[tuple[date, int], PaperIndex] = {}
-<<<<<<< HEAD
         self.relevance = Relevance(store, config.model.selection.embedder)
-=======
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
->>>>>>> main
 
     def index(self, day: date, max_age_days: int) -> PaperIndex:
         """The papers an edition dated `day` may pick from, indexed once per (date, age window)."""
@@ -127,22 +121,16 @@ class EditionBuilder:
         ]
 
     def build(self, subscriber: Subscriber, day: date, picks: list[Pick]) -> tuple[Edition, bytes]:
-<<<<<<< HEAD
-        """Render one edition and serialise it as an RFC 5322 message."""
-        base = self.config.newsletter.base_url
-        link = unsubscribe_url(base, subscriber.email, self.key)
-        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
-                 for pick in picks]
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link, feedback_links=votes)
-=======
         """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
 
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         """
         newsletter = self.config.newsletter
-        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
->>>>>>> main
+        base = newsletter.base_url
+        link = unsubscribe_url(base, subscriber.email, self.key)
+        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                 for pick in picks]
+        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link, feedback_links=votes)
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
         data = build_message(
             sender=self.config.newsletter.sender,
