@@ -74,13 +74,24 @@ def test_confirmation_page_then_post_records_the_click(store: Store):
     assert "A &lt;b&gt;bold&lt;/b&gt; paper" in page.text  # a paper title is text, never markup
     assert store.feedback(["ada@example.org"]) == {}  # a link preview (GET) records nothing
     form_action = re.search(r'<form method="post" action="([^"]+)"', page.text)[1].replace("&amp;", "&")
-    done = client.post(f"{path.path}{form_action}")
+    assert client.post(f"{path.path}{form_action}").status_code == 400  # a bare POST (a link scanner) records nothing
+    assert store.feedback(["ada@example.org"]) == {}
+    done = client.post(f"{path.path}{form_action}", data={"feedback": "confirm"})
     assert done.status_code == 200 and "Thank you" in done.text
     [click] = store.feedback(["ada@example.org"])["ada@example.org"]
     assert (click.paper_id, click.kind) == ("2401.00001", "more")
     fewer = urlsplit(feedback_url("http://x", "ada@example.org", "2401.00001", "fewer", KEY))
-    assert client.post(f"{fewer.path}?{fewer.query}").status_code == 200
+    assert client.post(f"{fewer.path}?{fewer.query}", data={"feedback": "confirm"}).status_code == 200
     assert [c.kind for c in store.feedback(["ada@example.org"])["ada@example.org"]] == ["fewer"]  # the latest click wins
+
+
+def test_the_preview_shows_the_pages_but_records_nothing(store: Store):
+    client = TestClient(create_app(list_subscribers=lambda: [], build_edition=lambda e, d: None, suppress=None,
+                                   secret_key=KEY, record_feedback=None, paper_title=lambda paper_id: "A paper"))
+    token = make_feedback_token("ada@example.org", "2401.00001", "more", KEY)
+    assert client.get(f"/feedback?token={token}").status_code == 200
+    assert "nothing was recorded" in client.post(f"/feedback?token={token}", data={"feedback": "confirm"}).text
+    assert store.feedback(["ada@example.org"]) == {}
 
 
 def test_forged_tokens_and_unknown_papers_change_nothing(store: Store):
@@ -90,7 +101,7 @@ def test_forged_tokens_and_unknown_papers_change_nothing(store: Store):
     bob = make_feedback_token("bob@example.org", "2401.00001", "more", KEY).split(".")
     for token in (f"{bob[0]}.{paper}.{kind}.{mac}", make_feedback_token("ada@example.org", "9999.99999", "more", KEY), "junk"):
         assert client.get(f"/feedback?token={token}").status_code == 400
-        assert client.post(f"/feedback?token={token}").status_code == 400
+        assert client.post(f"/feedback?token={token}", data={"feedback": "confirm"}).status_code == 400
     assert store.feedback(["ada@example.org", "bob@example.org"]) == {}
 
 
@@ -106,7 +117,8 @@ def test_from_a_bib_library_to_feedback_that_changes_the_next_edition(example_di
     (example_dir / "examples" / "subscribers" / "ines.toml").write_text(
         'email = "ines@example.org"\nmode = "similar"\nlibrary = "ines-library.bib"\nmax_items = 5\nmax_age_days = 3650\n',
         encoding="utf-8")
-    sent = run_cli("send", "--date", "2026-11-25", "--only", "ines@example.org", cwd=example_dir)
+    secret = {"NEWSLETTER_SECRET": "a-test-secret-of-some-length"}
+    sent = run_cli("send", "--date", "2026-11-25", "--only", "ines@example.org", cwd=example_dir, env=secret)
     assert sent.returncode == 0, sent.stderr
     [eml] = (example_dir / "outbox").glob("*ines*.eml")
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
@@ -128,20 +140,20 @@ def test_from_a_bib_library_to_feedback_that_changes_the_next_edition(example_di
     before = next_edition()
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "newsletter", "serve", "--port", str(port)], cwd=example_dir,
-                              env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(base + "/feedback", timeout=2)
+                httpx.get(base + "/healthz", timeout=2)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and server.poll() is None, server.stderr.read().decode()
                 time.sleep(0.2)
         link = urlsplit(more[4])  # the last pick: "more like this"
         assert httpx.get(f"{base}{link.path}?{link.query}").status_code == 200
-        assert httpx.post(f"{base}{link.path}?{link.query}").status_code == 200
+        assert httpx.post(f"{base}{link.path}?{link.query}", data={"feedback": "confirm"}).status_code == 200
     finally:
         server.terminate()
         server.wait(10)
