@@ -33,6 +33,7 @@ class Examples:
     negatives: list[Example] = field(default_factory=list)
     blocked_ids: set[str] = field(default_factory=set)
     blocked_titles: set[str] = field(default_factory=set)
+    key: tuple = ()  # (library digest, clicks): equal keys, equal profiles
 
 
 def wants_similar(subscriber: Subscriber, feedback: list[Feedback]) -> bool:
@@ -54,6 +55,8 @@ class Relevance:
         self._library_vectors: dict[tuple[str, str], np.ndarray] = {}
         self._spaces: weakref.WeakKeyDictionary[PaperIndex, tuple[SimilarSpace, dict[str, int]]] = weakref.WeakKeyDictionary()
         self._reported: set[str] = set()
+        # profiles by (space, library content, clicks): subscribers sharing a library and clicks share one
+        self._profiles: weakref.WeakKeyDictionary[SimilarSpace, dict[tuple, object]] = weakref.WeakKeyDictionary()
 
     @property
     def embedder(self) -> Embedder:
@@ -126,7 +129,10 @@ class Relevance:
                 examples.positives.extend(self._library_examples(library))
                 examples.blocked_ids |= library.paper_ids()
                 examples.blocked_titles |= library.title_keys()
-            for item in feedback.get(subscriber.email, ()):
+            clicks = feedback.get(subscriber.email, ())
+            examples.key = (library.digest if library is not None and library.items else None,
+                            tuple((item.paper_id, item.kind) for item in clicks))
+            for item in clicks:
                 paper = papers.get(item.paper_id)
                 examples.blocked_ids.add(item.paper_id)
                 if paper is None:
@@ -156,9 +162,13 @@ class Relevance:
         examples = self.examples(wanted, feedback)
         space, titles = self.space(index)
         profiles, blocked, owners = [], [], []
+        profiles_here = self._profiles.setdefault(space, {})
         for subscriber in wanted:
             mine = examples[subscriber.email]
-            profile = space.profile(mine.positives, mine.negatives)
+            key = mine.key
+            if key not in profiles_here:
+                profiles_here[key] = space.profile(mine.positives, mine.negatives)
+            profile = profiles_here[key]
             if profile is None:
                 continue
             profiles.append(profile)
