@@ -178,12 +178,12 @@ class Relevance:
             return {}
         limit = max(subscriber.max_items for subscriber in owners)
         ranked = space.rank(profiles, blocked, limit)
-        return {
-            subscriber.email: [
-                Pick(index.papers[i], score, [space.reason(profile, i)]) for i, score in pairs[: subscriber.max_items]
-            ]
-            for subscriber, profile, pairs in zip(owners, profiles, ranked)
-        }
+        found = {}
+        for subscriber, profile, pairs in zip(owners, profiles, ranked):
+            pairs = pairs[: subscriber.max_items]
+            reasons = space.reasons(profile, [i for i, _ in pairs])
+            found[subscriber.email] = [Pick(index.papers[i], score, [why]) for (i, score), why in zip(pairs, reasons)]
+        return found
 
     def _blocked(
         self, subscriber: Subscriber, index: PaperIndex, titles: dict[str, int], mine: Examples, sent: Iterable[str]

@@ -162,9 +162,11 @@ class SimilarSpace:
                 ranked.append([(int(i), float(scores[i])) for i in top])
         return ranked
 
-    def reason(self, profile: Profile, candidate: int) -> str:
-        """Why `candidate` was picked: the example it is closest to (embedding and words alike)."""
-        closeness = profile.example_vectors @ self.vectors[candidate]
+    def reasons(self, profile: Profile, candidates: list[int]) -> list[str]:
+        """Why each candidate was picked: the example it is closest to (embedding and words alike)."""
+        if not candidates:
+            return []
+        closeness = profile.example_vectors @ self.vectors[candidates].T
         if profile.example_lexical is not None and profile.example_lexical.shape[0]:
-            closeness = closeness + np.asarray((profile.example_lexical @ self.lexical[candidate].T).todense()).ravel()
-        return profile.examples[int(np.argmax(closeness))].label
+            closeness = closeness + (profile.example_lexical @ self.lexical[candidates].T).toarray()
+        return [profile.examples[int(i)].label for i in np.argmax(closeness, axis=0)]
