@@ -22,14 +22,19 @@ from datetime import date, datetime, timedelta
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
+from newsletter.feedback import feedback_url
 from newsletter.links import archive_url, view_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
+from newsletter.relevance import Relevance
 from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
 from newsletter.summaries import Summariser
 from newsletter.unsubscribe import unsubscribe_url
+
+
+TEMPLATE_RECHECK_SECONDS = 2.0  # a send run looks at template files about once per chunk, not per edition
 
 
 class MissingSecret(Exception):
@@ -69,11 +74,13 @@ def signing_key(config: Config, *, public: bool = False) -> bytes:
 class EditionBuilder:
     """Selects and renders editions; the one code path shared by send, render, preview and the web pages."""
 
-    def __init__(self, config: Config, store: Store, *, key: bytes | None = None):
+    def __init__(self, config: Config, store: Store, *, key: bytes | None = None, recheck_seconds: float = 0.0):
+        """`recheck_seconds`: how long compiled templates are trusted before their files are looked at again."""
         self.config = config
         self.store = store
         self.key = key if key is not None else signing_key(config)
         newsletter = config.newsletter
+        self.sender_address = newsletter.sender_address  # parsed once, not per message
         self.renderer = Renderer(
             RenderSettings(
                 newsletter_name=newsletter.name,
@@ -84,10 +91,12 @@ class EditionBuilder:
                 language=config.model.render.language,
                 logo_url=newsletter.logo_url,
                 accent_color=newsletter.accent_color,
-            )
+            ),
+            recheck_seconds=recheck_seconds,
         )
         self.summariser = Summariser(config.model.summaries, store)
         self._indexes: dict[tuple[date, int, bool], PaperIndex] = {}
+        self.relevance = Relevance(store, config.model.selection.embedder)
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int, *, weekly: bool = False) -> PaperIndex:
@@ -106,9 +115,31 @@ class EditionBuilder:
 
     def select(self, subscriber: Subscriber, day: date, already_sent: set[str] | None = None) -> list[Pick]:
         """Fresh picks for one subscriber and date (no ledger change)."""
-        if already_sent is None:
-            already_sent = self.store.sent_paper_ids([subscriber.email], before=day).get(subscriber.email, set())
-        return select(subscriber, self.index_for(subscriber, day), already_sent=already_sent)
+        sent = None if already_sent is None else {subscriber.email: already_sent}
+        return self.select_many([subscriber], day, sent)[subscriber.email]
+
+    def select_many(
+        self, subscribers: list[Subscriber], day: date, sent: dict[str, set[str]] | None = None
+    ) -> dict[str, list[Pick]]:
+        """Fresh picks for several subscribers (no ledger change); their similar rankings are scored together."""
+        emails = [s.email for s in subscribers]
+        if sent is None:
+            sent = self.store.sent_paper_ids(emails, before=day)
+        feedback = self.store.feedback(emails)
+        similar: dict[str, list[Pick]] = {}
+        for window, weekly in sorted({(s.window_days, s.weekly) for s in subscribers}):
+            group = [s for s in subscribers if (s.window_days, s.weekly) == (window, weekly)]
+            similar.update(self.relevance.similar_picks(group, self.index(day, window, weekly=weekly), sent, feedback))
+        return {
+            s.email: select(
+                s,
+                self.index_for(s, day),
+                already_sent=sent.get(s.email, set()),
+                similar=similar.get(s.email),
+                has_positives=any(item.kind == "more" for item in feedback.get(s.email, ())),
+            )
+            for s in subscribers
+        }
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition."""
@@ -132,11 +163,13 @@ class EditionBuilder:
         base = newsletter.base_url
         link = unsubscribe_url(base, subscriber.email, self.key)
         summaries = self.summariser.summaries([pick.paper for pick in picks], make=make_summaries) if picks else {}
+        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                 for pick in picks]
         rendered: RenderedEdition = self.renderer.render(
             subscriber, day, picks, unsubscribe_url=link,
             view_url=view_url(base, subscriber.email, day, self.key),
             archive_url=archive_url(base, subscriber.email, self.key),
-            summaries=summaries, note=note,
+            summaries=summaries, note=note, feedback_links=votes,
         )
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
         data = build_message(
@@ -269,7 +302,7 @@ def run_edition(
     never two in a row.
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
-    builder = EditionBuilder(config, store)
+    builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
     owns_backend = backend is None and not dry_run
     if owns_backend:
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
@@ -338,6 +371,7 @@ def _send_chunk(
     entries = store.ledger_entries(day, emails)
     sent_before = store.sent_paper_ids(emails, before=day)
     new_editions, messages, held = [], [], []
+    fresh = builder.select_many([s for s in chunk if s.email not in entries], day, sent_before)
     for subscriber in chunk:
         entry = entries.get(subscriber.email)
         state = entry.state if entry else None
@@ -356,7 +390,7 @@ def _send_chunk(
         if entry:
             picks = builder.picks_from_ledger(entry)
         else:
-            picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
+            picks = fresh[subscriber.email]
         note = None
         if not picks:
             summary.empty.append(subscriber.email)
@@ -371,7 +405,7 @@ def _send_chunk(
         messages.append(
             OutgoingMessage(
                 message_id=edition.message_id,
-                sender=builder.config.newsletter.sender_address,
+                sender=builder.sender_address,
                 recipient=subscriber.email,
                 data=data,
             )

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.feedback import LABELS, verify_feedback_token
 from newsletter.links import verify_archive, verify_view, view_path
 from newsletter.models import Subscriber
 from newsletter.render import RenderedEdition, TemplateError, format_date
@@ -80,6 +81,10 @@ button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 0; backgr
 <div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
 {% if action %}<form method="post" action="{{ action }}"><input type="hidden" name="List-Unsubscribe" value="One-Click">
 <button>Unsubscribe</button></form>{% endif %}</div>{% endblock %}""",
+    "feedback.html": """{% extends "base.html" %}{% block title %}{{ heading }}{% endblock %}{% block body %}
+<div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
+{% if action %}<form method="post" action="{{ action }}"><input type="hidden" name="feedback" value="confirm">
+<button>{{ button }}</button></form>{% endif %}</div>{% endblock %}""",
 }
 
 
@@ -94,6 +99,8 @@ def create_app(
     list_editions: Callable[[str], list[tuple[date, str]]] | None = None,
     allowed_hosts: set[str] | None = None,
     password: str | None = None,
+    record_feedback: Callable[[str, str, str], None] | None = None,
+    paper_title: Callable[[str], str | None] | None = None,
 ):
     """The web app. `build_edition(email, day)` gives the rendered edition and its MIME bytes,
     or None when there is none; `suppress(email)` records an unsubscribe (None: the
@@ -101,8 +108,11 @@ def create_app(
     `recorded_edition(email, day)` rebuilds a sent edition from the ledger (the "View in browser"
     page, `/view/DATE?token=…`) and `list_editions(email)` gives (date, subject) of the sent ones,
     newest first (the "Past editions" page, `/archive?token=…`); both links are signed.
+    `record_feedback(email, paper_id, kind)` records a "more/fewer like this" click on a paper that
+    `paper_title(paper_id)` knows (None: the pages are shown, nothing is recorded).
 
-    With `preview=False` only `/unsubscribe`, `/view`, `/archive` and `/healthz` are served (for a public host).
+    With `preview=False` only `/unsubscribe`, `/view`, `/archive`, `/feedback` and `/healthz` are served
+    (for a public host).
     `allowed_hosts` (names without port) and `password` guard every other path.
     """
     pages = jinja2.Environment(loader=jinja2.DictLoader(PAGES), autoescape=True, undefined=jinja2.StrictUndefined)
@@ -217,6 +227,31 @@ def create_app(
             for day, subject in (list_editions(email) if list_editions else [])
         ]
         return page("archive.html", email=email, rows=rows)
+    async def feedback(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        found = verify_feedback_token(token, secret_key)
+        title = paper_title(found[1]) if found and paper_title else None
+        if found is None or title is None:
+            return page("feedback.html", 400, heading="Link not valid", action="", button="",
+                        message="This link is not valid (or the paper is no longer known). Use the links in your latest email.")
+        email, paper_id, kind = found
+        label = LABELS[kind]
+        action = "?token=" + quote(token)
+        question = f'Show {email} {"more" if kind == "more" else "fewer"} papers like "{title}"?'
+        if request.method == "POST":
+            try:
+                form = await request.form()
+            except Exception:  # a body that is not a form at all
+                form = {}
+            if form.get("feedback") != "confirm":  # a bare POST (a link scanner, a prefetch) changes nothing
+                return page("feedback.html", 400, heading=f"{label}?", action=action, button=label, message=question)
+            if record_feedback is None:
+                return page("feedback.html", heading="Preview", action="", button="",
+                            message="This is the preview: nothing was recorded.")
+            record_feedback(email, paper_id, kind)
+            return page("feedback.html", heading="Thank you", action="", button="",
+                        message=f'Noted for {email}: {label.lower()} "{title}". Your next edition takes it into account.')
+        return page("feedback.html", heading=f"{label}?", action=action, button=label, message=question)
 
     def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -226,6 +261,7 @@ def create_app(
         Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
         Route("/view/{day}", view),
         Route("/archive", archive),
+        Route("/feedback", feedback, methods=["GET", "POST"]),
     ]
     if preview:
         routes += [

@@ -72,9 +72,11 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
             preview=preview,
             recorded_edition=recorded_edition,
             list_editions=list_editions,
+            record_feedback=None if preview else store.add_feedback,
+            paper_title=lambda paper_id: getattr(store.get_papers([paper_id]).get(paper_id), "title", None),
             **guard,
         )
-        what = "preview" if preview else "public pages (unsubscribe, view in browser, past editions)"
+        what = "preview" if preview else "public pages (unsubscribe, view in browser, past editions, feedback)"
         shown = f"[{host}]" if ":" in host else host
         locked = (f"; password required (HTTP basic auth, any user name, the password in {PREVIEW_PASSWORD_ENV})"
                   if guard.get("password") else "")
@@ -101,7 +103,8 @@ def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption
 @app.command()
 def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
     """Serve the public pages under [newsletter] base_url: one-click unsubscribe (RFC 8058),
-    "View in browser" (/view/DATE) and "Past editions" (/archive), each behind a signed link.
+    "View in browser" (/view/DATE), "Past editions" (/archive) and each paper's "more like this" /
+    "fewer like this" links (a confirmation page, then a POST), each behind a signed link.
 
     Needs the signing secret (the variable named by [newsletter] secret_env).
     /healthz answers "ok" for load balancers and container health checks.

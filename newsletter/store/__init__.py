@@ -2,12 +2,14 @@
 
 One module per table family: `schema` (tables, versions), `engine` (opening,
 migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims),
-`suppressions`, `summaries` and `fetches`. `Store` puts them together behind plain methods.
+`suppressions`, `summaries`, `fetches`, `vectors` (paper embeddings), `feedback` (clicks from the
+email) and `subscriber_files` (parsed subscriber files). `Store` puts them together behind plain methods.
 """
 
 from __future__ import annotations
 
 from newsletter.store.engine import StoreBase, engine_url
+from newsletter.store.feedback import FEEDBACK_KINDS, Feedback, FeedbackMixin
 from newsletter.store.fetches import FetchesMixin, FetchStatus
 from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
@@ -19,10 +21,14 @@ from newsletter.store.schema import (
     sent_papers_table,
     suppressions_table,
 )
+from newsletter.store.subscriber_files import SubscriberFilesMixin
 from newsletter.store.summaries import SummariesMixin
 from newsletter.store.suppressions import SuppressionsMixin
+from newsletter.store.vectors import VectorsMixin
 
 __all__ = [
+    "FEEDBACK_KINDS",
+    "Feedback",
     "LEDGER_STATES",
     "SCHEMA_VERSION",
     "FetchStatus",
@@ -41,5 +47,15 @@ __all__ = [
 ]
 
 
-class Store(PapersMixin, LedgerMixin, SuppressionsMixin, SummariesMixin, FetchesMixin, StoreBase):
-    """Papers, the delivery ledger, the suppression list, stored summaries and fetch records, behind plain methods."""
+class Store(
+    PapersMixin,
+    LedgerMixin,
+    SuppressionsMixin,
+    VectorsMixin,
+    FeedbackMixin,
+    SubscriberFilesMixin,
+    SummariesMixin,
+    FetchesMixin,
+    StoreBase,
+):
+    """Papers, the ledger, suppressions, paper vectors, feedback, parsed subscriber files, summaries and fetch records."""
