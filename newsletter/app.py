@@ -60,7 +60,7 @@ def make_service(config: Config, store: Store):
     """The scheduler service wired to this config: fetch, per-group sends, the ledger check."""
     from datetime import timedelta
 
-    from newsletter.pipeline import is_done, run_edition
+    from newsletter.pipeline import Claim, is_done, new_owner, run_edition
     from newsletter.scheduler import JobStats, ScheduleSettings, Service
 
     schedule = config.model.schedule
@@ -87,7 +87,10 @@ def make_service(config: Config, store: Store):
 
             queued = enqueue(config, store, members(group), day=day)
             return JobStats(skipped=queued.summary.already_sent)
-        summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
+        summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty,
+                              claim=Claim(new_owner("run"), config.delivery.lease_seconds))
+        if summary.stopped:
+            logging.getLogger("newsletter.scheduler").error("%s %s: sending stopped: %s", group.job_id, day, summary.stopped)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
 
     settings = ScheduleSettings(

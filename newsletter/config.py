@@ -124,6 +124,8 @@ class DeliverySection(BaseModel):
     backend: str = "file"
     chunk_size: int = Field(default=200, ge=1)
     executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
+    # how long a run's claim on its editions holds without its heartbeat (renewed every quarter of it)
+    lease_seconds: float = Field(default=60.0, ge=1)
 
     @property
     def backend_options(self) -> dict[str, Any]:

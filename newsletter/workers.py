@@ -38,11 +38,10 @@ from sqlalchemy.exc import OperationalError
 from newsletter.config import Config, load_config, load_subscribers
 from newsletter.models import Subscriber
 from newsletter.pipeline import Claim, RunSummary, due_chunks, due_emails, run_edition
-from newsletter.store import Store
+from newsletter.store import SETTLED, State, Store
 
 BROKER_ENV = "NEWSLETTER_BROKER_URL"
 QUEUE = "newsletter"
-SETTLED = ("sent", "failed", "review")
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +139,20 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     config = load_config(config_path)
     wanted = set(emails)
     subscribers = [s for s in _current_subscribers(config) if s.email in wanted]
-    claim = Claim(worker=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
+    claim = Claim(owner=f"worker@{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
     day = date.fromisoformat(edition_date)
     store = _store(config)
     try:
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
         due = due_emails(store, subscribers, day)
-        held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in ("pending", "sending")]
+        held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in (State.PENDING, State.SENDING)]
     except OperationalError as error:
         # the database is away: try again once the chunk claimed so far may be re-claimed
         raise self.retry(exc=error, countdown=claim.lease_seconds)
+    if summary.stopped:
+        # nothing else can get through (e.g. authentication refused): the rest stays pending, for an operator
+        log.error("%s: sending stopped: %s", edition_date, summary.stopped)
+        held = []
     if held:
         # claimed by another worker, which may have died (this shard may be its, redelivered):
         # look again when their lease has run out; by then they are sent, or ours to take

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,7 +28,7 @@ from newsletter.cli.common import (
     warn,
 )
 from newsletter.config import Config, display_path
-from newsletter.store import Store
+from newsletter.store import HELD, State, Store
 
 
 @app.command("select")
@@ -91,12 +91,21 @@ def render(
 @app.command()
 def send(
     ctx: typer.Context,
+    emails: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[EMAIL]...", help="With --resend-uncertain: the subscribers whose held editions to send again.")] = None,
     day: DateOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render everything, send and record nothing.")] = False,
     only: Annotated[Optional[str], typer.Option("--only", help="Send to this one subscriber only.")] = None,
     resend_uncertain: Annotated[bool, typer.Option(
-        "--resend-uncertain/--no-resend-uncertain",
-        help="Editions a crashed run left 'sending' are re-sent with the same Message-ID (default), or marked for review.")] = True,
+        "--resend-uncertain",
+        help="Send the 'uncertain' (maybe delivered) and 'review' editions of the EMAILs given (or of everyone "
+        "with --all) again, with the same Message-ID, and nothing else. `newsletter status` lists them.")] = False,
+    all_held: Annotated[bool, typer.Option("--all", help="With --resend-uncertain: every held edition.")] = False,
+    hold_interrupted: Annotated[bool, typer.Option(
+        "--hold-interrupted",
+        help="Editions a crashed run was sending (lease expired) become 'uncertain' for you to check, instead of "
+        "being sent again with the same Message-ID (the default; at most one per SMTP connection of that run can "
+        "have been delivered).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
     no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
     workers: Annotated[Optional[str], typer.Option(
@@ -105,22 +114,38 @@ def send(
 ) -> None:
     """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
 
-    A (subscriber, date) is sent at most once: running again the same day sends nothing new.
+    A (subscriber, date) is sent at most once: running again the same day sends nothing new, and runs that
+    overlap (cron and a manual run, `run` catching up) split the editions between them. Exit status: 0 all
+    done, 1 some editions failed or are uncertain, 2 the run stopped (bad setup, authentication refused).
     """
     from newsletter.delivery.base import DeliveryError
-    from newsletter.pipeline import MissingSecret, run_edition
+    from newsletter.pipeline import Claim, MissingSecret, new_owner, resend_held, run_edition
 
     config = ctx.obj.config()
     edition_day = parse_day(day)
     executor = workers or config.delivery.executor
     if executor not in ("local", "celery"):
         fail(f"--workers: expected local or celery, got {executor!r}", code=2)
-    if executor == "celery":
-        for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (not resend_uncertain, "--no-resend-uncertain"), (ctx.obj.db, "--db")):
+    if (emails or all_held) and not resend_uncertain:
+        fail("EMAIL arguments and --all go with --resend-uncertain", code=2)
+    if resend_uncertain and bool(emails) == all_held:
+        fail("--resend-uncertain: name the subscribers (EMAIL...) or give --all", code=2)
+    if executor == "celery" and not resend_uncertain:
+        for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (hold_interrupted, "--hold-interrupted"), (ctx.obj.db, "--db")):
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     loaded = loaded_subscribers(config)
     with open_store(config) as store:
+        if resend_uncertain:
+            try:
+                released, summary = resend_held(config, store, loaded.subscribers,
+                                                None if all_held else [e.strip().lower() for e in emails], day=edition_day)
+            except (MissingSecret, DeliveryError) as error:
+                fail(f"{display_path(config.path)}: {error}", code=2)
+            out.print(f"Released {len(released)} held editions for sending again (same Message-ID).")
+            print_summary(config, summary)
+            finish(summary)
+            return
         inputs = config.input_paths()
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
@@ -142,12 +167,20 @@ def send(
 
             try:
                 summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
-                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed,
-                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+                                      retry_failed=retry_failed, hold_expired=hold_interrupted,
+                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress,
+                                      claim=Claim(new_owner("send"), config.delivery.lease_seconds))
             except (MissingSecret, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
-    if summary.failed:
+    finish(summary)
+
+
+def finish(summary) -> None:
+    """Exit 2 when the run stopped early, 1 when editions failed or are uncertain."""
+    if summary.stopped:
+        fail(f"stopped: {summary.stopped}", code=2)
+    if summary.failed or summary.uncertain:
         raise typer.Exit(1)
 
 
@@ -180,8 +213,10 @@ def print_summary(config: Config, summary) -> None:
         ("unsubscribed", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
-        ("uncertain after a crash", summary.uncertain),
-        ("held for review", summary.held_for_review),
+        ("uncertain: maybe delivered (newsletter status)", summary.uncertain),
+        ("held: uncertain or review (send --resend-uncertain)", summary.held),
+        ("taken over from a run that stopped (same Message-ID)", summary.taken_over),
+        ("claimed by another run", summary.claimed_elsewhere),
     ]
     for label, value in rows:
         if value or label in ("subscribers", "sent"):
@@ -189,6 +224,8 @@ def print_summary(config: Config, summary) -> None:
     out.print(table)
     for email, reply in summary.failures:
         err.print(f"failed: {email}: {reply}", markup=False)
+    for email, reply in summary.uncertain_rows:
+        err.print(f"uncertain: {email}: {reply}", markup=False)
     for email in summary.empty if summary.skip_empty else ():
         out.print(f"{email}: no new papers, no email today", markup=False)
     if summary.sent and config.delivery.backend in ("file", "mbox"):
@@ -211,23 +248,36 @@ def status(
     edition_day = parse_day(day)
     with open_store(config) as store:
         counts = store.ledger_counts(edition_day)
-        failed = store.ledger_rows(edition_date=edition_day, state="failed")
-        review = store.ledger_rows(edition_date=edition_day, state="review")
+        problems_rows = store.ledger_rows(edition_date=edition_day, state=[State.FAILED, *HELD])
+        sending = store.ledger_rows(edition_date=edition_day, state=State.SENDING)
         next_runs = make_service(config, store).next_runs()
     problems = [
-        {"email": row.email, "date": row.edition_date.isoformat(), "state": row.state, "reply": row.reply, "attempts": row.attempts}
-        for row in [*failed, *review]
+        {"email": row.email, "date": row.edition_date.isoformat(), "state": str(row.state), "reply": row.reply, "attempts": row.attempts}
+        for row in problems_rows
     ]
+    now = datetime.now(timezone.utc)
+    claims: dict[tuple[str, str, bool], int] = {}
+    for row in sending:
+        key = (row.claimed_by or "?", row.edition_date.isoformat(), row.lease_expired(now))
+        claims[key] = claims.get(key, 0) + 1
+    held_by = [{"owner": owner, "date": when, "editions": n, "lease_expired": expired}
+               for (owner, when, expired), n in sorted(claims.items())]
     if as_json:
         print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
-                          "problems": problems, "next_runs": next_runs}, indent=2))
+                          "problems": problems, "sending": held_by, "next_runs": next_runs}, indent=2))
         return
     table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
     for state, count in counts.items():
         table.add_row(state, str(count))
     out.print(table)
+    for claim in held_by:
+        how = "lease expired: its run stopped; the next send takes them over" if claim["lease_expired"] else "live"
+        out.print(f"sending: {claim['editions']} editions of {claim['date']} held by {claim['owner']} ({how})", markup=False)
     for item in problems:
         out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+    if any(item["state"] != State.FAILED for item in problems):
+        out.print("Send uncertain and review editions again with `newsletter send --resend-uncertain EMAIL...` (or --all), "
+                  "once you know they did not arrive.")
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]

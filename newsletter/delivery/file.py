@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
+from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, ResultCallback, SendResult
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]+")
 
@@ -44,6 +44,7 @@ class FileBackend(Backend):
 
     name = "file"
     real_mail = False
+    streams_results = True  # each result as soon as its file is renamed into place
     Settings = FileSettings
 
     def __init__(self, settings: FileSettings, *, base_dir: Path) -> None:
@@ -57,15 +58,18 @@ class FileBackend(Backend):
         except OSError as exc:
             raise DeliveryError(f"{self.dir}: cannot create the outbox directory: {exc.strerror}") from exc
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
         self.open()
         results = []
-        for message in messages:
+        for index, message in enumerate(messages):
             name = eml_name(message)
             try:
                 write_atomically(self.dir / name, message.data)
             except OSError as exc:
-                results.append(SendResult(message.message_id, False, f"{self.dir / name}: {exc.strerror or exc}"))
+                result = SendResult(message.message_id, False, f"{self.dir / name}: {exc.strerror or exc}")
             else:
-                results.append(SendResult(message.message_id, True, f"written {self.shown_dir / name}"))
+                result = SendResult(message.message_id, True, f"written {self.shown_dir / name}")
+            results.append(result)
+            if on_result is not None:
+                on_result(index, result)
         return results

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
+from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, ResultCallback, SendResult
 
 
 class MboxSettings(BackendSettings):
@@ -25,6 +25,7 @@ class MboxBackend(Backend):
 
     name = "mbox"
     real_mail = False
+    streams_results = True  # each result once its entry is flushed to the file
     Settings = MboxSettings
 
     def __init__(self, settings: MboxSettings, *, base_dir: Path) -> None:
@@ -37,24 +38,30 @@ class MboxBackend(Backend):
         except OSError as exc:
             raise DeliveryError(f"{self.path.parent}: cannot create the directory: {exc.strerror}") from exc
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
         self.open()
+        report = on_result or (lambda index, result: None)
         try:
             box = mailbox.mbox(self.path, create=True)
             box.lock()
         except (OSError, mailbox.Error) as exc:
             reply = f"{self.path}: {getattr(exc, 'strerror', None) or exc}"
-            return [SendResult(m.message_id, False, reply) for m in messages]
+            results = [SendResult(m.message_id, False, reply) for m in messages]
+            for index, result in enumerate(results):
+                report(index, result)
+            return results
         results = []
         try:
-            for message in messages:
+            for index, message in enumerate(messages):
                 try:
                     box.add(mbox_entry(message))
                     box.flush()
                 except OSError as exc:
-                    results.append(SendResult(message.message_id, False, f"{self.path}: {exc.strerror or exc}"))
+                    result = SendResult(message.message_id, False, f"{self.path}: {exc.strerror or exc}")
                 else:
-                    results.append(SendResult(message.message_id, True, f"appended to {self.settings.path}"))
+                    result = SendResult(message.message_id, True, f"appended to {self.settings.path}")
+                results.append(result)
+                report(index, result)
         finally:
             box.unlock()
             box.close()

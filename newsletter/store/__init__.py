@@ -8,7 +8,7 @@ and `suppressions`. `Store` puts them together behind plain methods.
 from __future__ import annotations
 
 from newsletter.store.engine import StoreBase, engine_url
-from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
+from newsletter.store.ledger import HELD, LEDGER_STATES, SETTLED, EditionRecord, LedgerEntry, LedgerMixin, Outcome, State
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
     SCHEMA_VERSION,
@@ -21,7 +21,12 @@ from newsletter.store.schema import (
 from newsletter.store.suppressions import SuppressionsMixin
 
 __all__ = [
+    "HELD",
     "LEDGER_STATES",
+    "SETTLED",
+    "EditionRecord",
+    "Outcome",
+    "State",
     "SCHEMA_VERSION",
     "IngestStats",
     "LedgerEntry",
