@@ -1,4 +1,5 @@
-"""Editions per second: render + MIME for 10,000 subscribers x 10 papers, against the naive way.
+"""Editions per second: render + MIME for 10,000 subscribers x 10 papers, against the naive way;
+then the cost of DKIM-signing each email (RSA-2048 and Ed25519) against dkimpy's own `sign`.
 
 The naive way, per email: Jinja over the MJML source, `mjml2html`, then an `EmailMessage`
 built and serialised. It runs on a sample and is extrapolated. Run: python benchmarks/bench_render.py
@@ -7,6 +8,7 @@ built and serialised. It runs on a sample and is extrapolated. Run: python bench
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 import time
 from datetime import date
@@ -20,6 +22,10 @@ import mjml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import dkim  # noqa: E402
+
+from newsletter.config import DkimSection  # noqa: E402
+from newsletter.dkim_signing import Signer, generate_key, parse_key  # noqa: E402
 from newsletter.message import build_message, make_message_id  # noqa: E402
 from newsletter.models import Paper, Pick, Subscriber  # noqa: E402
 from newsletter.render import BUILTIN_TEMPLATES, Renderer, RenderSettings  # noqa: E402
@@ -28,6 +34,8 @@ from newsletter.unsubscribe import unsubscribe_url  # noqa: E402
 SUBSCRIBERS = 10_000
 PAPERS_EACH = 10
 NAIVE_SAMPLE = 200
+SIGN_SAMPLE = 500
+SIGN_ROUNDS = 5
 DAY = date(2026, 11, 25)
 KEY = b"benchmark-key"
 SENDER = "Papers Daily <news@example.org>"
@@ -125,6 +133,31 @@ def main():
     print(f"naive (Jinja over MJML + mjml2html + EmailMessage, {NAIVE_SAMPLE} sampled): {naive_rate:8.0f} editions/s"
           f"  (~{SUBSCRIBERS * naive_each:.1f} s extrapolated)")
     print(f"ratio: {fast_rate / naive_rate:.1f}x")
+    sign_costs([fast(renderer, s, p) for s, p in zip(subscribers[:SIGN_SAMPLE], picks[:SIGN_SAMPLE])],
+               fast_seconds / SUBSCRIBERS)
+
+
+def sign_costs(messages: list[bytes], build_each: float) -> None:
+    """Milliseconds per email to DKIM-sign, ours and dkimpy.sign, over SIGN_ROUNDS rounds (min-max)."""
+    section = DkimSection(domain="example.org", selector="bench", private_key_file="unused.pem")
+    for kind in ("rsa", "ed25519"):
+        key = parse_key(generate_key(kind), kind)
+        signer = Signer(section, key)
+        ours, theirs = [], []
+        for _ in range(SIGN_ROUNDS):
+            started = time.perf_counter()
+            for data in messages:
+                signer.sign(data)
+            ours.append((time.perf_counter() - started) / len(messages) * 1000)
+            started = time.perf_counter()
+            for data in messages[:100]:
+                dkim.sign(data, b"bench", b"example.org", key.private, canonicalize=(b"relaxed", b"relaxed"),
+                          signature_algorithm=key.algorithm, include_headers=[b"from", b"to", b"subject"])
+            theirs.append((time.perf_counter() - started) / 100 * 1000)
+        median = statistics.median(ours)
+        print(f"DKIM {kind:8}: {min(ours):.2f}-{max(ours):.2f} ms/email (median {median:.2f}; building the email "
+              f"takes {build_each * 1000:.2f} ms)  dkimpy.sign: {min(theirs):.1f}-{max(theirs):.1f} ms/email  "
+              f"ratio: {statistics.median(theirs) / median:.1f}x")
 
 
 if __name__ == "__main__":

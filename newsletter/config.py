@@ -22,6 +22,7 @@ from newsletter.models import Subscriber
 
 DEFAULT_CONFIG = Path("config.toml")
 INSECURE_DEV_KEY = b"newsletter-insecure-development-key"
+LIST_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
 class ConfigError(Exception):
@@ -42,6 +43,36 @@ class NewsletterSection(_Section):
     base_url: str
     address: str = ""
     secret_env: str = "NEWSLETTER_SECRET"
+    list_id: str | None = None  # List-Id; default: the From address as `local.domain`
+    unsubscribe_mailto: str | None = None  # an address also offered in List-Unsubscribe
+    feedback_id: str | None = None  # Feedback-ID header for Gmail's feedback loop, e.g. "digest:papers"
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().removeprefix("<").removesuffix(">")
+        if not LIST_ID.fullmatch(value):
+            raise ValueError(f"expected a dotted name like 'papers.example.org' (RFC 2919), got {value!r}")
+        return value
+
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _mailto(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().removeprefix("mailto:")
+        if not re.fullmatch(r"[^\s@<>,;\"?]+@[^\s@<>,;\"?]+", value):
+            raise ValueError(f"expected a plain address like 'unsubscribe@example.org', got {value!r}")
+        return value
+
+    @field_validator("feedback_id")
+    @classmethod
+    def _feedback_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]+", value):
+            raise ValueError(f"expected printable ASCII without spaces, like 'digest:papers', got {value!r}")
+        return value
 
     @field_validator("sender")
     @classmethod
@@ -64,6 +95,38 @@ class NewsletterSection(_Section):
     @property
     def domain(self) -> str:
         return self.sender_address.rpartition("@")[2]
+
+    @property
+    def list_identifier(self) -> str:
+        """The List-Id value without brackets: configured, or `papers.example.org` for papers@example.org."""
+        if self.list_id:
+            return self.list_id
+        local, _, domain = self.sender_address.rpartition("@")
+        local = re.sub(r"[^A-Za-z0-9-]+", "-", local).strip("-")
+        return f"{local}.{domain}" if local else domain
+
+
+class DkimSection(_Section):
+    """DKIM signing of every message (see the README, "DKIM and DNS"); the key type picks RSA or Ed25519."""
+
+    domain: str
+    selector: str
+    private_key_file: Path | None = None
+    private_key_env: str | None = None
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        value = value.strip().lower().rstrip(".")
+        if not LIST_ID.fullmatch(value) and not re.fullmatch(r"[a-z0-9_-]+", value):
+            raise ValueError(f"expected a DNS name, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> DkimSection:
+        if (self.private_key_file is None) == (self.private_key_env is None):
+            raise ValueError("set exactly one of private_key_file (a PEM file) or private_key_env (a variable holding the PEM)")
+        return self
 
 
 class StoreSection(_Section):
@@ -159,6 +222,18 @@ class ConfigModel(_Section):
     render: RenderSection = Field(default_factory=RenderSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     celery: CelerySection = Field(default_factory=CelerySection)
+    dkim: DkimSection | None = None
+
+    @model_validator(mode="after")
+    def _dkim_aligned(self) -> ConfigModel:
+        if self.dkim is not None:
+            domain, signing = self.newsletter.domain.lower(), self.dkim.domain
+            if domain != signing and not domain.endswith("." + signing):
+                raise ValueError(
+                    f"dkim.domain {signing!r} does not align with the From domain {domain!r}: "
+                    "DMARC passes only when it is the From domain or a parent of it"
+                )
+        return self
 
 
 @dataclass
@@ -198,6 +273,10 @@ class Config:
     @property
     def subscribers_dir(self) -> Path:
         return self.resolve(self.model.subscribers.dir)
+
+    @property
+    def dkim(self) -> DkimSection | None:
+        return self.model.dkim
 
     @property
     def templates_dir(self) -> Path | None:

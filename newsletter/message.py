@@ -121,13 +121,21 @@ def build_message(
     message_id: str,
     unsubscribe_url: str,
     date_header: str | None = None,
+    list_name: str = "",
+    list_id: str | None = None,
+    unsubscribe_mailto: str | None = None,
+    feedback_id: str | None = None,
 ) -> bytes:
     """The whole message as bytes with CRLF line endings, ready for SMTP or a .eml file.
 
     `sender` is `"Name <address>"` or a bare address. The bodies are multipart/alternative:
     text/plain first, then text/html. Headers are ASCII unless an address itself is not
-    (that needs an SMTPUTF8 server).
+    (that needs an SMTPUTF8 server). `list_id` (RFC 2919, shown with `list_name`),
+    a `mailto:` unsubscribe address next to the one-click URL, and a `Feedback-ID` are optional.
     """
+    unsubscribe = f"<{clean(unsubscribe_url)}>"
+    if unsubscribe_mailto:
+        unsubscribe += f", <mailto:{NOT_IN_ADDRESS.sub('', unsubscribe_mailto)}?subject=unsubscribe>"
     boundary = "=_" + hashlib.sha1(message_id.encode("utf-8")).hexdigest()[:24]
     head = (
         from_header(sender)
@@ -135,9 +143,11 @@ def build_message(
         + text_header("Subject", subject)
         + f"Date: {clean(date_header or formatdate(localtime=True))}\r\n"
         + f"Message-ID: {clean(message_id)}\r\n"
-        + "MIME-Version: 1.0\r\n"
-        + f"List-Unsubscribe: <{clean(unsubscribe_url)}>\r\n"
+        + (address_header("List-Id", list_name, list_id) if list_id else "")
+        + fold("List-Unsubscribe", unsubscribe.split(" "))
         + "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        + (f"Feedback-ID: {NOT_IN_ADDRESS.sub('', feedback_id)}\r\n" if feedback_id else "")
+        + "MIME-Version: 1.0\r\n"
         + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
         + "\r\n"
     )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, DeliveryStopped, OutgoingMessage, create_backend
+from newsletter.dkim_signing import Signer
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
 from newsletter.recorder import Heartbeat, Recorder
@@ -79,6 +80,7 @@ class EditionBuilder:
             )
         )
         self._indexes: dict[tuple[date, int], PaperIndex] = {}
+        self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int) -> PaperIndex:
         """The papers an edition dated `day` may pick from, indexed once per (date, age window)."""
@@ -106,7 +108,12 @@ class EditionBuilder:
     def build(
         self, subscriber: Subscriber, day: date, picks: list[Pick], message_id: str | None = None
     ) -> tuple[Edition, bytes]:
-        """Render one edition and serialise it as an RFC 5322 message (a resend passes the recorded Message-ID)."""
+        """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
+
+        Every backend, the preview and `render` get these bytes: this is the one place messages are made.
+        A resend passes the recorded Message-ID.
+        """
+        newsletter = self.config.newsletter
         link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
         rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
         message_id = message_id or self.message_id(subscriber, day)
@@ -119,7 +126,13 @@ class EditionBuilder:
             text=rendered.text,
             message_id=message_id,
             unsubscribe_url=link,
+            list_name=newsletter.name,
+            list_id=newsletter.list_identifier,
+            unsubscribe_mailto=newsletter.unsubscribe_mailto,
+            feedback_id=newsletter.feedback_id,
         )
+        if self.signer is not None:
+            data = self.signer.sign(data)
         edition = Edition(subscriber, day, picks, rendered.subject, rendered.html, rendered.text, message_id)
         return edition, data
 

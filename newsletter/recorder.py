@@ -160,7 +160,8 @@ class Recorder:
         outcomes = []
         for index in batch:
             result = self.results[index]
-            outcomes.append(Outcome(self.messages[index].recipient, outcome_state(result.ok, result.uncertain), result.reply))
+            state = outcome_state(result.ok, result.uncertain)
+            outcomes.append(Outcome(self.messages[index].recipient, state, result.reply, getattr(result, "attempts", 1)))
         give_up_at = time.monotonic() + self.retry_for
         delay = 0.5
         while True:

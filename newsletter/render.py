@@ -20,6 +20,7 @@ import inscriptis
 import jinja2
 import mjml
 
+from newsletter import mjml_source
 from newsletter.keywords import parse_keywords
 from newsletter.models import Pick, Subscriber
 
@@ -252,7 +253,12 @@ class Renderer:
 
         layout = read(f"{name}.mjml")
         try:
-            compiled = mjml.mjml2html(layout, include_loader=read, disable_comments=True, fonts={})
+            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around (see mjml_source)
+            compiled = mjml_source.preview_contrast(
+                mjml.mjml2html(source, include_loader=read, disable_comments=True, fonts={})
+            )
+        except TemplateError:
+            raise problems[0] from None
         except (ValueError, RuntimeError) as error:
             raise (problems[0] if problems else TemplateError(f"{sources[0][0]}: {error}")) from None
         try:

@@ -6,6 +6,7 @@ Import the fixtures into a test module:
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email
 import ipaddress
@@ -46,10 +47,19 @@ class Sink:
     connections: int = 0
     reject: dict[str, str] = field(default_factory=dict)  # recipient -> reply at RCPT, e.g. "550 no such user"
     defer_once: set[str] = field(default_factory=set)  # Message-IDs answered "451" at their first DATA
-    drop_at: set[int] = field(default_factory=set)  # DATA numbers (1-based) that drop the connection, storing nothing
+    drop_at: set[int] = field(default_factory=set)  # DATA numbers (1-based) that drop the connection after ".", storing nothing
+    drop_after_storing: set[int] = field(default_factory=set)  # DATA numbers that store the message, then drop
+    late_at: dict[int, float] = field(default_factory=dict)  # DATA number -> seconds before the 250 (stored first)
+    late_all: float = 0.0  # seconds before every 250 after "." (stored first)
+    drop_at_rcpt: set[int] = field(default_factory=set)  # RCPT numbers that drop the connection (before DATA)
     data_count: int = 0
+    rcpt_count: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpt_count += 1
+        if self.rcpt_count in self.drop_at_rcpt:
+            server.transport.abort()
+            return "421 dropped"
         if address in self.reject:
             return self.reject[address]
         envelope.rcpt_tos.append(address)
@@ -57,7 +67,8 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):
         self.data_count += 1
-        if self.data_count in self.drop_at:
+        number = self.data_count
+        if number in self.drop_at:
             server.transport.abort()
             return "421 dropped"
         message_id = email.message_from_bytes(envelope.content)["Message-ID"]
@@ -67,6 +78,12 @@ class Sink:
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, list(envelope.mail_options))
         )
+        if number in self.drop_after_storing:
+            server.transport.abort()
+            return "421 dropped"
+        delay = self.late_at.get(number, self.late_all)
+        if delay:
+            await asyncio.sleep(delay)
         return "250 2.0.0 queued"
 
     def ids(self) -> list[str]:
@@ -84,13 +101,20 @@ class SinkController(Controller):
         return CountingSMTP(self.handler, **self.SMTP_kwargs)
 
 
-def check_password(expected: tuple[str, str]):
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        given = (auth_data.login.decode(), auth_data.password.decode()) if isinstance(auth_data, LoginPassword) else None
-        ok = given == expected
-        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
+class check_password:
+    """An aiosmtpd authenticator accepting one (login, password); counts the login attempts it sees."""
 
-    return authenticator
+    def __init__(self, expected: tuple[str, str]) -> None:
+        self.expected = expected
+        self.attempts = 0
+        self.failures = 0
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        self.attempts += 1
+        given = (auth_data.login.decode(), auth_data.password.decode()) if isinstance(auth_data, LoginPassword) else None
+        ok = given == self.expected
+        self.failures += not ok
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
 
 @dataclass

@@ -58,6 +58,12 @@ def test_db_override(tmp_path: Path):
         ("[store]\npaht = 'x.db'\n", "config.toml: store.paht: unknown key"),
         ('[delivery]\nbackend = "smtp"\n[delivery.smtp]\nport = "many"\n', "config.toml: delivery.smtp.port: "),
         ("[schedule]\ncatch_up_hours = -1\n", "config.toml: schedule.catch_up_hours: "),
+        (
+            '[delivery]\nbackend = "smtp"\n[delivery.smtp]\nhost = "smtp.example.org"\nusername = "me"\n'
+            'password_env = "SMTP_PASSWORD"\n',
+            "config.toml: delivery.smtp: allow_insecure_auth: username with security = \"none\" would send the "
+            "password in clear to smtp.example.org",
+        ),
     ],
 )
 def test_config_problems_are_one_line_each(tmp_path: Path, extra: str, expected: str):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from newsletter.delivery import DeliveryError, OutgoingMessage, create_backend
+from newsletter.delivery import DeliveryError, DeliveryStopped, OutgoingMessage, create_backend
 from newsletter.delivery.smtp import RateLimiter, SMTPSettings
 from tests.smtp_fixtures import check_password, smtp_factory, smtp_server, tls_cert  # noqa: F401
 
@@ -88,14 +88,22 @@ def test_ca_file_missing_is_reported_at_open(smtp_server):
         smtp(smtp_server, security="starttls", ca_file="nowhere.pem").open()
 
 
-def test_starttls_untrusted_cert_fails_the_call_without_retries(smtp_factory, tls_cert):
+def test_starttls_untrusted_cert_stops_the_call_at_once(smtp_factory, tls_cert):
     server = smtp_factory(tls_context=tls_cert.server_context(), require_starttls=True)
+    reported = []
     with smtp(server, security="starttls", concurrency=2) as backend:
-        results = backend.send_messages([make_message(n) for n in range(5)])
-    assert not any(r.ok or r.permanent for r in results)
-    assert "CERTIFICATE_VERIFY_FAILED" in results[0].reply
+        with pytest.raises(DeliveryStopped) as info:
+            backend.send_messages([make_message(n) for n in range(5)], on_result=lambda i, r: reported.append(r))
+    assert "certificate not trusted" in str(info.value) and "ca_file" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert reported == []  # nothing was attempted: every edition stays pending
     assert server.sink.received == []
-    assert server.sink.connections <= 2  # each worker gave up after its first failed handshake
+    assert server.sink.connections == 1  # the second worker waited for the first handshake, then stopped
+def test_implicit_tls_to_a_plain_port_stops(smtp_server):
+    with smtp(smtp_server, security="ssl", concurrency=3) as backend:
+        with pytest.raises(DeliveryStopped, match="TLS handshake failed.*port and security"):
+            backend.send_messages([make_message(n) for n in range(3)])
+    assert smtp_server.sink.connections == 1
 
 
 def test_starttls_without_validation(smtp_factory, tls_cert):
@@ -114,15 +122,59 @@ def test_auth_password_from_environment(smtp_factory, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_wrong_password_fails_every_message_once(smtp_factory, monkeypatch):
-    server = smtp_factory(authenticator=check_password(("papers", "s3cret")), **AUTH_WITHOUT_TLS)
+def test_wrong_password_stops_after_one_login(smtp_factory, monkeypatch):
+    authenticator = check_password(("papers", "s3cret"))
+    server = smtp_factory(authenticator=authenticator, **AUTH_WITHOUT_TLS)
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
-    with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD", concurrency=1) as backend:
-        results = backend.send_messages([make_message(n) for n in range(4)])
-    assert [r.ok for r in results] == [False] * 4
-    assert all(r.reply.split(": ", 1)[1].startswith("535") for r in results)
-    assert "wrong" not in results[0].reply
+    reported = []
+    with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD", concurrency=4) as backend:
+        for _ in range(3):  # the pipeline's later chunks: no further login
+            with pytest.raises(DeliveryStopped) as info:
+                backend.send_messages([make_message(n) for n in range(8)], on_result=lambda i, r: reported.append(r))
+    message = str(info.value)
+    assert "535" in message and "TEST_SMTP_PASSWORD" in message and "wrong" not in message
+    assert authenticator.attempts == 1  # not one per worker, not one per mechanism, not one per chunk
+    assert reported == [] and server.sink.received == []
     assert server.sink.connections == 1
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_good_password_logs_in_once_per_connection(smtp_factory, monkeypatch):
+    authenticator = check_password(("papers", "s3cret"))
+    server = smtp_factory(authenticator=authenticator, **AUTH_WITHOUT_TLS)
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret")
+    with smtp(server, username="papers", password_env="TEST_SMTP_PASSWORD", concurrency=3) as backend:
+        assert all(r.ok for r in backend.send_messages([make_message(n) for n in range(30)]))
+    assert authenticator.attempts == server.sink.connections <= 3 and authenticator.failures == 0
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_auth_required_but_no_username_stops(smtp_factory):
+    server = smtp_factory(**AUTH_WITHOUT_TLS)
+    with smtp(server, concurrency=1) as backend, pytest.raises(DeliveryStopped, match="username and password_env"):
+        backend.send_messages([make_message(n) for n in range(4)])
+    assert server.sink.received == []
+
+
+def test_starttls_not_offered_stops(smtp_server):
+    with smtp(smtp_server, security="starttls", validate_certs=False) as backend:
+        with pytest.raises(DeliveryStopped, match="does not offer STARTTLS"):
+            backend.send_messages([make_message(1)])
+    assert smtp_server.sink.connections == 1
+
+
+@pytest.mark.parametrize("host", ["smtp.example.org", "10.0.0.5", "mail.localhost.example.org"])
+def test_auth_without_tls_to_another_host_is_refused(host):
+    options = {"host": host, "username": "papers", "password_env": "SMTP_PASSWORD"}
+    with pytest.raises(ValidationError, match="allow_insecure_auth"):
+        SMTPSettings.model_validate(options)
+    assert SMTPSettings.model_validate({**options, "allow_insecure_auth": True}).allow_insecure_auth
+    assert SMTPSettings.model_validate({**options, "security": "starttls"}).username == "papers"
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.0.1.1", "::1", "[::1]"])
+def test_auth_without_tls_on_loopback_is_allowed(host):
+    SMTPSettings.model_validate({"host": host, "username": "papers", "password_env": "SMTP_PASSWORD"})
 
 
 def test_missing_password_variable_is_reported_at_open(smtp_server, monkeypatch):
@@ -138,6 +190,7 @@ def test_451_is_retried_and_delivered_once(smtp_server):
     with smtp(smtp_server, concurrency=2) as backend:
         results = backend.send_messages(messages)
     assert all(r.ok for r in results)
+    assert [r.attempts for r in results] == [1, 1, 2, 1, 2, 1]
     assert smtp_server.sink.defer_once == set()  # both were answered 451 once
     assert sorted(smtp_server.sink.ids()) == sorted(m.message_id for m in messages)
 
@@ -157,19 +210,79 @@ def test_persistent_4xx_gives_up_after_max_attempts(smtp_server):
     smtp_server.sink.reject = {"reader1@example.org": "452 4.2.2 mailbox full"}
     with smtp(smtp_server, max_attempts=3) as backend:
         result = backend.send_messages([make_message(1)])[0]
-    assert not result.ok and not result.permanent
-    assert result.reply == "452 4.2.2 mailbox full"
+    assert not result.ok and not result.permanent and not result.uncertain
+    assert result.reply == "452 4.2.2 mailbox full" and result.attempts == 3
 
 
-def test_dropped_connection_resumes_without_loss_or_duplicates(smtp_server):
+def test_connection_dropped_before_the_dot_is_retried_without_loss_or_duplicates(smtp_server):
     messages = [make_message(n) for n in range(40)]
-    smtp_server.sink.drop_at = {5, 17, 18}
+    smtp_server.sink.drop_at_rcpt = {5, 17, 18}
     with smtp(smtp_server, concurrency=2) as backend:
         results = backend.send_messages(messages)
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     ids = smtp_server.sink.ids()
     assert len(ids) == len(set(ids)) == 40
     assert smtp_server.sink.connections >= 4  # two workers plus a fresh connection after each drop
+    assert sum(r.attempts for r in results) == 43
+
+
+@pytest.mark.parametrize("knob", ["drop_at", "drop_after_storing"])
+def test_connection_dropped_after_the_dot_is_uncertain_and_not_retried(smtp_server, knob):
+    messages = [make_message(n) for n in range(10)]
+    setattr(smtp_server.sink, knob, {4})
+    with smtp(smtp_server, concurrency=1) as backend:
+        results = backend.send_messages(messages)
+    uncertain = [r for r in results if not r.ok]
+    assert len(uncertain) == 1 and uncertain[0].uncertain and not uncertain[0].permanent
+    assert uncertain[0].attempts == 1 and "may have the message" in uncertain[0].reply
+    assert smtp_server.sink.data_count == 10  # the uncertain one was not sent again
+    ids = smtp_server.sink.ids()
+    assert len(ids) == len(set(ids)) == (10 if knob == "drop_after_storing" else 9)
+
+
+def test_late_reply_after_the_dot_is_one_copy_and_uncertain(smtp_server):
+    messages = [make_message(n) for n in range(6)]
+    smtp_server.sink.late_at = {3: 1.5}
+    with smtp(smtp_server, concurrency=2, final_reply_timeout=0.5, max_attempts=4) as backend:
+        results = backend.send_messages(messages)
+    assert [r.uncertain for r in results].count(True) == 1
+    late = next(r for r in results if r.uncertain)
+    assert not late.ok and late.attempts == 1 and "0.5 s" in late.reply
+    ids = smtp_server.sink.ids()
+    assert sorted(ids) == sorted(m.message_id for m in messages)  # every message once: the late one too
+    assert all(r.ok for r in results if not r.uncertain)
+
+
+def test_the_final_reply_is_waited_for_longer_than_commands(smtp_server):
+    smtp_server.sink.late_all = 0.6
+    with smtp(smtp_server, concurrency=1, timeout=0.2, final_reply_timeout=5) as backend:
+        results = backend.send_messages([make_message(n) for n in range(2)])
+    assert all(r.ok and r.attempts == 1 for r in results), results
+    assert smtp_server.sink.connections == 1
+
+
+def test_results_stream_from_the_workers_as_the_server_answers(smtp_server):
+    messages = [make_message(n) for n in range(5)]
+    seen = []
+
+    def on_result(index, result):
+        seen.append((index, result, len(smtp_server.sink.received)))
+
+    with smtp(smtp_server, concurrency=1) as backend:
+        assert backend.streams_results
+        results = backend.send_messages(messages, on_result=on_result)
+    assert [index for index, _, _ in seen] == [0, 1, 2, 3, 4]
+    assert [result for _, result, _ in seen] == results
+    assert [received for _, _, received in seen] == [1, 2, 3, 4, 5]  # each reported before the next was sent
+
+
+def test_a_failing_callback_stops_sending(smtp_server):
+    def on_result(index, result):
+        raise RuntimeError("ledger down")
+
+    with smtp(smtp_server, concurrency=1) as backend, pytest.raises(RuntimeError, match="ledger down"):
+        backend.send_messages([make_message(n) for n in range(5)], on_result=on_result)
+    assert len(smtp_server.sink.received) == 1
 
 
 def test_server_down_fails_after_retries(smtp_server):
@@ -248,16 +361,16 @@ def test_utf8_address_without_smtputf8_fails_permanently(smtp_factory):
 
 
 def test_unexpected_error_fails_that_message_only(smtp_server, monkeypatch, caplog):
-    from newsletter.delivery.smtp import DataReplySMTP
+    from newsletter.delivery.smtp import PhasedSMTP
 
-    real_sendmail = DataReplySMTP.sendmail
+    real_sendmail = PhasedSMTP.sendmail
 
     def sendmail(self, sender, recipients, data, **kwargs):
         if recipients == ["reader1@example.org"]:
             raise RuntimeError("boom")
         return real_sendmail(self, sender, recipients, data, **kwargs)
 
-    monkeypatch.setattr(DataReplySMTP, "sendmail", sendmail)
+    monkeypatch.setattr(PhasedSMTP, "sendmail", sendmail)
     with smtp(smtp_server, concurrency=2) as backend:
         results = backend.send_messages([make_message(n) for n in range(4)])
     assert [r.ok for r in results] == [True, False, True, True]

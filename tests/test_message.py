@@ -134,3 +134,29 @@ def test_message_id_is_deterministic():
     assert first != make_message_id("ada@example.org", date(2026, 11, 26), "example.org")
     assert first != make_message_id("bob@example.org", date(2026, 11, 25), "example.org")
     assert "\n" not in make_message_id("a@b.org", date(2026, 11, 25), "example.org\r\nBcc: x")
+
+
+def test_list_id_mailto_and_feedback_id():
+    raw = build_message(**fields(list_name="Papers · Daily", list_id="news.example.org",
+                                 unsubscribe_mailto="unsub@example.org", feedback_id="digest:papers"))
+    message = parse(raw)
+    assert message["List-Id"] == "Papers · Daily <news.example.org>"
+    assert message["List-Unsubscribe"] == (
+        "<https://news.example.org/unsubscribe?token=abc.def>, <mailto:unsub@example.org?subject=unsubscribe>"
+    )
+    assert message["Feedback-ID"] == "digest:papers"
+    assert raw.isascii() and all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    plain = parse(build_message(**fields()))
+    assert plain["List-Id"] is None and plain["Feedback-ID"] is None
+
+
+def test_default_list_id_comes_from_the_from_address():
+    from newsletter.config import NewsletterSection
+
+    section = NewsletterSection.model_validate({"from": "Papers <papers@example.org>", "base_url": "https://x.org"})
+    assert section.list_identifier == "papers.example.org"
+    section = NewsletterSection.model_validate(
+        {"from": "p@example.org", "base_url": "https://x.org", "list_id": "<digest.lists.example.org>"})
+    assert section.list_identifier == "digest.lists.example.org"
+    with pytest.raises(ValueError, match="RFC 2919"):
+        NewsletterSection.model_validate({"from": "p@example.org", "base_url": "https://x.org", "list_id": "no spaces.org x"})

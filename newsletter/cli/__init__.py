@@ -2,14 +2,14 @@
 
 `common` holds the shared consoles and options; `papers` (ingest, papers,
 fetch), `subscribers`, `editions` (select, render, send, status) and `service`
-(preview, serve, run, worker) register their commands on `app` when imported.
+(preview, serve, run, worker) and `deliverability` (dkim, bounces) register their commands on `app` when imported.
 """
 
 from __future__ import annotations
 
 import sys
 
-from newsletter.cli import papers, subscribers, editions, service  # noqa: F401, I001  (importing registers the commands, in this order)
+from newsletter.cli import papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
 from newsletter.cli.common import app
 
 __all__ = ["app", "main"]

@@ -148,20 +148,23 @@ def find_subscriber(config: Config, email: str):
 
 
 def builder_for(config: Config, store: Store):
+    from newsletter.dkim_signing import DkimError
     from newsletter.pipeline import EditionBuilder, MissingSecret
 
     try:
         return EditionBuilder(config, store)
-    except MissingSecret as error:
+    except (MissingSecret, DkimError) as error:
         fail(str(error), code=2)
 
 
 
 def require_signing_key(config: Config) -> None:
-    """Exit 2 now, before any work, when the unsubscribe key a long-running process needs is missing."""
+    """Exit 2 now, before any work, when the unsubscribe key or the DKIM key a long-running process needs is missing."""
+    from newsletter.dkim_signing import DkimError, Signer
     from newsletter.pipeline import MissingSecret, signing_key
 
     try:
         signing_key(config)
-    except MissingSecret as error:
+        Signer.from_config(config)
+    except (MissingSecret, DkimError) as error:
         fail(str(error), code=2)

@@ -119,6 +119,7 @@ def send(
     done, 1 some editions failed or are uncertain, 2 the run stopped (bad setup, authentication refused).
     """
     from newsletter.delivery.base import DeliveryError
+    from newsletter.dkim_signing import DkimError
     from newsletter.pipeline import Claim, MissingSecret, new_owner, resend_held, run_edition
 
     config = ctx.obj.config()
@@ -140,7 +141,7 @@ def send(
             try:
                 released, summary = resend_held(config, store, loaded.subscribers,
                                                 None if all_held else [e.strip().lower() for e in emails], day=edition_day)
-            except (MissingSecret, DeliveryError) as error:
+            except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
             out.print(f"Released {len(released)} held editions for sending again (same Message-ID).")
             print_summary(config, summary)
@@ -170,7 +171,7 @@ def send(
                                       retry_failed=retry_failed, hold_expired=hold_interrupted,
                                       skip_empty=config.model.schedule.skip_empty, on_progress=on_progress,
                                       claim=Claim(new_owner("send"), config.delivery.lease_seconds))
-            except (MissingSecret, DeliveryError) as error:
+            except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
     print_summary(config, summary)
     finish(summary)

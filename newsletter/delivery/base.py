@@ -52,7 +52,8 @@ class SendResult:
     """What happened to one message; `permanent` failures must not be retried.
 
     `uncertain`: the server may have the message (a timeout or a lost connection
-    after the final "."); it must not be retried blindly.
+    after the final "."); it must not be retried blindly. `attempts`: how many
+    times the backend tried this message in the call (retries included).
     """
 
     message_id: str
@@ -60,6 +61,7 @@ class SendResult:
     reply: str
     permanent: bool = False
     uncertain: bool = False
+    attempts: int = 1
 
 
 ResultCallback = Callable[[int, SendResult], None]

@@ -93,6 +93,7 @@ class Outcome:
     email: str
     state: State
     reply: str | None = None
+    attempts: int = 1  # tries this outcome took (a backend's retries count)
 
 
 @dataclass(frozen=True)
@@ -374,8 +375,8 @@ class LedgerMixin:
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
             ).rowcount
 
-    def record_outcomes(self, edition_date: date, outcomes: Sequence[Outcome], *, attempted: bool = True) -> None:
-        """Settle rows: each outcome's state and reply; `attempted` counts one more try.
+    def record_outcomes(self, edition_date: date, outcomes: Sequence[Outcome]) -> None:
+        """Settle rows: each outcome's state and reply, and its tries added to `attempts`.
 
         A row already `sent` stays sent (whoever reports later).
         """
@@ -392,7 +393,7 @@ class LedgerMixin:
             .values(
                 state=bindparam("v_state"),
                 reply=func.coalesce(bindparam("v_reply"), table.c.reply),
-                attempts=table.c.attempts + (1 if attempted else 0),
+                attempts=table.c.attempts + bindparam("v_attempts"),
                 updated_at=bindparam("v_now"),
                 lease_until=None,  # claimed_by stays: who sent it
             )
@@ -402,7 +403,8 @@ class LedgerMixin:
             conn.execute(
                 statement,
                 [
-                    {"v_email": o.email, "v_day": edition_date, "v_state": str(State(o.state)), "v_reply": o.reply, "v_now": now}
+                    {"v_email": o.email, "v_day": edition_date, "v_state": str(State(o.state)), "v_reply": o.reply,
+                     "v_attempts": o.attempts, "v_now": now}
                     for o in outcomes
                 ],
             )
