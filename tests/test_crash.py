@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from newsletter.delivery.smtp import SMTPBackend
 from newsletter.store import Store
 from tests.conftest import REPO, run_cli
 from tests.pg_server import pg_server, pg_url  # noqa: F401 (fixtures)
@@ -114,7 +113,7 @@ def test_kill_9_at_several_points_of_an_smtp_send_loses_nothing_and_repeats_at_m
     handler, port = sink
     setup(example_dir, smtp_delivery(port))
     # with results streamed, only what was on the wire at a kill comes twice: one per connection
-    bound = CONCURRENCY if SMTPBackend.streams_results else CHUNK
+    bound = CONCURRENCY
     for kills, point in enumerate(KILL_POINTS, 1):
         # each rerun starts right away: the killed process is gone, so its claims are taken over at once
         run = start_send(example_dir, DAY)
@@ -135,7 +134,9 @@ def test_kill_9_at_several_points_of_an_smtp_send_loses_nothing_and_repeats_at_m
     assert all(len(v) == 1 for v in ids.values())  # a duplicate carries the same Message-ID
     with Store(f"sqlite:///{example_dir / 'newsletter.db'}") as store:
         assert store.ledger_counts()["sent"] == SUBSCRIBERS
-        assert sum(e.attempts for e in store.ledger_rows()) == len(handler.received)  # attempts count every try
+        # attempts count every try, but for the ones a kill cut short (those are among the duplicates)
+        duplicates = len(handler.received) - SUBSCRIBERS
+        assert 0 <= len(handler.received) - sum(e.attempts for e in store.ledger_rows()) <= duplicates
 
 
 def test_kill_9_at_several_points_of_a_file_send_writes_each_edition_once(example_dir):
