@@ -16,6 +16,7 @@ recorded `failed` with the reason and the run goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -175,6 +176,7 @@ class RunSummary:
 ProgressCallback = Callable[[RunSummary], None]
 
 
+@functools.cache
 def _machine() -> str:
     """This host's name and boot: a process id means the same process only under both."""
     try:

@@ -139,7 +139,7 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     config = load_config(config_path)
     wanted = set(emails)
     subscribers = [s for s in _current_subscribers(config) if s.email in wanted]
-    claim = Claim(owner=f"worker@{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
+    claim = Claim(owner=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
     day = date.fromisoformat(edition_date)
     store = _store(config)
     try:

@@ -28,7 +28,7 @@ from enum import StrEnum
 from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from newsletter.models import Pick, Subscriber
-from newsletter.store.schema import _as_utc, _chunks, _now, deliveries_table, sent_papers_table
+from newsletter.store.schema import _as_utc, _chunks, _now, _sqlite_value, deliveries_table, sent_papers_table
 
 
 class State(StrEnum):
@@ -382,32 +382,22 @@ class LedgerMixin:
         """
         if not outcomes:
             return
-        table = deliveries_table
-        statement = (
-            update(table)
-            .where(
-                table.c.subscriber_email == bindparam("v_email"),
-                table.c.edition_date == bindparam("v_day"),
-                table.c.state != State.SENT,
-            )
-            .values(
-                state=bindparam("v_state"),
-                reply=func.coalesce(bindparam("v_reply"), table.c.reply),
-                attempts=table.c.attempts + bindparam("v_attempts"),
-                updated_at=bindparam("v_now"),
-                lease_until=None,  # claimed_by stays: who sent it
-            )
+        # on the driver itself: this runs once per message for real mail, where SQLAlchemy's per-call cost shows
+        mark = "%s" if self._postgres else "?"
+        sql = (
+            f"UPDATE {deliveries_table.name} SET state = {mark}, reply = COALESCE({mark}, reply), "
+            f"attempts = attempts + {mark}, updated_at = {mark}, lease_until = NULL "
+            f"WHERE subscriber_email = {mark} AND edition_date = {mark} AND state <> '{State.SENT}'"
         )
-        now = _now()
+        now = _now() if self._postgres else _sqlite_value(_now())
+        day = edition_date if self._postgres else _sqlite_value(edition_date)
+        rows = [(str(State(o.state)), o.reply, o.attempts, now, o.email, day) for o in outcomes]
         with self._writes.begin() as conn:
-            conn.execute(
-                statement,
-                [
-                    {"v_email": o.email, "v_day": edition_date, "v_state": str(State(o.state)), "v_reply": o.reply,
-                     "v_attempts": o.attempts, "v_now": now}
-                    for o in outcomes
-                ],
-            )
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.executemany(sql, rows)
+            finally:
+                cursor.close()
 
     def record_failed(self, records: Sequence[EditionRecord], reason: str | Sequence[str]) -> None:
         """Editions that could not be built: a `failed` row each with the reason (existing rows are moved to failed)."""
