@@ -386,21 +386,27 @@ class SubscriberList:
 
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # email -> the file it came from, as shown
 
     def find(self, email: str) -> Subscriber | None:
         email = email.strip().lower()
         return next((s for s in self.subscribers if s.email == email), None)
 
 
-def load_subscribers(directory: Path) -> SubscriberList:
-    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
+def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> SubscriberList:
+    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load.
+
+    With `templates` (see `render.template_names`), a subscriber naming a template not
+    among them is a broken file too: one line, skipped, not a failure at send time.
+    """
     from newsletter.keywords import parse_keywords
+    from newsletter.render import unknown_template
 
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         return result
-    first_file_of: dict[str, str] = {}
+    first_file_of = result.files
     for path in sorted(directory.glob("*.toml")):
         shown = display_path(path)
         try:
@@ -414,6 +420,9 @@ def load_subscribers(directory: Path) -> SubscriberList:
             continue
         except ValueError as error:
             result.problems.append(f"{shown}: keywords: {error}")
+            continue
+        if templates is not None and (problem := unknown_template(subscriber.template, templates)):
+            result.problems.append(f"{shown}: template: {problem}")
             continue
         if subscriber.email in first_file_of:
             result.problems.append(

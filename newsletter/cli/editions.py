@@ -14,9 +14,11 @@ from rich.table import Table
 from newsletter.app import ingest_paths, make_service
 from newsletter.cli.common import (
     DateOption,
+    WARNING_CHARS,
     RateColumn,
     app,
     builder_for,
+    cell,
     err,
     fail,
     find_subscriber,
@@ -44,7 +46,7 @@ def select_cmd(
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
     edition_day = parse_day(day) or local_today(sub)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         picks = builder_for(config, store).select(sub, edition_day)
     if as_json:
         print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
@@ -54,9 +56,9 @@ def select_cmd(
     if not picks:
         out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
         return
-    table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
+    table = Table("#", "score", "title", "why", title=cell(f"{sub.email} · {edition_day}"))
     for n, pick in enumerate(picks, 1):
-        table.add_row(str(n), f"{pick.score:.3f}", pick.paper.title, "; ".join(pick.reasons))
+        table.add_row(str(n), f"{pick.score:.3f}", cell(pick.paper.title), cell("; ".join(pick.reasons), None))
     out.print(table)
 
 
@@ -151,14 +153,15 @@ def send(
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
             new = sum(stats.new for _, stats in results)
-            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
-                      f"{store.count_papers()} in the store")
+            warnings = sum(parsed.warning_count for parsed, _ in results)
+            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new"
+                      f"{f', {warnings:,} warnings' if warnings else ''}); {store.count_papers()} in the store")
         if executor == "celery":
             enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
             return
         total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
+        columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left", markup=False),
                    RateColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("editions", total=total, sent=0, failed=0)
@@ -224,9 +227,9 @@ def print_summary(config: Config, summary) -> None:
             table.add_row(label, str(value))
     out.print(table)
     for email, reply in summary.failures:
-        err.print(f"failed: {email}: {reply}", markup=False)
+        err.print(cell(f"failed: {email}: {reply}", WARNING_CHARS))  # a server's reply may span lines
     for email, reply in summary.uncertain_rows:
-        err.print(f"uncertain: {email}: {reply}", markup=False)
+        err.print(cell(f"uncertain: {email}: {reply}", WARNING_CHARS))
     for email in summary.empty if summary.skip_empty else ():
         out.print(f"{email}: no new papers, no email today", markup=False)
     if summary.sent and config.delivery.backend in ("file", "mbox"):
@@ -247,7 +250,7 @@ def status(
     """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
     config = ctx.obj.config()
     edition_day = parse_day(day)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         counts = store.ledger_counts(edition_day)
         problems_rows = store.ledger_rows(edition_date=edition_day, state=[State.FAILED, *HELD])
         sending = store.ledger_rows(edition_date=edition_day, state=State.SENDING)
@@ -275,13 +278,13 @@ def status(
         how = "lease expired: its run stopped; the next send takes them over" if claim["lease_expired"] else "live"
         out.print(f"sending: {claim['editions']} editions of {claim['date']} held by {claim['owner']} ({how})", markup=False)
     for item in problems:
-        out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+        out.print(cell(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", WARNING_CHARS))
     if any(item["state"] != State.FAILED for item in problems):
         out.print("Send uncertain and review editions again with `newsletter send --resend-uncertain EMAIL...` (or --all), "
                   "once you know they did not arrive.")
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]
-        jobs.add_row(job["job"], job["next_run_utc"], group)
+        jobs.add_row(job["job"], job["next_run_utc"], cell(group))
     out.print(jobs)
 

@@ -5,19 +5,36 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from newsletter.cli.common import loaded_subscribers, open_store, out, subscribers_app
+from newsletter.cli.common import WARNING_CHARS, cell, loaded_subscribers, open_store, out, subscribers_app
 
 
 @subscribers_app.command("check")
 def subscribers_check(ctx: typer.Context) -> None:
-    """Validate every subscriber file; list all problems and exit 1 if there are any."""
+    """Validate every subscriber file and compile each template they use; list all problems, exit 1 if any."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config, quiet=True)
-    for problem in loaded.problems:
-        out.print(problem, markup=False)
-    out.print(f"{len(loaded.subscribers)} subscribers ok, {len(loaded.problems)} problems")
-    if loaded.problems:
+    problems = list(loaded.problems)
+    compiled = template_problems(config, {s.template for s in loaded.subscribers})
+    ok = 0
+    for subscriber in loaded.subscribers:
+        if compiled[subscriber.template]:
+            problems.append(f"{loaded.files[subscriber.email]}: template: {compiled[subscriber.template]}")
+        else:
+            ok += 1
+    for problem in problems:
+        out.print(cell(problem, WARNING_CHARS))
+    out.print(f"{ok} subscribers ok, {len(problems)} problems")
+    if problems:
         raise typer.Exit(1)
+
+
+def template_problems(config, names: set[str]) -> dict[str, str | None]:
+    """Each template name -> why it does not compile (None when it does)."""
+    from newsletter.render import Renderer, RenderSettings
+
+    renderer = Renderer(RenderSettings(newsletter_name=config.newsletter.name, base_url=config.newsletter.base_url,
+                                       templates_dir=config.templates_dir))
+    return {name: renderer.check(name) for name in sorted(names)}
 
 
 @subscribers_app.command("list")
@@ -25,13 +42,13 @@ def subscribers_list(ctx: typer.Context) -> None:
     """Show the subscribers as a table (email, mode, time zone, send time, active)."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         suppressed = store.suppressed()
     table = Table("email", "mode", "time zone", "send at", "days", "active", title=f"{len(loaded.subscribers)} subscribers")
     for s in loaded.subscribers:
         active = "unsubscribed" if s.email in suppressed else ("yes" if s.active else "no")
         days = "every day" if len(s.days) == 7 else ",".join(s.days)
-        table.add_row(s.email, s.mode, s.timezone, s.send_at.strftime("%H:%M"), days, active)
+        table.add_row(cell(s.email), s.mode, cell(s.timezone), s.send_at.strftime("%H:%M"), days, active)
     out.print(table)
 
 
