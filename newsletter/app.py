@@ -109,5 +109,15 @@ def make_service(config: Config, store: Store):
         is_group_done=lambda group, day: is_done(store, members(group), day),
         fetch=(lambda: fetch_sources(config, store)) if config.model.sources.fetch else None,
         lock_path=config.lock_path,
+        cluster_lock=(lambda: _scheduler_lock(store)) if store._postgres else None,
     )
+
+
+SCHEDULER_LOCK = 0x6E6C7363  # pg advisory lock key: one `newsletter run` per PostgreSQL store
+
+
+def _scheduler_lock(store: Store):
+    """Hold the store's scheduler advisory lock; its release, or None when another host's `run` has it."""
+    conn = store.try_cluster_lock(SCHEDULER_LOCK)
+    return conn.close if conn is not None else None
 

@@ -199,9 +199,9 @@ class CelerySection(_Section):
     """Scaling out with Celery workers (see the README, "Scaling out"); NEWSLETTER_BROKER_URL overrides broker_url."""
 
     broker_url: str = "redis://127.0.0.1:6379/0"
-    shard_size: int = Field(default=1000, ge=1)
-    lease_seconds: float = Field(default=600.0, gt=0)
-    visibility_timeout: float = Field(default=3600.0, gt=0)
+    shard_size: int | None = Field(default=None, ge=1)  # None: from the number of editions (see workers.shard_size)
+    lease_seconds: float = Field(default=60.0, gt=0)  # renewed by each worker's heartbeat while it sends
+    visibility_timeout: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _visibility_outlasts_lease(self) -> CelerySection:

@@ -90,6 +90,9 @@ class Recorder:
             mine = self._reported
             if not self.wait:
                 self._cond.notify_all()
+                # back-pressure: never more than one full batch waits behind the one being written
+                while len(self._queue) >= self.max_batch and self.error is None:
+                    self._cond.wait()
                 return
             while self._committed < mine:
                 if self.error is not None:

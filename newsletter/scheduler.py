@@ -208,11 +208,15 @@ class Service:
         is_group_done: Callable[[SendGroup, date], bool],
         fetch: Callable[[], JobStats] | None,
         lock_path: Path,
+        cluster_lock: Callable[[], Callable[[], None] | None] | None = None,
         scheduler: BaseScheduler | None = None,
         now: Callable[[], datetime] | None = None,
     ):
         self.settings = settings
         self.lock_path = Path(lock_path)
+        # takes a lock shared by every host (PostgreSQL advisory lock): returns its release, or None when taken
+        self._cluster_lock = cluster_lock
+        self._cluster_release: Callable[[], None] | None = None
         self.scheduler = scheduler if scheduler is not None else BlockingScheduler(timezone=UTC)
         self.shutdown_clean = True
         self._load_subscribers = load_subscribers
@@ -459,10 +463,22 @@ class Service:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock_file = handle
+        if self._cluster_lock is not None:
+            release = self._cluster_lock()
+            if release is None:
+                self._release_lock()
+                raise AlreadyRunning(
+                    "another `newsletter run` (on this or another host) holds the scheduler lock of this store; "
+                    "run one scheduler per store"
+                )
+            self._cluster_release = release
 
     def _release_lock(self) -> None:
         with self._state_lock:
             handle, self._lock_file = self._lock_file, None
+            release, self._cluster_release = self._cluster_release, None
+        if release is not None:
+            release()
         if handle is not None:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -190,9 +190,13 @@ def finish(summary) -> None:
 
 def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[date], only: Optional[str]) -> None:
     """`send --workers celery`: queue the shards, say how many, and how to follow them."""
-    from kombu.exceptions import OperationalError as BrokerError
+    try:
+        from kombu.exceptions import OperationalError as BrokerError
 
-    from newsletter.workers import broker_url, enqueue
+        from newsletter.workers import broker_url, enqueue
+    except ImportError as missing:
+        fail(f"--workers celery: needs the celery extra ({missing.name} is not installed): "
+             "pip install 'newsletter[postgres,celery]'", code=2)
 
     try:
         queued = enqueue(config, store, subscribers, day=day, only=only)
