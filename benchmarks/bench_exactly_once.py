@@ -87,8 +87,9 @@ def throughput(args) -> None:
     codes = {"this checkout": REPO}
     if args.baseline:
         codes["baseline"] = Path(args.baseline).resolve()
-    for _ in range(args.repeat):
-        for label, code in codes.items():
+    for repeat in range(args.repeat):
+        order = list(codes.items())
+        for label, code in order if repeat % 2 == 0 else order[::-1]:  # alternate who goes first
             runs[label].append(time_send(code, editions))
     print(f"newsletter send, {editions} editions, file backend ({args.repeat} runs each, alternating):")
     for label, times in runs.items():
