@@ -29,9 +29,11 @@ from pathlib import Path
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, DeliveryStopped, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
+from newsletter.feedback import feedback_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
 from newsletter.recorder import Heartbeat, Recorder
+from newsletter.relevance import Relevance
 from newsletter.render import RenderedEdition, Renderer, RenderSettings
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
@@ -39,6 +41,9 @@ from newsletter.store.ledger import HELD, SETTLED, EditionRecord, Outcome, State
 from newsletter.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
+
+
+TEMPLATE_RECHECK_SECONDS = 2.0  # a send run looks at template files about once per chunk, not per edition
 
 
 class MissingSecret(Exception):
@@ -50,15 +55,27 @@ def local_today(subscriber: Subscriber, now: datetime | None = None) -> date:
     return (now or datetime.now(subscriber.zone)).astimezone(subscriber.zone).date()
 
 
-def signing_key(config: Config) -> bytes:
-    """The unsubscribe key from the environment; a fixed development key for non-SMTP backends."""
+def signing_key(config: Config, *, public: bool = False) -> bytes:
+    """The unsubscribe key from the environment.
+
+    Without it, a backend that delivers real mail (`Backend.real_mail`: smtp, any
+    plugin) or a `public` endpoint (`serve`) is refused: links signed with the
+    published development key could be forged by anyone. Local backends (file,
+    mbox, console, memory) use that development key.
+    """
+    from newsletter.delivery import get_backend_class
+
     key = config.secret_key()
     if key is not None:
         return key
-    if config.delivery.backend == "smtp":
+    variable = config.newsletter.secret_env
+    hint = f"export {variable}=$(python -c 'import secrets; print(secrets.token_hex(32))')"
+    if public:
+        raise MissingSecret(f"{variable} is not set: the unsubscribe endpoint checks links with this secret key ({hint})")
+    if get_backend_class(config.delivery.backend).real_mail:
         raise MissingSecret(
-            f"{config.newsletter.secret_env} is not set: real mail needs a secret key for unsubscribe links "
-            f"(e.g. export {config.newsletter.secret_env}=$(python -c 'import secrets; print(secrets.token_hex(32))'))"
+            f"{variable} is not set: real mail (backend {config.delivery.backend!r}) needs a secret key for "
+            f"unsubscribe links ({hint})"
         )
     return INSECURE_DEV_KEY
 
@@ -66,10 +83,12 @@ def signing_key(config: Config) -> bytes:
 class EditionBuilder:
     """Selects and renders editions; the one code path shared by send, render and preview."""
 
-    def __init__(self, config: Config, store: Store, *, key: bytes | None = None):
+    def __init__(self, config: Config, store: Store, *, key: bytes | None = None, recheck_seconds: float = 0.0):
+        """`recheck_seconds`: how long compiled templates are trusted before their files are looked at again."""
         self.config = config
         self.store = store
         self.key = key if key is not None else signing_key(config)
+        self.sender_address = config.newsletter.sender_address  # parsed once, not per message
         self.renderer = Renderer(
             RenderSettings(
                 newsletter_name=config.newsletter.name,
@@ -78,9 +97,11 @@ class EditionBuilder:
                 subject=config.model.render.subject,
                 templates_dir=config.templates_dir,
                 language=config.model.render.language,
-            )
+            ),
+            recheck_seconds=recheck_seconds,
         )
         self._indexes: dict[tuple[date, int], PaperIndex] = {}
+        self.relevance = Relevance(store, config.model.selection.embedder)
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int) -> PaperIndex:
@@ -93,9 +114,31 @@ class EditionBuilder:
 
     def select(self, subscriber: Subscriber, day: date, already_sent: set[str] | None = None) -> list[Pick]:
         """Fresh picks for one subscriber and date (no ledger change)."""
-        if already_sent is None:
-            already_sent = self.store.sent_paper_ids([subscriber.email], before=day).get(subscriber.email, set())
-        return select(subscriber, self.index(day, subscriber.max_age_days), already_sent=already_sent)
+        sent = None if already_sent is None else {subscriber.email: already_sent}
+        return self.select_many([subscriber], day, sent)[subscriber.email]
+
+    def select_many(
+        self, subscribers: list[Subscriber], day: date, sent: dict[str, set[str]] | None = None
+    ) -> dict[str, list[Pick]]:
+        """Fresh picks for several subscribers (no ledger change); their similar rankings are scored together."""
+        emails = [s.email for s in subscribers]
+        if sent is None:
+            sent = self.store.sent_paper_ids(emails, before=day)
+        feedback = self.store.feedback(emails)
+        similar: dict[str, list[Pick]] = {}
+        for max_age_days in sorted({s.max_age_days for s in subscribers}):
+            group = [s for s in subscribers if s.max_age_days == max_age_days]
+            similar.update(self.relevance.similar_picks(group, self.index(day, max_age_days), sent, feedback))
+        return {
+            s.email: select(
+                s,
+                self.index(day, s.max_age_days),
+                already_sent=sent.get(s.email, set()),
+                similar=similar.get(s.email),
+                has_positives=any(item.kind == "more" for item in feedback.get(s.email, ())),
+            )
+            for s in subscribers
+        }
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition."""
@@ -115,8 +158,11 @@ class EditionBuilder:
         A resend passes the recorded Message-ID.
         """
         newsletter = self.config.newsletter
-        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
+        base = newsletter.base_url
+        link = unsubscribe_url(base, subscriber.email, self.key)
+        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                 for pick in picks]
+        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link, feedback_links=votes)
         message_id = message_id or self.message_id(subscriber, day)
         data = build_message(
             sender=self.config.newsletter.sender,
@@ -245,7 +291,7 @@ def run_edition(
     (`summary.stopped` says why) and what was not attempted is left `pending`.
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
-    builder = EditionBuilder(config, store)
+    builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
     claim = claim or Claim(new_owner("send"), config.delivery.lease_seconds)
     owns_backend = backend is None and not dry_run
     if owns_backend:
@@ -370,9 +416,13 @@ def _build_all(
     summary: RunSummary,
 ) -> tuple[dict[str, _Built], list[tuple[EditionRecord, str]]]:
     """Select (or reuse the recorded picks), render and serialise each edition; one broken edition breaks only itself."""
-    new = [s.email for s in candidates if s.email not in entries]
-    sent_before = store.sent_paper_ids(new, before=day) if new else {}
-    sender = builder.config.newsletter.sender_address
+    new = [s for s in candidates if s.email not in entries]
+    sent_before = store.sent_paper_ids([s.email for s in new], before=day) if new else {}
+    try:
+        selected = builder.select_many(new, day, sent_before) if new else {}
+    except Exception:  # noqa: BLE001 - one at a time below, so a broken edition breaks only itself
+        selected = {}
+    sender = builder.sender_address
     built: dict[str, _Built] = {}
     broken: list[tuple[EditionRecord, str]] = []
     for subscriber in candidates:
@@ -382,6 +432,8 @@ def _build_all(
         try:
             if entry:
                 picks = builder.picks_from_ledger(entry)
+            elif subscriber.email in selected:
+                picks = selected[subscriber.email]
             else:
                 picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
             if not picks:

@@ -154,7 +154,7 @@ def test_kill_9_at_several_points_of_a_file_send_writes_each_edition_once(exampl
         with Store(f"sqlite:///{example_dir / 'newsletter.db'}") as store:
             unrecorded = len(before) - store.ledger_counts()["sent"]
         # outcomes are group-committed every 50 results or 100 ms: at most two batches written but not yet recorded
-        assert 0 <= unrecorded <= 100
+        assert 0 <= unrecorded <= CHUNK + 100  # plus the chunk written but not yet made durable and reported
         rerun = run_cli("send", "--no-ingest", "--date", DAY.isoformat(), cwd=example_dir, env=ENV)
         assert rerun.returncode == 0, rerun.stderr
         after = {entry.name: entry.inode() for entry in written()}

@@ -1,15 +1,20 @@
 """The `newsletter` command line (Typer): one module per command group, each thin over `newsletter.app`.
 
-`common` holds the shared consoles and options; `papers` (ingest, papers,
+`common` holds the shared consoles and options; `site` (init), `papers` (ingest, papers,
 fetch), `subscribers`, `editions` (select, render, send, status) and `service`
 (preview, serve, run, worker) and `deliverability` (dkim, bounces) register their commands on `app` when imported.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from newsletter.cli import papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
+# before numpy loads: OpenBLAS would start a spinning thread per core for the small matrix work here,
+# costing more CPU than it saves (and once more in every worker process)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from newsletter.cli import site, papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
 from newsletter.cli.common import app
 
 __all__ = ["app", "main"]

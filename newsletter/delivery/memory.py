@@ -26,6 +26,9 @@ class MemoryBackend(Backend):
     Settings = MemorySettings
     outbox: ClassVar[list[OutgoingMessage]] = []
 
+    def destination(self) -> str:
+        return "MemoryBackend.outbox"
+
     def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
         results = []
         for index, message in enumerate(messages):
