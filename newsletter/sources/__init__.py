@@ -13,6 +13,7 @@ from pathlib import Path
 
 from newsletter.models import Paper
 from newsletter.sources import arxiv, hf_api, hf_page, jsonl
+from newsletter.tex import decode_paper
 
 FORMATS = ("hf-page", "hf-api", "arxiv", "jsonl")
 PARSERS = {"hf-page": hf_page.parse, "hf-api": hf_api.parse, "arxiv": arxiv.parse, "jsonl": jsonl.parse}
@@ -94,7 +95,7 @@ def parse_bytes(
         papers, problems = hf_page.parse(text, name=name, page_date=page_date, seen_on=seen_on)
     else:
         papers, problems = PARSERS[format](text, name=name)
-    return ParseResult(name, format, papers, warnings + problems)
+    return ParseResult(name, format, [decode_paper(paper) for paper in papers], warnings + problems)
 
 
 def decode(data: bytes, name: str) -> tuple[str, list[str]]:
