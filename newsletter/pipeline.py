@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
+from newsletter.budget import fit
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
@@ -98,11 +99,18 @@ class EditionBuilder:
     def build(self, subscriber: Subscriber, day: date, picks: list[Pick]) -> tuple[Edition, bytes]:
         """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
 
+        The edition's `picks` are those that fit the size budget (the ones to record as sent).
+
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         """
         newsletter = self.config.newsletter
         link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
+        fitted = fit(  # within the HTML size budget: shorter abstracts, then fewer picks (newsletter/budget.py)
+            lambda some, omitted: self.renderer.render(subscriber, day, some, unsubscribe_url=link, omitted=omitted),
+            picks, who=f"{subscriber.email} {day}",
+        )
+        rendered: RenderedEdition = fitted.edition
+        picks = fitted.picks
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
         data = build_message(
             sender=self.config.newsletter.sender,
@@ -279,7 +287,7 @@ def _send_chunk(
         edition, data = builder.build(subscriber, day, picks)
         summary.rendered += 1
         if entry is None:
-            new_editions.append((subscriber.email, day, edition.message_id, picks, edition.subject))
+            new_editions.append((subscriber.email, day, edition.message_id, edition.picks, edition.subject))
         messages.append(
             OutgoingMessage(
                 message_id=edition.message_id,

@@ -175,11 +175,15 @@ class Renderer:
         *,
         unsubscribe_url: str,
         profile_url: str | None = None,
+        omitted: int = 0,
     ) -> RenderedEdition:
-        """Render one edition; raises `TemplateError` for a missing or broken template."""
+        """Render one edition; raises `TemplateError` for a missing or broken template.
+
+        `omitted` is how many picks the size budget left out (newsletter/budget.py).
+        """
         name = subscriber.template
         html_template, text_name = self._template(name)
-        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url)
+        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url, omitted=omitted)
         try:
             html = html_template.render(context)
             if text_name:
@@ -191,7 +195,8 @@ class Renderer:
         return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
 
     def context(
-        self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None
+        self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None,
+        *, omitted: int = 0,
     ) -> dict:
         """The values the templates see for one edition."""
         settings = self.settings
@@ -204,6 +209,10 @@ class Renderer:
         if wanted:
             reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
         noun = "paper" if count == 1 else "papers"
+        intro = ("here is what's new, best matches first." if wanted else "here is what's trending.") if count else (
+            "nothing matched your profile today.")
+        if omitted:  # the size budget's note; a "view in browser" link can point at the rest (`omitted` in templates)
+            intro += f" {omitted} more {'paper' if omitted == 1 else 'papers'} did not fit in this email."
         return {
             "lang": settings.language,
             "subject": " ".join(subject.split()),
@@ -215,9 +224,8 @@ class Renderer:
             "topics": topic_text,
             "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
             "greeting": f"Hi {subscriber.name.strip()}," if subscriber.name.strip() else "Hello,",
-            "intro": ("here is what's new, best matches first." if wanted else "here is what's trending.")
-            if count
-            else "nothing matched your profile today.",
+            "intro": intro,
+            "omitted": omitted,
             "preheader": preheader([pick.paper.title for pick in picks[:3]]),
             "items": [Item.of(number, pick) for number, pick in enumerate(picks, 1)],
             "why_you_get_this": f"You get this email because {subscriber.email} subscribed to "
@@ -253,8 +261,8 @@ class Renderer:
 
         layout = read(f"{name}.mjml")
         try:
-            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around (see mjml_source)
-            compiled = mjml_source.preview_contrast(
+            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around; see mjml_source
+            compiled = mjml_source.finish(
                 mjml.mjml2html(source, include_loader=read, disable_comments=True, fonts={})
             )
         except TemplateError:
