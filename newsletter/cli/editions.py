@@ -178,7 +178,7 @@ def print_summary(config: Config, summary) -> None:
         ("failed", summary.failed),
         ("already sent earlier", summary.already_sent),
         ("no new papers" + (" (no email)" if summary.skip_empty else ""), len(summary.empty)),
-        ("unsubscribed", summary.suppressed),
+        ("suppressed (unsubscribed, bounced)", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
         ("uncertain after a crash", summary.uncertain),
@@ -215,13 +215,16 @@ def status(
         failed = store.ledger_rows(edition_date=edition_day, state="failed")
         review = store.ledger_rows(edition_date=edition_day, state="review")
         next_runs = make_service(config, store).next_runs()
+        suppressed = store.suppression_reasons()
+    bounced = {email: reason for email, reason in sorted(suppressed.items()) if "bounce" in reason}
     problems = [
         {"email": row.email, "date": row.edition_date.isoformat(), "state": row.state, "reply": row.reply, "attempts": row.attempts}
         for row in [*failed, *review]
     ]
     if as_json:
         print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
-                          "problems": problems, "next_runs": next_runs}, indent=2))
+                          "problems": problems, "next_runs": next_runs, "suppressed": len(suppressed),
+                          "bounced": bounced}, indent=2))
         return
     table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
     for state, count in counts.items():
@@ -229,6 +232,10 @@ def status(
     out.print(table)
     for item in problems:
         out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+    out.print(f"{len(suppressed)} addresses suppressed, {len(bounced)} of them for bounces"
+              + (" (`newsletter subscribers list` shows why; `subscribers enable` takes one back)" if suppressed else ""))
+    for email, reason in list(bounced.items())[:20]:
+        out.print(f"bounced: {email}: {reason}", markup=False)
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]

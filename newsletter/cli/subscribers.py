@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.cli.common import loaded_subscribers, open_store, out, subscribers_app
 
@@ -22,16 +23,20 @@ def subscribers_check(ctx: typer.Context) -> None:
 
 @subscribers_app.command("list")
 def subscribers_list(ctx: typer.Context) -> None:
-    """Show the subscribers as a table (email, mode, time zone, send time, active)."""
+    """Show the subscribers as a table (email, mode, time zone, send time, active or why suppressed, bounces)."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config)
     with open_store(config) as store:
-        suppressed = store.suppressed()
-    table = Table("email", "mode", "time zone", "send at", "days", "active", title=f"{len(loaded.subscribers)} subscribers")
+        suppressed = store.suppression_reasons()
+        bounced = store.bounce_counts()
+    table = Table("email", "mode", "time zone", "send at", "days", "active", "bounces",
+                  title=f"{len(loaded.subscribers)} subscribers")
     for s in loaded.subscribers:
-        active = "unsubscribed" if s.email in suppressed else ("yes" if s.active else "no")
+        active = f"suppressed: {suppressed[s.email]}" if s.email in suppressed else ("yes" if s.active else "no")
         days = "every day" if len(s.days) == 7 else ",".join(s.days)
-        table.add_row(s.email, s.mode, s.timezone, s.send_at.strftime("%H:%M"), days, active)
+        counts = bounced.get(s.email)
+        bounces = f"{counts['hard']} hard, {counts['soft']} soft" if counts else ""
+        table.add_row(Text(s.email), s.mode, s.timezone, s.send_at.strftime("%H:%M"), days, Text(active), bounces)
     out.print(table)
 
 

@@ -12,15 +12,17 @@ from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
     SCHEMA_VERSION,
+    bounces_table,
     deliveries_table,
     metadata,
     papers_table,
     sent_papers_table,
     suppressions_table,
 )
-from newsletter.store.suppressions import SuppressionsMixin
+from newsletter.store.suppressions import BounceRecord, SuppressionsMixin
 
 __all__ = [
+    "BounceRecord",
     "LEDGER_STATES",
     "SCHEMA_VERSION",
     "IngestStats",
@@ -28,6 +30,7 @@ __all__ = [
     "PaperSet",
     "Store",
     "_paper_row",
+    "bounces_table",
     "deliveries_table",
     "engine_url",
     "merge_papers",

@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -76,6 +76,19 @@ suppressions_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# schema 3: every bounce read from a DSN, once per (report, address); soft-bounce streaks are counted from it
+bounces_table = Table(
+    "bounces",
+    metadata,
+    Column("report_id", String, primary_key=True),  # the DSN's Message-ID, or a hash of its bytes
+    Column("email", String, primary_key=True),
+    Column("kind", String, nullable=False),  # hard | soft
+    Column("reason", Text, nullable=False, default=""),
+    Column("edition_date", Date),  # the bounced edition, when its Message-ID is in the ledger
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_bounces_email", "email"),
+)
+
 
 # PostgreSQL only; SQLite keeps the version in PRAGMA user_version
 schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
@@ -121,6 +134,11 @@ def _upgrade_to_2(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} ADD COLUMN {column.name} {kind}")
 
 
+def _upgrade_to_3(conn: Connection) -> None:
+    """Schema 3: the `bounces` table (newsletter/bounces.py)."""
+    bounces_table.create(conn, checkfirst=True)
+
+
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
-_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3}
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
