@@ -13,6 +13,7 @@ from pathlib import Path
 
 from newsletter.config import Config, display_path, load_subscribers
 from newsletter.models import Subscriber
+from newsletter.render import template_names
 from newsletter.sources import ParseResult, parse_file
 from newsletter.store import IngestStats, Store
 
@@ -52,7 +53,7 @@ def fetch_sources(config: Config, store: Store):
         for warning in parsed.warnings:
             logging.getLogger("newsletter.fetch").warning(warning)
         stats.sent += store.add_papers(parsed.papers).parsed if parsed.papers else 0
-        stats.skipped += len(parsed.warnings)
+        stats.skipped += parsed.warning_count
     return stats
 
 
@@ -78,7 +79,7 @@ def make_service(config: Config, store: Store):
     latest: dict[str, Subscriber] = {}  # the subscribers as last loaded; the service reloads before every job
 
     def current_subscribers():
-        loaded = load_subscribers(config.subscribers_dir)
+        loaded = load_subscribers(config.subscribers_dir, templates=template_names(config.templates_dir))
         for problem in loaded.problems:
             log.warning(problem)
         latest.clear()

@@ -420,9 +420,14 @@ class SubscriberList:
         return next((s for s in self.subscribers if s.email == email), None)
 
 
-def load_subscribers(directory: Path) -> SubscriberList:
-    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load."""
+def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> SubscriberList:
+    """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load.
+
+    With `templates` (see `render.template_names`), a subscriber naming a template not
+    among them is a broken file too: one line, skipped, not a failure at send time.
+    """
     from newsletter.keywords import parse_keywords
+    from newsletter.render import unknown_template
 
     result = SubscriberList()
     if not directory.is_dir():
@@ -442,6 +447,9 @@ def load_subscribers(directory: Path) -> SubscriberList:
             continue
         except ValueError as error:
             result.problems.append(f"{shown}: keywords: {error}")
+            continue
+        if templates is not None and (problem := unknown_template(subscriber.template, templates)):
+            result.problems.append(f"{shown}: template: {problem}")
             continue
         if subscriber.email in first_file_of:
             result.problems.append(

@@ -16,12 +16,15 @@ import re
 from datetime import date
 from email.utils import formatdate, parseaddr
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+from newsletter.display import NAME_CHARS
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# bidi embeddings, overrides, isolates and marks: they reorder how a Subject or name reads
+BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 NOT_IN_ADDRESS = re.compile(r'[\s<>,;"]')
 SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 WORD_BYTES = 39  # 39 bytes -> 52 base64 chars -> a 64-char encoded word; "Subject: " + word < 76
 LINE = 78
-NAME_CHARS = 150
 
 
 def make_message_id(email: str, day: date, domain: str) -> str:
@@ -31,8 +34,9 @@ def make_message_id(email: str, day: date, domain: str) -> str:
 
 
 def clean(value: str) -> str:
-    """One header line's worth of `value`: control characters (CR, LF, …) become spaces."""
-    return CONTROL.sub(" ", value).strip()
+    """One header line's worth of `value`: control characters (CR, LF, NUL, …) become spaces,
+    bidi controls go."""
+    return CONTROL.sub(" ", BIDI.sub("", value)).strip()
 
 
 def encoded_word(data: bytes) -> str:

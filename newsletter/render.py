@@ -21,6 +21,7 @@ import jinja2
 import mjml
 
 from newsletter import mjml_source
+from newsletter.display import ABSTRACT_CHARS, AUTHOR_CHARS, LINK_CHARS, NAME_CHARS, ORGANIZATION_CHARS, SUBJECT_CHARS, TITLE_CHARS, shown
 from newsletter.keywords import parse_keywords
 from newsletter.models import Pick, Subscriber
 
@@ -33,6 +34,8 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 SUBJECT_FIELDS = {"count": 10, "topics": "trending papers", "date": "25 Nov 2026", "name": "Ada"}
 ABSTRACT_WORDS = 60
 PREHEADER_CHARS = 140
+TOPICS_CHARS = 120   # the topics in the subject and headline
+WHY_CHARS = 500      # a pick's reasons, and the footer's "you get this because"
 
 
 class TemplateError(Exception):
@@ -71,6 +74,29 @@ class RenderedEdition:
     count: int = 0
 
 
+def template_names(templates_dir: Path | None) -> list[str]:
+    """The templates a subscriber's `template` may name: the `<name>.mjml` files in `templates_dir`
+    and the built-in folder that hold a whole `<mjml>` document (not a part such as `paper.mjml`)."""
+    names = set()
+    for directory in ([Path(templates_dir)] if templates_dir else []) + [BUILTIN_TEMPLATES]:
+        for path in directory.glob("*.mjml"):
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(4096)
+            except OSError:
+                continue
+            if b"<mjml" in head and TEMPLATE_NAME.fullmatch(path.stem):
+                names.add(path.stem)
+    return sorted(names)
+
+
+def unknown_template(name: str, names: list[str]) -> str | None:
+    """The problem with a subscriber's `template = name`, or None when `names` has it."""
+    if name in names:
+        return None
+    return f"no template {name!r} (have: {', '.join(names) or 'none'})"
+
+
 def format_date(day: date) -> str:
     """`25 Nov 2026`, the same in every locale."""
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
@@ -84,14 +110,16 @@ def keywords(subscriber: Subscriber) -> list[str]:
 
 
 def byline(authors: list[str], author_count: int | None, organization: str | None) -> str:
-    """`A, B, C et al. · Org`; `12 authors` when only the count is known; empty when nothing is."""
+    """`A, B, C et al. · Org`; `12 authors` when only the count is known; empty when nothing is.
+
+    Each name and the organisation are cut for display (see `newsletter.display`)."""
     if authors:
-        people = ", ".join(authors[:3]) + (" et al." if len(authors) > 3 else "")
+        people = ", ".join(shown(a, AUTHOR_CHARS) for a in authors[:3]) + (" et al." if len(authors) > 3 else "")
     elif author_count:
         people = f"{author_count} author{'s' if author_count != 1 else ''}"
     else:
         people = ""
-    return " · ".join(part for part in (people, organization or "") if part)
+    return " · ".join(part for part in (people, shown(organization, ORGANIZATION_CHARS)) if part)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -107,8 +135,10 @@ def cut_words(text: str, limit: int = ABSTRACT_WORDS) -> tuple[str, bool]:
 
 
 def safe_link(url: str) -> str:
-    """The url if it is http(s), else empty: a feed cannot slip a `javascript:` link into a mail."""
-    return url if url.startswith(("https://", "http://")) else ""
+    """The url if it is http(s) and of a sane length, else empty: a feed cannot slip a `javascript:`
+    link, or a megabyte of one, into a mail."""
+    ok = url.startswith(("https://", "http://")) and len(url) <= LINK_CHARS and shown(url) == url
+    return url if ok else ""
 
 
 def preheader(titles: list[str]) -> str:
@@ -137,17 +167,17 @@ class Item:
     def of(cls, number: int, pick: Pick) -> "Item":
         """The view of the `number`th pick."""
         paper = pick.paper
-        abstract, cut = cut_words(paper.abstract or "")
+        abstract, cut = cut_words(shown(paper.abstract, ABSTRACT_CHARS))
         return cls(
             number=number,
-            title=paper.title,
+            title=shown(paper.title, TITLE_CHARS),
             link=safe_link(paper.link),
             byline=byline(paper.authors, paper.author_count, paper.organization),
             published=format_date(paper.published) if paper.published else "",
             upvotes=paper.upvotes,
             abstract=abstract,
-            cut=cut,
-            why="; ".join(pick.reasons),
+            cut=cut or len(paper.abstract or "") > ABSTRACT_CHARS,
+            why=shown("; ".join(pick.reasons), WHY_CHARS),
         )
 
 
@@ -194,6 +224,14 @@ class Renderer:
             raise TemplateError(f"template {name!r}: {error}") from None
         return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
 
+    def check(self, name: str) -> str | None:
+        """None when template `name` is found and compiles, else the problem (naming the file)."""
+        try:
+            self._template(name)
+        except TemplateError as error:
+            return str(error)
+        return None
+
     def context(
         self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None,
         *, omitted: int = 0,
@@ -202,9 +240,10 @@ class Renderer:
         settings = self.settings
         count = len(picks)
         wanted = keywords(subscriber)
-        topic_text = ", ".join(wanted[:3]) or "trending papers"
+        topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or "trending papers"
         date_label = format_date(day)
-        subject = settings.subject.format(count=count, topics=topic_text, date=date_label, name=subscriber.name)
+        name = shown(subscriber.name, NAME_CHARS).strip()
+        subject = settings.subject.format(count=count, topics=topic_text, date=date_label, name=name)
         reason = "the most upvoted new papers"
         if wanted:
             reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
@@ -215,7 +254,7 @@ class Renderer:
             intro += f" {omitted} more {'paper' if omitted == 1 else 'papers'} did not fit in this email."
         return {
             "lang": settings.language,
-            "subject": " ".join(subject.split()),
+            "subject": shown(" ".join(subject.split()), SUBJECT_CHARS),
             "newsletter_name": settings.newsletter_name,
             "base_url": settings.base_url,
             "address": settings.address,
@@ -223,15 +262,15 @@ class Renderer:
             "count": count,
             "topics": topic_text,
             "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
-            "greeting": f"Hi {subscriber.name.strip()}," if subscriber.name.strip() else "Hello,",
+            "greeting": f"Hi {name}," if name else "Hello,",
             "intro": intro,
             "omitted": omitted,
-            "preheader": preheader([pick.paper.title for pick in picks[:3]]),
+            "preheader": preheader([shown(pick.paper.title, PREHEADER_CHARS) for pick in picks[:3]]),
             "items": [Item.of(number, pick) for number, pick in enumerate(picks, 1)],
-            "why_you_get_this": f"You get this email because {subscriber.email} subscribed to "
-            f"{settings.newsletter_name} for {reason}.",
+            "why_you_get_this": shown(f"You get this email because {subscriber.email} subscribed to "
+                                      f"{settings.newsletter_name} for {reason}.", WHY_CHARS),
             "email": subscriber.email,
-            "name": subscriber.name,
+            "name": name,
             "unsubscribe_url": unsubscribe_url,
             "profile_url": profile_url,
         }

@@ -38,6 +38,7 @@ from sqlalchemy.exc import OperationalError
 from newsletter.config import Config, load_config, load_subscribers
 from newsletter.models import Subscriber
 from newsletter.pipeline import Claim, RunSummary, due_chunks, due_emails, run_edition
+from newsletter.render import template_names
 from newsletter.store import Store
 
 BROKER_ENV = "NEWSLETTER_BROKER_URL"
@@ -127,7 +128,7 @@ def _current_subscribers(config: Config) -> list[Subscriber]:
         stamp = tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.name.endswith(".toml")))
     cached = _subscribers.get(directory)
     if cached is None or cached[0] != stamp:
-        loaded = load_subscribers(directory)
+        loaded = load_subscribers(directory, templates=template_names(config.templates_dir))
         for problem in loaded.problems:
             log.warning(problem)
         cached = _subscribers[directory] = (stamp, loaded.subscribers)

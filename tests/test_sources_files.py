@@ -34,7 +34,7 @@ def test_detect_format(name, head, expected):
     [
         ("x.html", b"<!doctype html><html>", "not an Atom <feed>"),
         ("x.json", b"hello", "the extension says .json but the content is plain text"),
-        ("x.bin", b"\x89PNG\r\n\x1a\n\x00\x00", "binary data"),
+        ("x.bin", b"\x89PNG\r\n\x1a\n\x00\x00", r"not a papers file \(binary\?\)"),
         ("x.txt", b"  \n", "empty"),
     ],
 )
@@ -68,12 +68,12 @@ def test_unreadable_empty_binary_and_undetectable_files_become_warnings(tmp_path
     assert all(r.papers == [] and len(r.warnings) == 1 for r in results)
     warnings = [r.warnings[0] for r in results]
     assert warnings[0] == f"{empty}: empty, no papers"
-    assert warnings[1].startswith(f"{binary}: binary data")
+    assert warnings[1] == f"{binary}: not a papers file (binary?); nothing stored from it"
     assert warnings[2].startswith(f"{html}: XML/HTML but not an Atom <feed>")
     assert warnings[2].endswith("give the format explicitly (hf-page, hf-api, arxiv, jsonl)")
     assert warnings[3] == f"{missing}: cannot read: No such file or directory"
     assert warnings[4].startswith(f"{tmp_path}: cannot read: ")
-    assert parse_file(binary, "jsonl").warnings == [f"{binary}: binary data, not jsonl; skipped"]
+    assert parse_file(binary, "jsonl").warnings == [f"{binary}: not a papers file (binary?); nothing stored from it"]
 
 
 def test_invalid_utf8_warns_with_the_line_and_keeps_good_records(tmp_path):

@@ -194,14 +194,13 @@ def test_problems_are_warnings_with_line_numbers():
         "Last Title",                    # 17 no abstract at the end
     ])
     papers, warnings = hf_page.parse(text, name="p.txt", page_date=date(2025, 3, 1))
-    assert [p.title for p in papers] == ["Lonely Title", "Good Title", "Leap Title", "Last Title"]
-    assert (papers[0].abstract, papers[0].author_count, papers[0].upvotes) == ("", 3, 3)
-    assert papers[1].published is None and papers[1].author_count == 2
-    assert papers[2].published == date(2024, 2, 29)
+    assert [p.title for p in papers] == ["Good Title", "Leap Title"]  # entries without an abstract are not papers
+    assert papers[0].published is None and papers[0].author_count == 2
+    assert papers[1].published == date(2024, 2, 29)
     assert warnings == [
-        "p.txt:3: no abstract after the title 'Lonely Title'",
+        "p.txt:3: no abstract after the title 'Lonely Title'; skipped",
         "p.txt:11: no such date 'Feb 30, 2024'",
-        "p.txt:17: no abstract after the title 'Last Title'",
+        "p.txt:17: no abstract after the title 'Last Title'; skipped",
     ]
 
 

@@ -1,7 +1,8 @@
 """What every command group shares: the consoles, the global options, one-line failures.
 
-Data is never printed as Rich markup: every string that comes from a file, a
-feed, a subscriber or a server goes out with `markup=False` (or as `Text`).
+Data is never printed as Rich markup: both consoles have markup and emoji codes
+off, so a title like `[/bold]` prints as written, and table cells go in as
+`Text` through `cell` (control characters removed, long values cut).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from rich.progress import ProgressColumn
 from rich.text import Text
 
 from newsletter.config import DEFAULT_CONFIG, Config, ConfigError, SubscriberList, display_path, load_config, load_subscribers
+from newsletter.display import shown
 from newsletter.store import Store
+
+CELL_CHARS = 200      # a table cell (`papers --json` gives whole values)
+WARNING_CHARS = 1000  # one warning or error line
 
 app = typer.Typer(
     help="A self-hosted, per-subscriber daily digest of new research papers.\n\n"
@@ -33,13 +38,18 @@ fetch_app = typer.Typer(help="Download papers from the network, then ingest them
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(fetch_app, name="fetch")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)  # one problem, one line
+
+
+def cell(value: object, limit: int | None = CELL_CHARS) -> Text:
+    """A table cell holding data: plain text (never markup), one line, cut to `limit`."""
+    return Text(shown(value, limit))
 
 
 def warn(message: str) -> None:
     """One warning line on stderr; the message is data, never markup."""
-    err.print(Text.assemble(("warning:", "yellow"), " ", message))
+    err.print(Text.assemble(("warning:", "yellow"), " ", shown(message, WARNING_CHARS)))
 
 
 class RateColumn(ProgressColumn):
@@ -65,23 +75,43 @@ class Options:
 def fail(problems: list[str] | str, code: int = 1):
     """Print problems to stderr (one per line) and exit."""
     for line in [problems] if isinstance(problems, str) else problems:
-        err.print(line, markup=False)
+        err.print(Text(shown(line, WARNING_CHARS)))
     raise typer.Exit(code)
 
 
 @contextmanager
-def open_store(config: Config) -> Iterator[Store]:
+def open_store(config: Config, *, read_only: bool = False) -> Iterator[Store]:
+    """The store for one command; `read_only` for commands that only look (they work on a read-only file
+    or volume and never migrate). A damaged, empty or read-only store is one line and exit 2, not a traceback."""
+    from newsletter.store.engine import StoreError, sqlite_file, store_problem
+
+    url, path = config.store_url, sqlite_file(config.store_url)
+    if read_only and path is not None and not path.exists():
+        warn(f"{path}: no store yet (nothing ingested or sent); showing an empty one")
+        url = "sqlite://"
     try:
-        store = Store(config.store_url)
+        store = Store(url, read_only=read_only and url != "sqlite://")
+    except StoreError as error:
+        fail(str(error), code=2)
     except Exception as error:  # a store that cannot be opened is a user-facing problem, not a traceback
         from sqlalchemy.engine import make_url
 
         shown = make_url(config.store_url).render_as_string(hide_password=True)
-        fail(f"{shown}: cannot open the store: {error}", code=2)
+        fail(store_problem(config.store_url, error) or f"{shown}: cannot open the store: {_first_line(error)}", code=2)
     try:
         yield store
+    except Exception as error:
+        problem = store_problem(config.store_url, error)
+        if problem is None:
+            raise
+        fail(problem, code=2)
     finally:
         store.close()
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's message without SQLAlchemy's SQL echo and background link."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def report_subscriber_problems(loaded: SubscriberList) -> None:
@@ -132,7 +162,10 @@ def paper_json(paper) -> dict:
 
 
 def loaded_subscribers(config: Config, *, quiet: bool = False) -> SubscriberList:
-    loaded = load_subscribers(config.subscribers_dir)
+    """The subscriber files (one naming a template that does not exist is skipped), problems reported."""
+    from newsletter.render import template_names
+
+    loaded = load_subscribers(config.subscribers_dir, templates=template_names(config.templates_dir))
     if not quiet:
         report_subscriber_problems(loaded)
     return loaded

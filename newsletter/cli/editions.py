@@ -17,6 +17,7 @@ from newsletter.cli.common import (
     RateColumn,
     app,
     builder_for,
+    cell,
     err,
     fail,
     find_subscriber,
@@ -44,7 +45,7 @@ def select_cmd(
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
     edition_day = parse_day(day) or local_today(sub)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         picks = builder_for(config, store).select(sub, edition_day)
     if as_json:
         print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
@@ -54,9 +55,9 @@ def select_cmd(
     if not picks:
         out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
         return
-    table = Table("#", "score", "title", "why", title=f"{sub.email} · {edition_day}")
+    table = Table("#", "score", "title", "why", title=cell(f"{sub.email} · {edition_day}"))
     for n, pick in enumerate(picks, 1):
-        table.add_row(str(n), f"{pick.score:.3f}", pick.paper.title, "; ".join(pick.reasons))
+        table.add_row(str(n), f"{pick.score:.3f}", cell(pick.paper.title), cell("; ".join(pick.reasons), None))
     out.print(table)
 
 
@@ -126,14 +127,15 @@ def send(
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
             new = sum(stats.new for _, stats in results)
-            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new); "
-                      f"{store.count_papers()} in the store")
+            warnings = sum(parsed.warning_count for parsed, _ in results)
+            out.print(f"Ingested {sum(s.parsed for _, s in results)} papers from {len(results)} files ({new} new"
+                      f"{f', {warnings:,} warnings' if warnings else ''}); {store.count_papers()} in the store")
         if executor == "celery":
             enqueue_shards(config, store, loaded.subscribers, day=edition_day, only=only)
             return
         total = len([s for s in loaded.subscribers if s.active and (not only or s.email == only.lower())])
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left"),
+        columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left", markup=False),
                    RateColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("editions", total=total, sent=0, failed=0)
@@ -210,7 +212,7 @@ def status(
     """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
     config = ctx.obj.config()
     edition_day = parse_day(day)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         counts = store.ledger_counts(edition_day)
         failed = store.ledger_rows(edition_date=edition_day, state="failed")
         review = store.ledger_rows(edition_date=edition_day, state="review")
@@ -239,6 +241,6 @@ def status(
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]
-        jobs.add_row(job["job"], job["next_run_utc"], group)
+        jobs.add_row(job["job"], job["next_run_utc"], cell(group))
     out.print(jobs)
 

@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from newsletter.app import ingest_paths
-from newsletter.cli.common import app, err, fail, fetch_app, open_store, out, paper_json, parse_day, warn
+from newsletter.cli.common import app, cell, err, fail, fetch_app, open_store, out, paper_json, parse_day, warn
 from newsletter.config import display_path
-from newsletter.sources import FORMATS
+from newsletter.sources import FORMATS, MAX_WARNINGS
 
 
 @app.command()
@@ -38,9 +38,13 @@ def ingest(
                                on_warning=warn)
     table = Table("file", "format", "parsed", "new", "updated", "skipped", "warnings", title="Ingest")
     for parsed, stats in results:
-        table.add_row(display_path(Path(parsed.path)), parsed.format, str(stats.parsed), str(stats.new),
-                      str(stats.updated), str(stats.unchanged), str(len(parsed.warnings)))
+        table.add_row(cell(display_path(Path(parsed.path))), parsed.format, str(stats.parsed), str(stats.new),
+                      str(stats.updated), str(stats.unchanged), f"{parsed.warning_count:,}")
     out.print(table)
+    warnings = sum(parsed.warning_count for parsed, _ in results)
+    if warnings:
+        out.print(f"{warnings:,} warning{'s' if warnings != 1 else ''} in {sum(1 for p, _ in results if p.warnings)} of "
+                  f"{len(results)} files (at most {MAX_WARNINGS} shown per file)")
     if any(not parsed.papers for parsed, _ in results):
         raise typer.Exit(1)
 
@@ -55,7 +59,7 @@ def papers(
 ) -> None:
     """List the papers in the store, newest first."""
     config = ctx.obj.config()
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         found = store.papers(since=parse_day(since, "--since"), limit=limit)
     if as_json:
         for paper in found:
@@ -63,7 +67,7 @@ def papers(
         return
     table = Table("published", "upvotes", "id", "title", title=f"{len(found)} papers")
     for paper in found:
-        table.add_row(str(paper.published or ""), "" if paper.upvotes is None else str(paper.upvotes), paper.id, paper.title)
+        table.add_row(str(paper.published or ""), "" if paper.upvotes is None else str(paper.upvotes), cell(paper.id), cell(paper.title))
     out.print(table)
 
 

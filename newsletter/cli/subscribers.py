@@ -6,19 +6,36 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from newsletter.cli.common import loaded_subscribers, open_store, out, subscribers_app
+from newsletter.cli.common import WARNING_CHARS, cell, loaded_subscribers, open_store, out, subscribers_app
 
 
 @subscribers_app.command("check")
 def subscribers_check(ctx: typer.Context) -> None:
-    """Validate every subscriber file; list all problems and exit 1 if there are any."""
+    """Validate every subscriber file and compile each template they use; list all problems, exit 1 if any."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config, quiet=True)
-    for problem in loaded.problems:
-        out.print(problem, markup=False)
-    out.print(f"{len(loaded.subscribers)} subscribers ok, {len(loaded.problems)} problems")
-    if loaded.problems:
+    problems = list(loaded.problems)
+    compiled = template_problems(config, {s.template for s in loaded.subscribers})
+    ok = 0
+    for subscriber in loaded.subscribers:
+        if compiled[subscriber.template]:
+            problems.append(f"{subscriber.email}: template: {compiled[subscriber.template]}")
+        else:
+            ok += 1
+    for problem in problems:
+        out.print(cell(problem, WARNING_CHARS))
+    out.print(f"{ok} subscribers ok, {len(problems)} problems")
+    if problems:
         raise typer.Exit(1)
+
+
+def template_problems(config, names: set[str]) -> dict[str, str | None]:
+    """Each template name -> why it does not compile (None when it does)."""
+    from newsletter.render import Renderer, RenderSettings
+
+    renderer = Renderer(RenderSettings(newsletter_name=config.newsletter.name, base_url=config.newsletter.base_url,
+                                       templates_dir=config.templates_dir))
+    return {name: renderer.check(name) for name in sorted(names)}
 
 
 @subscribers_app.command("list")
@@ -26,7 +43,7 @@ def subscribers_list(ctx: typer.Context) -> None:
     """Show the subscribers as a table (email, mode, time zone, send time, active or why suppressed, bounces)."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config)
-    with open_store(config) as store:
+    with open_store(config, read_only=True) as store:
         suppressed = store.suppression_reasons()
         bounced = store.bounce_counts()
     table = Table("email", "mode", "time zone", "send at", "days", "active", "bounces",
@@ -36,7 +53,7 @@ def subscribers_list(ctx: typer.Context) -> None:
         days = "every day" if len(s.days) == 7 else ",".join(s.days)
         counts = bounced.get(s.email)
         bounces = f"{counts['hard']} hard, {counts['soft']} soft" if counts else ""
-        table.add_row(Text(s.email), s.mode, s.timezone, s.send_at.strftime("%H:%M"), days, Text(active), bounces)
+        table.add_row(cell(s.email), s.mode, cell(s.timezone), s.send_at.strftime("%H:%M"), days, Text(active), bounces)
     out.print(table)
 
 

@@ -2,6 +2,8 @@
 
 `parse_file` and `parse_bytes` never raise for bad content; every problem becomes a
 warning `path:line: problem` (or `path: problem`) and the good records are kept.
+A file keeps its first `MAX_WARNINGS` warnings and counts the rest; a file that is
+not text (binary, or mostly invalid UTF-8 or control bytes) yields nothing.
 Network fetching lives in `fetch.py`, so everything here works offline.
 """
 
@@ -13,11 +15,16 @@ from pathlib import Path
 
 from newsletter.models import Paper
 from newsletter.sources import arxiv, hf_api, hf_page, jsonl
+from newsletter.sources.problems import MAX_WARNINGS, Warnings
 from newsletter.tex import decode_paper
 
 FORMATS = ("hf-page", "hf-api", "arxiv", "jsonl")
 PARSERS = {"hf-page": hf_page.parse, "hf-api": hf_api.parse, "arxiv": arxiv.parse, "jsonl": jsonl.parse}
 MAX_DECODE_WARNINGS = 10
+BINARY_SAMPLE = 65536      # bytes looked at to tell text from binary
+BINARY_SHARE = 0.2         # more than this share of control bytes or invalid UTF-8: not text
+TEXT_CONTROLS = b"\t\n\r\f\v"
+CONTROL_BYTES = bytes(b for b in range(32) if b not in TEXT_CONTROLS) + b"\x7f"
 
 
 class UnknownFormat(ValueError):
@@ -32,6 +39,25 @@ class ParseResult:
     format: str
     papers: list[Paper] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    more_warnings: int = 0  # beyond the first MAX_WARNINGS: counted, and `warnings` ends with a line saying so
+
+    @property
+    def warning_count(self) -> int:
+        """All the warnings, shown or only counted."""
+        return len(self.warnings) - 1 + self.more_warnings if self.more_warnings else len(self.warnings)
+
+
+def looks_binary(data: bytes) -> bool:
+    """Whether `data` is not text: a NUL, or many control bytes or invalid UTF-8 sequences
+    near the start (a binary file need not have a NUL; Latin-1 text has few bad bytes)."""
+    sample = data[:BINARY_SAMPLE]
+    if b"\x00" in sample:
+        return True
+    controls = len(sample) - len(sample.translate(None, CONTROL_BYTES))
+    if len(sample) == BINARY_SAMPLE:  # do not count a character cut at the sample's end
+        sample = sample[:-3]
+    invalid = sample.decode("utf-8", "replace").count("\ufffd") if not sample.isascii() else 0
+    return controls + invalid > BINARY_SHARE * max(len(sample), 1)
 
 
 def detect_format(path: Path, head: bytes) -> str:
@@ -40,8 +66,8 @@ def detect_format(path: Path, head: bytes) -> str:
     suffix = Path(path).suffix.lower()
     if not text:
         raise UnknownFormat(f"{path}: empty, cannot tell its format")
-    if b"\x00" in head:
-        raise UnknownFormat(f"{path}: binary data, not one of {', '.join(FORMATS)}")
+    if looks_binary(head):
+        raise UnknownFormat(f"{path}: not a papers file (binary?)")
     if text.startswith(b"<"):
         if b"<feed" in text:
             return "arxiv"
@@ -83,19 +109,22 @@ def parse_bytes(
     _check_format(format)
     if not data or data.isspace():
         return ParseResult(name, format, [], [f"{name}: empty, no papers"])
+    if looks_binary(data):
+        return ParseResult(name, format, [], [f"{name}: not a papers file (binary?); nothing stored from it"])
     if format == "auto":
         try:
             format = detect_format(Path(name), data[:4096])
         except UnknownFormat as error:
             return ParseResult(name, format, [], [f"{error}; give the format explicitly ({', '.join(FORMATS)})"])
-    if b"\x00" in data[:4096]:
-        return ParseResult(name, format, [], [f"{name}: binary data, not {format}; skipped"])
-    text, warnings = decode(data, name)
+    text, decode_warnings = decode(data, name)
     if format == "hf-page":
         papers, problems = hf_page.parse(text, name=name, page_date=page_date, seen_on=seen_on)
     else:
         papers, problems = PARSERS[format](text, name=name)
-    return ParseResult(name, format, [decode_paper(paper) for paper in papers], warnings + problems)
+    warnings = Warnings(MAX_WARNINGS)
+    warnings.extend(decode_warnings)
+    warnings.extend(problems)
+    return ParseResult(name, format, [decode_paper(paper) for paper in papers], warnings.lines(name), warnings.more)
 
 
 def decode(data: bytes, name: str) -> tuple[str, list[str]]:

@@ -15,6 +15,7 @@ from datetime import date
 
 from newsletter.models import Paper
 from newsletter.sources.hf_api import join_lines
+from newsletter.sources.problems import Warnings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
@@ -31,7 +32,7 @@ def parse(text: str, *, name: str) -> tuple[list[Paper], list[str]]:
         line = text.count("\n", 0, declaration.start()) + 1
         return [], [f"{name}:{line}: {declaration[1].upper()} declarations are not accepted in a feed; skipped"]
     papers: list[Paper] = []
-    warnings: list[str] = []
+    warnings = Warnings()
     parser = ET.XMLPullParser(events=("start", "end"))
     entry_line = 0
     seen_feed = False

@@ -7,6 +7,7 @@ import re
 from datetime import date
 
 from newsletter.models import Paper
+from newsletter.sources.problems import Warnings
 
 PAPER_URL = "https://huggingface.co/papers/{}"
 PARAGRAPH = re.compile(r"\n\s*\n")
@@ -27,7 +28,7 @@ def parse(text: str, *, name: str) -> tuple[list[Paper], list[str]]:
         return [], [f"{name}: the API answered with an error: {items['error']}"]
     if not isinstance(items, list):
         return [], [f"{name}: expected a JSON list of daily papers, got {type(items).__name__}"]
-    papers, warnings = [], []
+    papers, warnings = [], Warnings()
     for index, item in enumerate(items):
         paper, problems = _item(item, f"{name}: item {index}")
         warnings.extend(problems)

@@ -7,7 +7,8 @@ Three layouts occur, all handled by one pass over the non-blank lines:
 - title and abstract only;
 - the same with no blank lines at all and `Subscribe` glued to the first title.
 Page furniture at the top (`new`, `Subscribe`, `Daily Papers`, the page's own
-date, ...) is skipped.
+date, ...) is skipped. A title without an abstract is not taken for a paper (a
+stray line of text, `hello world`, is not one): it is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import quote_plus
 
 from newsletter.models import Paper
 from newsletter.sources.hf_api import PAPER_URL
+from newsletter.sources.problems import Warnings
 
 MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 DATE_LINE = re.compile(r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{1,2})(?:, (\d{4}))?(?: (\d+))?")
@@ -38,7 +40,7 @@ def parse(
     page's own date line (its year taken from `seen_on`), else `seen_on`, else today.
     """
     lines = [(number, line.strip()) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
-    warnings: list[str] = []
+    warnings = Warnings()
     start, own_date = _skip_furniture(lines)
     reference = seen_on or date.today()
     if page_date is not None:
@@ -53,12 +55,10 @@ def parse(
     while i < len(lines):
         number, line = lines[i]
         if i + 1 < len(lines) and lines[i + 1][1] == DOT:
-            if title is not None:
-                warnings.append(f"{name}:{title[0]}: no abstract after the title {title[1][:60]!r}")
-                last = _paper(title[1], "")
-                papers.append(last)
+            if title is not None:  # a page entry without an abstract is not a paper; its meta block goes with it
+                warnings.append(f"{name}:{title[0]}: no abstract after the title {title[1][:60]!r}; skipped")
                 title = None
-            if last is None:
+            elif last is None:
                 warnings.append(f"{name}:{number}: author/date block without a paper before it; skipped")
             else:
                 _apply_meta(last, line, lines[i + 2] if i + 2 < len(lines) else None, reference, name, warnings)
@@ -76,8 +76,7 @@ def parse(
             title = None
         i += 1
     if title is not None:
-        warnings.append(f"{name}:{title[0]}: no abstract after the title {title[1][:60]!r}")
-        papers.append(_paper(title[1], ""))
+        warnings.append(f"{name}:{title[0]}: no abstract after the title {title[1][:60]!r}; skipped")
     return papers, warnings
 
 

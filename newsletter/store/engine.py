@@ -4,15 +4,26 @@ SQLite (one file, WAL) is the default; PostgreSQL (through psycopg 3) serves
 when scaling out, with the same schema and behaviour. Write transactions on
 SQLite start with BEGIN IMMEDIATE, so writers are serialised instead of failing
 half-way.
+
+A store opened `read_only` never writes: SQLite opens the file with `mode=ro`
+(and `immutable=1` when its folder is read-only too, where WAL cannot keep its
+shared-memory file), and nothing is migrated. An existing empty SQLite file is
+refused rather than taken for a new store, and a damaged one is named in one
+line with what to do (`store_problem`).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import any_, bindparam, create_engine, delete, event, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import Table
 
 from newsletter.store.schema import (
@@ -25,12 +36,17 @@ from newsletter.store.schema import (
 )
 
 
-def _sqlite_connect(dbapi_connection, _record) -> None:
+class StoreError(RuntimeError):
+    """The store cannot be used as it is; the message is one line naming it and what to do."""
+
+
+def _sqlite_connect(dbapi_connection, _record, read_only: bool = False) -> None:
     # the driver must not open transactions itself: _sqlite_begin does, so DDL is transactional too
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if not read_only:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MB of page cache: bulk ingest touches indexes at random
     cursor.close()
@@ -61,29 +77,109 @@ def engine_url(url: str):
 
 
 def _shown(url: str) -> str:
-    """A store URL fit for messages and logs: any password masked."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A store URL fit for messages and logs: any password masked; a SQLite store is its file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
 
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL (None for PostgreSQL or an in-memory store)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _read_only_connector(path: Path):
+    """Connections that cannot write: `mode=ro`, or `immutable=1` where the folder is read-only
+    (a WAL store's readers need a shared-memory file next to it, which cannot be made there)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+
+    def connect():
+        connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA user_version").fetchone()
+            return connection
+        except sqlite3.OperationalError as error:
+            connection.close()
+            if getattr(error, "sqlite_errorname", "") not in ("SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_READONLY"):
+                raise
+        return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+
+    return connect
+
+
+def _raised_in_sqlalchemy(error: BaseException) -> bool:
+    """Whether `error` came from turning a stored value into a Python one (a date that is not a date)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and "sqlalchemy" in frames[-1].filename
+
+
+def store_problem(url: str, error: BaseException) -> str | None:
+    """One line for a store error a user must act on (damaged, read-only, unopenable file), else None."""
+    original = error.orig if isinstance(error, DBAPIError) else error
+    shown = _shown(url)
+    what_to_do = f"restore it from a backup, or salvage what is left with `sqlite3 {shown} .recover | sqlite3 {shown}.recovered` and use that file"
+    if isinstance(original, (ValueError, TypeError)) and sqlite_file(url) and _raised_in_sqlalchemy(original):
+        return f"{shown}: the store holds a value that cannot be read ({original}), so the file may be damaged: {what_to_do}"
+    if not isinstance(original, sqlite3.Error):
+        return None
+    code = getattr(original, "sqlite_errorname", "")
+    if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or code.startswith("SQLITE_CORRUPT"):
+        return f"{shown}: the store is damaged ({original}): {what_to_do}"
+    if code.startswith("SQLITE_READONLY"):
+        return f"{shown}: the store is read-only ({original}); this command writes to it: run it where the store is writable"
+    if code.startswith("SQLITE_CANTOPEN"):
+        return f"{shown}: cannot open the store file ({original}): check that its folder exists and is readable"
+    return None
+
+
+
+def _checksqlite_file(path: Path, *, read_only: bool) -> None:
+    """Refuse an existing empty file (a truncated store taken for a new one would re-mail everyone)
+    and, read-only, a missing one (which would have to be created)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        if read_only:
+            raise StoreError(f"{path}: no store here yet (nothing ingested or sent); run `newsletter ingest` or "
+                             "`newsletter send` first, or check --db and [store] path") from None
+        return
+    if size == 0 and path.is_file():
+        raise StoreError(f"{path}: the store file is empty (0 bytes), not a store: if it held your ledger, restore it "
+                         "from a backup; to start a new store, delete the empty file first")
 
 
 class StoreBase:
     """The engine and schema of a store; the table families (papers, ledger, suppressions) build on it."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, read_only: bool = False):
+        """Open (creating or upgrading) the store at `url`; with `read_only`, open it as it is, never writing."""
         self.url = url
+        self.read_only = read_only
+        path = sqlite_file(url)
+        if path is not None:
+            _checksqlite_file(path, read_only=read_only)
+        options = {"creator": _read_only_connector(path)} if read_only and path is not None else {}
         try:
-            self.engine: Engine = create_engine(engine_url(url))
+            self.engine: Engine = create_engine(engine_url(url), **options)
         except ImportError as missing:
             raise RuntimeError(f"{_shown(url)}: PostgreSQL needs the psycopg package: pip install 'psycopg[binary]'") from missing
         self._postgres = self.engine.dialect.name == "postgresql"
         if self._postgres:
             event.listen(self.engine, "connect", _postgresql_connect)
         else:
-            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "connect", lambda connection, record: _sqlite_connect(connection, record, read_only))
             event.listen(self.engine, "begin", _sqlite_begin)
         # write transactions go through here (BEGIN IMMEDIATE on SQLite)
         self._writes: Engine = self.engine.execution_options(store_writes=True)
-        self._migrate()
+        try:
+            self._check_version() if read_only else self._migrate()
+        except Exception:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -119,6 +215,20 @@ class StoreBase:
                 conn.execute(insert(schema_version_table).values(version=SCHEMA_VERSION))
             else:
                 conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _check_version(self) -> None:
+        """A read-only store must already be at this program's schema version: it cannot be migrated."""
+        with self.engine.connect() as conn:
+            version = self._read_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0:
+            raise StoreError(f"{_shown(self.url)}: not a newsletter store yet (nothing ingested or sent); "
+                             "run `newsletter ingest` or `newsletter send` first")
+        newer = version > SCHEMA_VERSION
+        raise StoreError(
+            f"{_shown(self.url)}: store schema version {version} is {'newer' if newer else 'older'} than this program's "
+            f"({SCHEMA_VERSION}); " + ("upgrade newsletter" if newer else "run a command that writes (e.g. `newsletter ingest`) once to upgrade it"))
 
     def _read_version(self, conn: Connection) -> int:
         if not self._postgres:
