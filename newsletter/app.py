@@ -6,9 +6,11 @@ configured sources, read bounces and build the scheduler service wired to a conf
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from newsletter.config import Config, display_path, load_subscribers
@@ -18,12 +20,38 @@ from newsletter.sources import ParseResult, parse_file
 from newsletter.store import IngestStats, Store
 
 
+def base_url_warning(config: Config) -> str | None:
+    """A warning when real mail would carry unsubscribe links readers cannot reach (not https, or a local host)."""
+    from urllib.parse import urlsplit
+
+    from newsletter.delivery import get_backend_class
+    from newsletter.delivery.smtp import is_loopback
+
+    if not get_backend_class(config.delivery.backend).real_mail:
+        return None
+    url = config.newsletter.base_url
+    parts = urlsplit(url)
+    if parts.scheme == "https" and not is_loopback(parts.hostname or "") and parts.hostname != "0.0.0.0":
+        return None
+    return (f"{display_path(config.path)}: newsletter.base_url: {url!r} is not a public https URL: the unsubscribe "
+            f"links in real mail will not work for readers (put `newsletter serve` behind https and set base_url to it)")
+
+
 def ingest_paths(
     store: Store, paths: list[Path], *, format: str, page_date: date | None, on_warning: Callable[[str], None]
 ) -> list[tuple[ParseResult, IngestStats]]:
-    """Parse and store each file in its own transaction; each warning goes to `on_warning`."""
+    """Parse and store each file in its own transaction; each warning goes to `on_warning`.
+
+    A folder stands for the files in it (not hidden ones, not sub-folders), in name order.
+    """
     results = []
+    files = []
     for path in paths:
+        if Path(path).is_dir():
+            files.extend(sorted(p for p in Path(path).iterdir() if p.is_file() and not p.name.startswith(".")))
+        else:
+            files.append(path)
+    for path in files:
         parsed = parse_file(Path(display_path(path)), format, page_date=page_date)
         for warning in parsed.warnings:
             on_warning(warning)
@@ -33,13 +61,23 @@ def ingest_paths(
 
 
 def fetch_sources(config: Config, store: Store):
-    """Download every `[sources] fetch` entry and store it; returns JobStats (sent = papers stored)."""
+    """Ingest `[sources] inputs`, then download every `[sources] fetch` entry and store it.
+
+    The fetch job of `newsletter run` (on [schedule] fetch and at start); returns
+    JobStats (sent = papers stored, failed = sources or files that gave nothing).
+    """
     from datetime import datetime, timezone
 
     from newsletter.scheduler import JobStats
     from newsletter.sources.fetch import FetchError, fetch_arxiv_listing, fetch_hf_daily
 
     stats = JobStats()
+    paths = config.input_paths()
+    if paths:
+        results = ingest_paths(store, paths, format="auto", page_date=config.model.sources.page_date,
+                               on_warning=logging.getLogger("newsletter.ingest").warning)
+        stats.sent += sum(result.parsed for _, result in results)
+        stats.failed += sum(1 for parsed, _ in results if not parsed.papers)
     for source in config.model.sources.fetch:
         try:
             if source == "hf":
@@ -68,8 +106,6 @@ def read_bounces(config: Config, store: Store):
 
 def make_service(config: Config, store: Store):
     """The scheduler service wired to this config: fetch, per-group sends, the ledger check."""
-    from datetime import timedelta
-
     from newsletter.pipeline import is_done, run_edition
     from newsletter.scheduler import JobStats, ScheduleSettings, Service
 
@@ -98,7 +134,19 @@ def make_service(config: Config, store: Store):
             queued = enqueue(config, store, members(group), day=day)
             return JobStats(skipped=queued.summary.already_sent)
         summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
+        log_empty(members(group), summary.empty, day)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(summary.empty) + summary.already_sent)
+
+    def log_empty(group_members: list[Subscriber], empty: list[str], day: date) -> None:
+        if not empty:
+            return
+        by_reason: dict[str, list[str]] = {}
+        chosen = [s for s in group_members if s.email in set(empty)]
+        for email, reason in why_no_papers(config, store, chosen, day).items():
+            by_reason.setdefault(reason, []).append(email)
+        for reason, emails in by_reason.items():
+            shown = ", ".join(emails[:3]) + (f" and {len(emails) - 3} more" if len(emails) > 3 else "")
+            logging.getLogger("newsletter.send").info("no email for %s on %s: %s", shown, day, reason)
 
     settings = ScheduleSettings(
         fetch_cron=schedule.fetch,
@@ -107,6 +155,7 @@ def make_service(config: Config, store: Store):
         skip_empty=schedule.skip_empty,
         shutdown_timeout=schedule.shutdown_timeout,
         reload_interval=timedelta(minutes=schedule.reload_minutes),
+        fetch_at_start=True,
     )
     cron_jobs = {}
     bounces = config.model.bounces
@@ -118,7 +167,81 @@ def make_service(config: Config, store: Store):
         load_subscribers=current_subscribers,
         send_group=send_group,
         is_group_done=lambda group, day: is_done(store, members(group), day),
-        fetch=(lambda: fetch_sources(config, store)) if config.model.sources.fetch else None,
+        fetch=(lambda: fetch_sources(config, store)) if config.model.sources.fetch or config.model.sources.inputs else None,
         lock_path=config.lock_path,
     )
 
+
+
+def subscriber_file_name(email: str) -> str:
+    """`ada@example.org.toml`: one file per address, only safe characters."""
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", email).strip(".") + ".toml"
+
+
+def toml_value(value) -> str:
+    """A str, int, or list of str as TOML (JSON string escapes are TOML's, except DEL)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    return str(value)
+
+
+def add_subscriber(directory: Path, fields: dict) -> Path:
+    """Write one new subscriber file, validated exactly as loading validates it.
+
+    Raises ConfigError (one `file: field: problem` line each) for a bad value or
+    an address that already has a file; creates `directory` if needed. Only the
+    given fields are written, so the defaults stay the program's.
+    """
+    from newsletter.config import ConfigError, parse_subscriber
+
+    subscriber = parse_subscriber(fields, display_path(directory / subscriber_file_name(str(fields.get("email", "")))))
+    fields = {**fields, "email": subscriber.email}
+    path = directory / subscriber_file_name(subscriber.email)
+    shown = display_path(path)
+    existing = load_subscribers(directory) if directory.is_dir() else None
+    if existing is not None and subscriber.email in existing.paths:
+        raise ConfigError([f"{shown}: email: {subscriber.email} is already subscribed "
+                           f"(in {display_path(existing.paths[subscriber.email])})"])
+    if path.exists():
+        raise ConfigError([f"{shown}: already exists (and does not load: `newsletter subscribers check`)"])
+    lines = ["# Written by `newsletter subscribers add`; edit freely (README: Subscribers).",
+             *(f"{key} = {toml_value(value)}" for key, value in fields.items())]
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def remove_subscriber(directory: Path, email: str) -> Path | None:
+    """Delete the file of `email`; returns it, or None when no file holds that address."""
+    path = load_subscribers(directory).paths.get(email.strip().lower())
+    if path is not None:
+        path.unlink()
+    return path
+
+
+def why_no_papers(
+    config: Config, store: Store, subscribers: list[Subscriber], day: date | None, *, limit: int = 100
+) -> dict[str, str]:
+    """Why each of these subscribers (at most `limit`) got no picks for `day` (None: each one's local today),
+    in words: no papers in the store, none in their age window, none matched, or nothing new (all sent before)."""
+    from newsletter.pipeline import EditionBuilder, local_today
+    from newsletter.selection import select
+
+    if store.count_papers() == 0:
+        return {s.email: "no papers in the store (`newsletter fetch hf` or `ingest` first)" for s in subscribers[:limit]}
+    builder = EditionBuilder(config, store, key=b"only-for-selection")
+    reasons = {}
+    given = day
+    for subscriber in subscribers[:limit]:
+        day = given or local_today(subscriber)
+        index = builder.index(day, subscriber.max_age_days)
+        window = f"dated {day - timedelta(days=subscriber.max_age_days)} to {day} (max_age_days = {subscriber.max_age_days})"
+        if not index.papers:
+            reasons[subscriber.email] = f"no papers in the store {window}"
+        elif select(subscriber, index, already_sent=set()):
+            reasons[subscriber.email] = "nothing new: every paper that matches was sent to them before"
+        else:
+            reasons[subscriber.email] = f"none of the {len(index.papers)} papers {window} matched their profile"
+    return reasons

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from newsletter.models import Subscriber
 
 DEFAULT_CONFIG = Path("config.toml")
-INSECURE_DEV_KEY = b"newsletter-insecure-development-key"
+INSECURE_DEV_KEY = b"newsletter-insecure-development-key"  # only for backends that deliver no real mail, and the preview
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # an environment variable's name; a password rarely looks like one
 LIST_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
@@ -398,6 +399,11 @@ def _check_backend(config: Config, shown: str) -> None:
     from newsletter.delivery import UnknownBackend, get_backend_class
 
     name = config.delivery.backend
+    for table, options in (config.delivery.model_extra or {}).items():  # a password pasted into any backend's table
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            if key.endswith("_env") and isinstance(value, str) and not ENV_NAME.fullmatch(value):
+                raise ConfigError([f"{shown}: delivery.{table}.{key}: must be the name of an environment variable "
+                                   "(upper case, e.g. SMTP_PASSWORD), not the secret itself"])
     try:
         backend_class = get_backend_class(name)
     except UnknownBackend as error:
@@ -414,10 +420,27 @@ class SubscriberList:
 
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # email -> the file it came from, as shown
+    paths: dict[str, Path] = field(default_factory=dict)  # email -> the file it came from
+    missing_dir: bool = False
 
     def find(self, email: str) -> Subscriber | None:
         email = email.strip().lower()
         return next((s for s in self.subscribers if s.email == email), None)
+
+
+def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
+    """One subscriber's fields, validated as a subscriber file is; ConfigError with `file: field: problem` lines."""
+    from newsletter.keywords import parse_keywords
+
+    try:
+        subscriber = Subscriber.model_validate(data)
+        parse_keywords(list(subscriber.keywords))
+    except ValidationError as error:
+        raise ConfigError(validation_problems(shown, error)) from None
+    except ValueError as error:
+        raise ConfigError([f"{shown}: keywords: {error}"]) from None
+    return subscriber
 
 
 def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> SubscriberList:
@@ -426,27 +449,20 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
     With `templates` (see `render.template_names`), a subscriber naming a template not
     among them is a broken file too: one line, skipped, not a failure at send time.
     """
-    from newsletter.keywords import parse_keywords
     from newsletter.render import unknown_template
 
     result = SubscriberList()
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
+        result.missing_dir = True
         return result
-    first_file_of: dict[str, str] = {}
+    first_file_of = result.files
     for path in sorted(directory.glob("*.toml")):
         shown = display_path(path)
         try:
-            subscriber = Subscriber.model_validate(read_toml(path))
-            parse_keywords(list(subscriber.keywords))
+            subscriber = parse_subscriber(read_toml(path), shown)
         except ConfigError as error:
             result.problems.extend(error.problems)
-            continue
-        except ValidationError as error:
-            result.problems.extend(validation_problems(shown, error))
-            continue
-        except ValueError as error:
-            result.problems.append(f"{shown}: keywords: {error}")
             continue
         if templates is not None and (problem := unknown_template(subscriber.template, templates)):
             result.problems.append(f"{shown}: template: {problem}")
@@ -458,4 +474,5 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
             continue
         first_file_of[subscriber.email] = shown
         result.subscribers.append(subscriber)
+        result.paths[subscriber.email] = path
     return result

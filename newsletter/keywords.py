@@ -6,6 +6,10 @@ One string per keyword:
 - `-survey` an exclusion (a term or a phrase);
 - `video generation^2` a weight (a positive number, default 1).
 
+There are no operators: `OR`, `AND` and `NOT` in capitals are refused with a
+hint (alternatives are separate keywords; an exclusion is `-word`), and so is
+more than one `^`, instead of silently matching a phrase nobody wrote.
+
 Text and keywords are normalised the same way: NFKC, case-folded, split into
 words at anything that is not a letter or digit (so `pre-training` is the two
 words `pre training`), each word lightly stemmed (`stem`).  Hyphen and space
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 WORD = re.compile(r"[^\W_]+")
+OPERATOR = re.compile(r"\b(OR|AND|NOT)\b")  # search-engine syntax, which a keyword does not have
 
 
 @lru_cache(maxsize=1 << 17)
@@ -66,6 +71,18 @@ def parse_keyword(raw: str) -> Keyword:
         text = text[1:].strip()
         if not text:
             raise ValueError(f"keyword {raw!r}: nothing after '-'")
+    operator = OPERATOR.search(text)
+    if operator:
+        word = operator[0]
+        hint = {
+            "OR": "list the alternatives as separate keywords (any one of them matches): "
+            + ", ".join(repr(part.strip()) for part in re.split(r"\bOR\b", text) if part.strip()),
+            "AND": "a keyword of several words already needs them all (as a phrase); or list them as separate keywords",
+            "NOT": "write an exclusion as its own keyword starting with '-', e.g. '-survey'",
+        }[word]
+        raise ValueError(f"keyword {raw!r}: {word} is not an operator here; {hint}")
+    if text.count("^") > 1:
+        raise ValueError(f"keyword {raw!r}: more than one '^' (one weight at the end, e.g. 'diffusion^2')")
     weight = 1.0
     if "^" in text:
         text, _, number = text.rpartition("^")

@@ -1,4 +1,4 @@
-"""The plain records that flow between the stages (see DESIGN.md).
+"""The plain records that flow between the stages (README: "How it works").
 
 `Paper`, `Pick` and `Edition` are dataclasses (cheap to build by the hundred
 thousand); `Subscriber` is a pydantic model because it comes from user files

@@ -40,15 +40,27 @@ def local_today(subscriber: Subscriber, now: datetime | None = None) -> date:
     return (now or datetime.now(subscriber.zone)).astimezone(subscriber.zone).date()
 
 
-def signing_key(config: Config) -> bytes:
-    """The unsubscribe key from the environment; a fixed development key for non-SMTP backends."""
+def signing_key(config: Config, *, public: bool = False) -> bytes:
+    """The unsubscribe key from the environment.
+
+    Without it, a backend that delivers real mail (`Backend.real_mail`: smtp, any
+    plugin) or a `public` endpoint (`serve`) is refused: links signed with the
+    published development key could be forged by anyone. Local backends (file,
+    mbox, console, memory) use that development key.
+    """
+    from newsletter.delivery import get_backend_class
+
     key = config.secret_key()
     if key is not None:
         return key
-    if config.delivery.backend == "smtp":
+    variable = config.newsletter.secret_env
+    hint = f"export {variable}=$(python -c 'import secrets; print(secrets.token_hex(32))')"
+    if public:
+        raise MissingSecret(f"{variable} is not set: the unsubscribe endpoint checks links with this secret key ({hint})")
+    if get_backend_class(config.delivery.backend).real_mail:
         raise MissingSecret(
-            f"{config.newsletter.secret_env} is not set: real mail needs a secret key for unsubscribe links "
-            f"(e.g. export {config.newsletter.secret_env}=$(python -c 'import secrets; print(secrets.token_hex(32))'))"
+            f"{variable} is not set: real mail (backend {config.delivery.backend!r}) needs a secret key for "
+            f"unsubscribe links ({hint})"
         )
     return INSECURE_DEV_KEY
 

@@ -2,10 +2,18 @@
 
 Every page of an edition comes from `build_edition`, the same code path as sending,
 so what the browser shows is what a subscriber would get.
+
+The preview shows every subscriber's mail, so it is private: `Guard` refuses a
+`Host` header that is not one of `allowed_hosts` (a page on another site that
+rebinds its DNS name to 127.0.0.1 sends its own name) and, given a password,
+asks for it (HTTP basic auth). `/healthz` answers everyone, for probes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import re
 from datetime import date
 from typing import Callable
@@ -73,14 +81,18 @@ def create_app(
     *,
     list_subscribers: Callable[[], list[Subscriber]],
     build_edition: Callable[[str, date], tuple[RenderedEdition, bytes] | None],
-    suppress: Callable[[str], None],
+    suppress: Callable[[str], None] | None,
     secret_key: bytes,
     preview: bool = True,
-) -> Starlette:
+    allowed_hosts: set[str] | None = None,
+    password: str | None = None,
+):
     """The web app. `build_edition(email, day)` gives the rendered edition and its MIME bytes,
-    or None when there is none; `suppress(email)` records an unsubscribe.
+    or None when there is none; `suppress(email)` records an unsubscribe (None: the
+    unsubscribe pages are shown but nothing is recorded, as in the preview).
 
-    With `preview=False` only `/unsubscribe` is served (for a public host).
+    With `preview=False` only `/unsubscribe` and `/healthz` are served (for a public host).
+    `allowed_hosts` (names without port) and `password` guard every other path.
     """
     pages = jinja2.Environment(loader=jinja2.DictLoader(PAGES), autoescape=True, undefined=jinja2.StrictUndefined)
 
@@ -147,18 +159,34 @@ def create_app(
             raw, media_type="message/rfc822", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
         )
 
-    def unsubscribe(request: Request) -> Response:
+    async def unsubscribe(request: Request) -> Response:
         token = request.query_params.get("token", "")
         email = verify_token(token, secret_key)
         if email is None:
             return message("Link not valid", "This unsubscribe link is not valid. Use the link from your latest email.", 400)
+        action = "?token=" + quote(token)  # relative: works behind a path prefix too
         if request.method == "POST":
+            # RFC 8058: the one-click POST carries `List-Unsubscribe=One-Click` (as does the form below);
+            # a bare POST (a link scanner, a prefetch) changes nothing
+            try:
+                form = await request.form()
+            except Exception:  # a body that is not a form at all
+                form = {}
+            if form.get("List-Unsubscribe") != "One-Click":
+                return message(
+                    "Unsubscribe?", f"Stop sending this newsletter to {email}? (The request did not confirm it.)", 400,
+                    action=action,
+                )
+            if suppress is None:
+                return message("Preview", f"{email} would be unsubscribed now (preview: nothing was recorded).")
             suppress(email)
             return message("Unsubscribed", f"{email} will get no more emails from this newsletter.")
-        action = "?token=" + quote(token)  # relative: works behind a path prefix too
         return message("Unsubscribe?", f"Stop sending this newsletter to {email}?", action=action)
 
-    routes = [Route("/unsubscribe", unsubscribe, methods=["GET", "POST"])]
+    def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [Route("/healthz", healthz), Route("/unsubscribe", unsubscribe, methods=["GET", "POST"])]
     if preview:
         routes += [
             Route("/", index),
@@ -167,7 +195,56 @@ def create_app(
             Route("/s/{email}/text", with_edition(edition_text)),
             Route("/s/{email}/eml", with_edition(edition_eml)),
         ]
-    return Starlette(routes=routes)
+    web = Starlette(routes=routes)
+    if allowed_hosts is None and password is None:
+        return web
+    return Guard(web, allowed_hosts=allowed_hosts, password=password)
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def host_name(header: str) -> str:
+    """The name in a `Host` header, without the port and the IPv6 brackets, lower-cased."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+class Guard:
+    """ASGI wrapper: `Host` must be one of `allowed_hosts` (when given); `password` (when given)
+    must come as HTTP basic auth (any user name). `/healthz` is always open."""
+
+    def __init__(self, app, *, allowed_hosts: set[str] | None, password: str | None):
+        self.app = app
+        self.allowed_hosts = {name.lower() for name in allowed_hosts} if allowed_hosts is not None else None
+        self.password = password.encode("utf-8") if password else None
+
+    def _authorised(self, header: bytes) -> bool:
+        scheme, _, value = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _, _, given = base64.b64decode(value.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self.password)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] == "/healthz":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.allowed_hosts is not None and host_name(headers.get(b"host", b"").decode("latin-1")) not in self.allowed_hosts:
+            response = PlainTextResponse("Host not allowed: open the preview as http://127.0.0.1:PORT/\n", status_code=400)
+        elif self.password is not None and not self._authorised(headers.get(b"authorization", b"")):
+            response = PlainTextResponse(
+                "Password required\n", status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="newsletter preview", charset="UTF-8"'},
+            )
+        else:
+            return await self.app(scope, receive, send)
+        await response(scope, receive, send)
 
 
 def _base(email: str) -> str:

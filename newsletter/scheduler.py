@@ -93,12 +93,14 @@ class ScheduleSettings:
     - skip_empty: read by the pipeline (no picks, no email); the scheduler only carries it.
     - shutdown_timeout: seconds SIGTERM waits for the sends in flight.
     - reload_interval: how often the subscriber files are re-read.
+    - fetch_at_start: run the fetch job once on start, before the catch-up sends.
     """
 
     fetch_cron: str | None = "0 */3 * * *"
     catch_up: timedelta = timedelta(hours=6)
     misfire_grace_time: int = 3600
     skip_empty: bool = True
+    fetch_at_start: bool = False
     shutdown_timeout: float = 60.0
     reload_interval: timedelta = timedelta(minutes=5)
 
@@ -242,6 +244,8 @@ class Service:
         # BackgroundScheduler subclasses BlockingScheduler but returns at once
         blocking = isinstance(self.scheduler, BlockingScheduler) and not isinstance(self.scheduler, BackgroundScheduler)
         try:
+            if self._fetch is not None and self.settings.fetch_at_start:
+                self._run_fetch()  # catch-up sends pick from today's papers
             self.scheduler.add_listener(self._on_skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
             if self._fetch is not None and self.settings.fetch_cron:
                 fetch_trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC)

@@ -1,4 +1,4 @@
-"""Selection: which papers each subscriber gets, and why (see DESIGN.md).
+"""Selection: which papers each subscriber gets, and why (README: "Choosing papers").
 
 `PaperIndex` is built once per edition date from the candidate papers; `select`
 scores one subscriber's profile against it.  Selection is pure: papers in,

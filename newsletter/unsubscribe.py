@@ -1,4 +1,17 @@
-"""Signed one-click unsubscribe tokens (RFC 8058): the address plus its HMAC-SHA256."""
+"""Signed one-click unsubscribe tokens (RFC 8058) that do not show the address.
+
+A token is the address encrypted and authenticated with keys derived from the
+signing secret (deterministic authenticated encryption in the SIV style, built
+from HMAC-SHA256 alone): `iv = HMAC(mac_key, address)[:16]`, the ciphertext is
+the address XOR an HMAC-SHA256 keystream over `iv`, and the token is
+base64url(`iv` + ciphertext). Only the holder of the secret can read the
+address or make a token that verifies; a changed character fails the `iv`
+check. The same address always gets the same token, so every edition carries
+the same link.
+
+Links written before this scheme (base64 of the address, a dot, its HMAC) are
+still accepted: they are already in people's mailboxes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +21,7 @@ import hashlib
 import hmac
 
 PURPOSE = b"newsletter-unsubscribe\n"
+IV_BYTES = 16
 
 
 def _b64(data: bytes) -> str:
@@ -18,23 +32,55 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _subkey(key: bytes, use: bytes) -> bytes:
+    return hmac.new(key, PURPOSE + b"key:" + use, hashlib.sha256).digest()
+
+
+def _keystream(key: bytes, iv: bytes, length: int) -> bytes:
+    enc_key = _subkey(key, b"enc")
+    blocks = (hmac.new(enc_key, iv + n.to_bytes(4, "big"), hashlib.sha256).digest() for n in range(length // 32 + 1))
+    return b"".join(blocks)[:length]
+
+
+def _iv(key: bytes, address: bytes) -> bytes:
+    return hmac.new(_subkey(key, b"mac"), address, hashlib.sha256).digest()[:IV_BYTES]
+
+
 def make_token(email: str, key: bytes) -> str:
-    """A URL-safe token naming `email`, signed with `key`."""
+    """An opaque URL-safe token for `email`, readable and verifiable only with `key`."""
+    address = email.encode("utf-8")
+    iv = _iv(key, address)
+    cipher = bytes(a ^ b for a, b in zip(address, _keystream(key, iv, len(address)), strict=True))
+    return _b64(iv + cipher)
+
+
+def _legacy_token(email: str, key: bytes) -> str:
     address = email.encode("utf-8")
     mac = hmac.new(key, PURPOSE + address, hashlib.sha256).digest()
     return f"{_b64(address)}.{_b64(mac)}"
 
 
 def verify_token(token: str, key: bytes) -> str | None:
-    """The address in `token` if its signature is good, else None (forged, altered or malformed).
+    """The address in `token` if it was made with `key`, else None (forged, altered or malformed).
 
-    The token must be exactly what `make_token` writes: any other spelling is refused.
+    The token must be exactly what `make_token` writes (or an older link's
+    exact spelling): any other spelling is refused.
     """
+    legacy = "." in token
     try:
-        email = _unb64(token.partition(".")[0]).decode("utf-8")
+        raw = _unb64(token.partition(".")[0] if legacy else token)
+        if legacy:
+            email = raw.decode("utf-8")
+            expected = _legacy_token(email, key)
+        else:
+            if len(raw) <= IV_BYTES:
+                return None
+            iv, cipher = raw[:IV_BYTES], raw[IV_BYTES:]
+            email = bytes(a ^ b for a, b in zip(cipher, _keystream(key, iv, len(cipher)), strict=True)).decode("utf-8")
+            expected = make_token(email, key)
     except (binascii.Error, ValueError):
         return None
-    return email if hmac.compare_digest(token.encode("utf-8"), make_token(email, key).encode("utf-8")) else None
+    return email if hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")) else None
 
 
 def unsubscribe_url(base_url: str, email: str, key: bytes) -> str:

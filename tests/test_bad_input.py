@@ -316,3 +316,33 @@ def test_read_only_file_and_read_only_folder(site: Path):
         assert fingerprint(path) == before
     finally:
         folder.chmod(0o755)
+
+
+def test_a_server_reply_with_markup_and_line_breaks_is_one_plain_line_in_status(site: Path):
+    from datetime import date
+
+    path = filled_store(site)
+    day = date.fromisoformat(DAY)
+    with Store(f"sqlite:///{path}") as store:
+        store.record_pending([("ada@example.org", day, "<m1@example.org>", [], "Subject")])
+        store.mark(day, [("ada@example.org", "failed", "550-5.1.1 [/bold] no such [red]user\r\n550 5.1.1 \x1b[2Jgone")])
+    result = run_cli("status", cwd=site)
+    assert result.returncode == 0, result.stderr
+    no_traceback(result)
+    assert "failed: ada@example.org 2026-11-25: 550-5.1.1 [/bold] no such [red]user  550 5.1.1 [2Jgone" in result.stdout.splitlines()
+
+
+def test_subscribers_check_compiles_each_template(site: Path):
+    templates = site / "templates"
+    templates.mkdir()
+    (templates / "broken.mjml").write_text("<mjml><mj-body><mj-section><mj-column><mj-text>{% if %}</mj-text>"
+                                           "</mj-column></mj-section></mj-body></mjml>")
+    (site / "config.toml").write_text(CONFIG + '\n[render]\ntemplates_dir = "templates"\n')
+    (site / "subscribers" / "a.toml").write_text('email = "a@example.org"\ntemplate = "broken"\n')
+    (site / "subscribers" / "b.toml").write_text('email = "b@example.org"\n')
+    result = run_cli("subscribers", "check", cwd=site)
+    no_traceback(result)
+    assert result.returncode == 1
+    [problem, summary] = result.stdout.splitlines()
+    assert problem.startswith(f"subscribers/a.toml: template: {templates / 'broken.mjml'}:1: ")
+    assert summary == "1 subscribers ok, 1 problems"

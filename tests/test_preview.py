@@ -192,8 +192,81 @@ def test_public_mode_serves_only_unsubscribe(service):
     client = TestClient(service.app(preview=False))
     assert client.get("/").status_code == 404
     assert client.get("/s/ada@example.org/html").status_code == 404
-    assert client.post(f"/unsubscribe?token={make_token('bob+news@example.org', KEY)}").status_code == 200
+    assert client.get("/healthz").text == "ok"
+    token = make_token("bob+news@example.org", KEY)
+    assert client.post(f"/unsubscribe?token={token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert service.suppressed == ["bob+news@example.org"]
+
+
+@pytest.mark.parametrize("body", [
+    {},  # a bare POST: a link scanner, a prefetch
+    {"content": "List-Unsubscribe=Yes", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+    {"content": "List-Unsubscribe=One-Click"},  # no form content type: not a form
+    {"content": "{\"List-Unsubscribe\": \"One-Click\"}", "headers": {"content-type": "application/json"}},
+    {"content": "--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+])
+def test_a_post_without_the_one_click_body_unsubscribes_nobody(service, body):
+    client = TestClient(service.app(preview=False))
+    response = client.post(f"/unsubscribe?token={make_token('ada@example.org', KEY)}", **body)
+    assert response.status_code == 400 and "did not confirm" in response.text
+    assert page(response).xpath("//form/input[@name='List-Unsubscribe']/@value") == ["One-Click"]
+    assert service.suppressed == []
+
+
+def test_the_rfc_8058_multipart_one_click_post(service):
+    """What a mailbox provider sends (RFC 8058, section 3.1): multipart/form-data."""
+    client = TestClient(service.app(preview=False))
+    body = ('--FormBoundaryjWmhtjORrn\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+            'One-Click\r\n--FormBoundaryjWmhtjORrn--\r\n')
+    response = client.post(f"/unsubscribe?token={make_token('ada@example.org', KEY)}", content=body,
+                           headers={"content-type": "multipart/form-data; boundary=FormBoundaryjWmhtjORrn"})
+    assert response.status_code == 200 and service.suppressed == ["ada@example.org"]
+
+
+def test_without_suppress_the_unsubscribe_page_records_nothing(service):
+    app = create_app(list_subscribers=lambda: SUBSCRIBERS, build_edition=service.build_edition, suppress=None, secret_key=KEY)
+    response = TestClient(app).post(f"/unsubscribe?token={make_token('ada@example.org', KEY)}",
+                                    data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200 and "nothing was recorded" in response.text
+
+
+def guarded(service, **guard):
+    app = create_app(list_subscribers=lambda: SUBSCRIBERS, build_edition=service.build_edition,
+                     suppress=service.suppressed.append, secret_key=KEY, **guard)
+    return TestClient(app, base_url="http://127.0.0.1:8025")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8025", "localhost:8025", "LOCALHOST", "[::1]:8025", "127.0.0.1"])
+def test_loopback_host_names_are_answered(service, host):
+    client = guarded(service, allowed_hosts={"localhost", "127.0.0.1", "::1"})
+    assert client.get("/?date=2026-11-25", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example:8025", "127.0.0.1.evil.example", "", "localhost.evil.example:80", "[::2]:8025"])
+def test_a_rebound_dns_name_gets_nothing(service, host):
+    """DNS rebinding: a page on evil.example that resolves itself to 127.0.0.1 still sends `Host: evil.example`."""
+    client = guarded(service, allowed_hosts={"localhost", "127.0.0.1", "::1"})
+    for path in ("/?date=2026-11-25", "/s/ada@example.org/eml?date=2026-11-25", f"/unsubscribe?token={make_token('ada@example.org', KEY)}"):
+        response = client.get(path, headers={"host": host})
+        assert response.status_code == 400 and "ada@example.org" not in response.text
+    assert client.get("/healthz", headers={"host": host}).text == "ok"
+    assert service.asked == []
+
+
+def test_a_password_is_asked_for_on_every_page(service):
+    import base64
+
+    client = guarded(service, password="s3cret pass")
+    response = client.get("/?date=2026-11-25")
+    assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Basic")
+    assert "ada@example.org" not in response.text
+    def auth(user_pass: bytes):
+        return {"authorization": "Basic " + base64.b64encode(user_pass).decode()}
+    assert client.get("/s/ada@example.org/eml?date=2026-11-25", headers=auth(b"x:wrong")).status_code == 401
+    assert client.get("/?date=2026-11-25", headers={"authorization": "Bearer s3cret pass"}).status_code == 401
+    assert client.get("/?date=2026-11-25", headers={"authorization": "Basic !!!"}).status_code == 401
+    assert client.get("/?date=2026-11-25", headers=auth(b"anyone:s3cret pass")).status_code == 200
+    assert client.get("/healthz").status_code == 200
 
 
 CHROME_FLAGS = (

@@ -1,6 +1,6 @@
 """The `newsletter` command line (Typer): one module per command group, each thin over `newsletter.app`.
 
-`common` holds the shared consoles and options; `papers` (ingest, papers,
+`common` holds the shared consoles and options; `site` (init), `papers` (ingest, papers,
 fetch), `subscribers`, `editions` (select, render, send, status) and `service`
 (preview, serve, run, worker) and `deliverability` (dkim, bounces) register their commands on `app` when imported.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from newsletter.cli import papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
+from newsletter.cli import site, papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
 from newsletter.cli.common import app
 
 __all__ = ["app", "main"]

@@ -72,6 +72,17 @@ class Options:
             fail(error.problems, code=2)
 
 
+    def store_config(self) -> Config:
+        """The config for commands that need only the store (`ingest`, `papers`): with --db and no
+        config file, defaults stand in for it (no inputs, no page date)."""
+        if self.db is not None and not self.config_path.exists():
+            from newsletter.config import ConfigModel, NewsletterSection
+
+            placeholder = NewsletterSection(sender="newsletter@localhost", base_url="http://127.0.0.1")
+            return Config(path=self.config_path.resolve(), model=ConfigModel(newsletter=placeholder), db_override=self.db)
+        return self.config()
+
+
 def fail(problems: list[str] | str, code: int = 1):
     """Print problems to stderr (one per line) and exit."""
     for line in [problems] if isinstance(problems, str) else problems:
@@ -131,12 +142,24 @@ def parse_day(value: Optional[str], option: str = "--date") -> Optional[date]:
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Config file (TOML). Relative paths inside it resolve against its folder.")
 ]
-DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite store file, overriding [store] path.")]
+DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite store file, overriding [store] path; "
+                                                   "`ingest` and `papers` need no config file with it.")]
 DateOption = Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: each subscriber's local today).")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from newsletter import __version__
+
+        out.print(f"newsletter {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")]
+
+
 @app.callback()
-def main_options(ctx: typer.Context, config: ConfigOption = DEFAULT_CONFIG, db: DbOption = None) -> None:
+def main_options(ctx: typer.Context, config: ConfigOption = DEFAULT_CONFIG, db: DbOption = None, version: VersionOption = False) -> None:
     ctx.obj = Options(config_path=config, db=db)
 
 
@@ -161,19 +184,35 @@ def paper_json(paper) -> dict:
 
 
 
-def loaded_subscribers(config: Config, *, quiet: bool = False) -> SubscriberList:
-    """The subscriber files (one naming a template that does not exist is skipped), problems reported."""
+def email_argument(value: str) -> str:
+    """An address given on the command line, lower-cased; exit 2 with one line if it is not one."""
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic.networks import EmailStr
+
+    try:
+        return TypeAdapter(EmailStr).validate_python(value.strip()).lower()
+    except ValidationError:
+        fail(f"{value!r}: not an email address", code=2)
+
+
+def loaded_subscribers(config: Config, *, quiet: bool = False, must_exist: bool = True) -> SubscriberList:
+    """The subscriber files (one naming a template that does not exist is skipped), problems reported
+    unless `quiet`; exit 2 when the folder is missing (`must_exist`)."""
     from newsletter.render import template_names
 
     loaded = load_subscribers(config.subscribers_dir, templates=template_names(config.templates_dir))
+    if loaded.missing_dir and must_exist:
+        fail(f"{display_path(config.subscribers_dir)}: subscriber folder not found (create it with "
+             "`newsletter subscribers add EMAIL`, or set [subscribers] dir in the config)", code=2)
     if not quiet:
         report_subscriber_problems(loaded)
     return loaded
 
 
 
-def find_subscriber(config: Config, email: str):
-    loaded = loaded_subscribers(config)
+def find_subscriber(config: Config, email: str, loaded: SubscriberList | None = None):
+    """The subscriber with this address, or exit 2 with one line."""
+    loaded = loaded or loaded_subscribers(config)
     subscriber = loaded.find(email)
     if subscriber is None:
         fail(f"{email}: no such subscriber in {display_path(config.subscribers_dir)}", code=2)
@@ -191,13 +230,15 @@ def builder_for(config: Config, store: Store):
 
 
 
-def require_signing_key(config: Config) -> None:
-    """Exit 2 now, before any work, when the unsubscribe key or the DKIM key a long-running process needs is missing."""
+def require_signing_key(config: Config, *, public: bool = False) -> None:
+    """Exit 2 now, before any work, when the unsubscribe key (real mail, or `public`: the endpoint) or the
+    DKIM key a process needs is missing."""
     from newsletter.dkim_signing import DkimError, Signer
     from newsletter.pipeline import MissingSecret, signing_key
 
     try:
-        signing_key(config)
-        Signer.from_config(config)
+        signing_key(config, public=public)
+        if not public:
+            Signer.from_config(config)
     except (MissingSecret, DkimError) as error:
         fail(str(error), code=2)

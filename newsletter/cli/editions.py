@@ -11,9 +11,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from newsletter.app import ingest_paths, make_service
+from newsletter.app import base_url_warning, ingest_paths, make_service, why_no_papers
 from newsletter.cli.common import (
     DateOption,
+    WARNING_CHARS,
     RateColumn,
     app,
     builder_for,
@@ -26,6 +27,7 @@ from newsletter.cli.common import (
     out,
     paper_json,
     parse_day,
+    require_signing_key,
     warn,
 )
 from newsletter.config import Config, display_path
@@ -38,27 +40,54 @@ def select_cmd(
     subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber email.")],
     day: DateOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="What would be picked now, even if this edition was already sent.")] = False,
 ) -> None:
-    """Show the picks for one subscriber, with score and reasons, without sending anything."""
-    from newsletter.pipeline import local_today
+    """Show the picks for one subscriber, with score and reasons, without sending anything.
+
+    Once the date's edition is in the ledger, shows what it carried (as `render` and
+    `send` would), and says so; --fresh shows what would be picked now instead.
+    """
+    from newsletter.pipeline import EditionBuilder
 
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
-    edition_day = parse_day(day) or local_today(sub)
+    edition_day = edition_date(sub, day)
     with open_store(config, read_only=True) as store:
-        picks = builder_for(config, store).select(sub, edition_day)
+        builder = EditionBuilder(config, store, key=b"select-signs-nothing")
+        entry = None if fresh else store.ledger_entries(edition_day, [sub.email]).get(sub.email)
+        picks = builder.picks_from_ledger(entry) if entry else builder.select(sub, edition_day)
+        why = why_no_papers(config, store, [sub], edition_day).get(sub.email) if not picks else None
+    recorded = None
+    if entry:
+        verb = "already sent" if entry.state == "sent" else f"recorded ({entry.state})"
+        recorded = f"{verb} {entry.updated_at:%Y-%m-%d %H:%M} UTC, {len(picks)} papers"
     if as_json:
-        print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "picks": [
+        print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "recorded": recorded, "picks": [
             {"rank": n, "score": round(p.score, 4), "reasons": p.reasons, "paper": paper_json(p.paper)}
             for n, p in enumerate(picks, 1)]}, ensure_ascii=False, indent=2))
         return
+    if recorded:
+        out.print(f"{sub.email} · {edition_day}: {recorded} (what it carried; --fresh for what would be picked now)",
+                  markup=False)
     if not picks:
-        out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent)")
+        out.print(f"{sub.email}: no picks for {edition_day} (no email would be sent): {why}", markup=False)
         return
     table = Table("#", "score", "title", "why", title=cell(f"{sub.email} · {edition_day}"))
     for n, pick in enumerate(picks, 1):
         table.add_row(str(n), f"{pick.score:.3f}", cell(pick.paper.title), cell("; ".join(pick.reasons), None))
     out.print(table)
+
+
+def edition_date(subscriber, day: Optional[str]) -> date:
+    """`--date`, or the subscriber's local today; a date after their today is warned about."""
+    from newsletter.pipeline import local_today
+
+    today = local_today(subscriber)
+    edition_day = parse_day(day) or today
+    if edition_day > today:
+        warn(f"{edition_day} is in the future for {subscriber.email} (their today is {today}): "
+             "papers published after today are not in the store yet")
+    return edition_day
 
 
 @app.command()
@@ -68,20 +97,23 @@ def render(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .html, .txt or .eml.")],
     day: DateOption = None,
 ) -> None:
-    """Write one subscriber's edition to a file (.html, .txt or .eml by the extension)."""
-    from newsletter.pipeline import local_today
-
+    """Write one subscriber's edition to a file (.html, .txt or .eml by the extension); creates the folder."""
     suffix = out_file.suffix.lower()
     if suffix not in (".html", ".txt", ".eml"):
         fail(f"--out: {out_file}: use a .html, .txt or .eml file name", code=2)
     config = ctx.obj.config()
     sub = find_subscriber(config, subscriber)
-    edition_day = parse_day(day) or local_today(sub)
+    edition_day = edition_date(sub, day)
     with open_store(config) as store:
         built = builder_for(config, store).edition(sub, edition_day)
+        why = why_no_papers(config, store, [sub], edition_day).get(sub.email) if built is None else None
     if built is None:
-        fail(f"{sub.email}: no picks for {edition_day}, nothing to render")
+        fail(f"{sub.email}: no picks for {edition_day}, nothing to render: {why}")
     edition, data = built
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"--out: {out_file.parent}: cannot create the folder: {error.strerror or error}", code=2)
     if suffix == ".eml":
         out_file.write_bytes(data)
     else:
@@ -113,6 +145,10 @@ def send(
     from newsletter.pipeline import MissingSecret, run_edition
 
     config = ctx.obj.config()
+    if not dry_run:
+        require_signing_key(config)
+    if warning := base_url_warning(config):
+        warn(warning)
     edition_day = parse_day(day)
     executor = workers or config.delivery.executor
     if executor not in ("local", "celery"):
@@ -122,6 +158,8 @@ def send(
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     loaded = loaded_subscribers(config)
+    if only:
+        only = find_subscriber(config, only, loaded).email
     with open_store(config) as store:
         inputs = config.input_paths()
         if inputs and not no_ingest:
@@ -137,7 +175,7 @@ def send(
         columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · {task.remaining:.0f} left", markup=False),
                    RateColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=err, transient=True) as progress:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:  # cron: silence
             task = progress.add_task("editions", total=total, sent=0, failed=0)
 
             def on_progress(summary):
@@ -149,7 +187,9 @@ def send(
                                       skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
             except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
-    print_summary(config, summary)
+        empty = set(summary.empty)
+        reasons = why_no_papers(config, store, [s for s in loaded.subscribers if s.email in empty], edition_day) if empty else {}
+    print_summary(config, summary, reasons)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -170,7 +210,7 @@ def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[d
               "Follow with `newsletter status`.", markup=False)
 
 
-def print_summary(config: Config, summary) -> None:
+def print_summary(config: Config, summary, reasons: dict[str, str] | None = None) -> None:
     """The run's summary table and the lines worth reading."""
     table = Table("", "", title="Dry run (nothing sent or recorded)" if summary.dry_run else "Send summary", show_header=False)
     rows = [
@@ -191,14 +231,17 @@ def print_summary(config: Config, summary) -> None:
             table.add_row(label, str(value))
     out.print(table)
     for email, reply in summary.failures:
-        err.print(f"failed: {email}: {reply}", markup=False)
+        err.print(cell(f"failed: {email}: {reply}", WARNING_CHARS))  # a server's reply may span lines
     for email in summary.empty if summary.skip_empty else ():
-        out.print(f"{email}: no new papers, no email today", markup=False)
-    if summary.sent and config.delivery.backend in ("file", "mbox"):
-        options = config.delivery.backend_options
-        where = options.get("dir", "outbox") if config.delivery.backend == "file" else options.get("path", "outbox.mbox")
+        why = (reasons or {}).get(email)
+        out.print(f"{email}: no new papers, no email today" + (f": {why}" if why else ""), markup=False)
+    if summary.sent:
+        from newsletter.delivery import create_backend
+
+        backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
         plural = "" if summary.sent == 1 else "s"
-        out.print(f"Wrote {summary.sent} email{plural} to {display_path(config.resolve(where))}", markup=False)
+        verb = "Sent" if backend.real_mail else "Wrote"
+        out.print(f"{verb} {summary.sent} email{plural} to {backend.destination()}", markup=False)
     elif not summary.sent and not summary.dry_run and summary.already_sent:
         out.print("Nothing new to send: every due edition is already in the ledger.")
 
@@ -233,11 +276,11 @@ def status(
         table.add_row(state, str(count))
     out.print(table)
     for item in problems:
-        out.print(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", markup=False)
+        out.print(cell(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", WARNING_CHARS))
     out.print(f"{len(suppressed)} addresses suppressed, {len(bounced)} of them for bounces"
               + (" (`newsletter subscribers list` shows why; `subscribers enable` takes one back)" if suppressed else ""))
     for email, reason in list(bounced.items())[:20]:
-        out.print(f"bounced: {email}: {reason}", markup=False)
+        out.print(cell(f"bounced: {email}: {reason}", WARNING_CHARS))
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]

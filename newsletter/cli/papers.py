@@ -29,7 +29,7 @@ def ingest(
     """
     if format != "auto" and format not in FORMATS:
         fail(f"--format: unknown format {format!r} (choose one of: auto, {', '.join(FORMATS)})", code=2)
-    config = ctx.obj.config()
+    config = ctx.obj.store_config()
     paths = paths or config.input_paths()
     if not paths:
         fail("nothing to ingest: give PATH arguments or set [sources] inputs in the config", code=2)
@@ -58,7 +58,7 @@ def papers(
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many papers.")] = None,
 ) -> None:
     """List the papers in the store, newest first."""
-    config = ctx.obj.config()
+    config = ctx.obj.store_config()
     with open_store(config, read_only=True) as store:
         found = store.papers(since=parse_day(since, "--since"), limit=limit)
     if as_json:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import sys
 from datetime import date
 from pathlib import Path
@@ -10,33 +12,63 @@ from typing import Annotated, Optional
 
 import typer
 
-from newsletter.app import make_service
+from newsletter.app import base_url_warning, make_service
 from newsletter.cli.common import app, builder_for, err, fail, loaded_subscribers, open_store, require_signing_key
 from newsletter.config import Config
 
 
+PREVIEW_PASSWORD_ENV = "NEWSLETTER_PREVIEW_PASSWORD"
+
+
 def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
-    """Run the web app (preview pages and/or the unsubscribe endpoints) with uvicorn."""
+    """Run the web app (preview pages and/or the unsubscribe endpoints) with uvicorn.
+
+    `serve` is public and signs nothing: it needs the real secret to check links.
+    The preview signs its editions with a key made for this process only, so a
+    downloaded .eml carries no unsubscribe link that works anywhere else, and its
+    own unsubscribe page records nothing. It answers only loopback `Host` names
+    when bound to loopback, and wants the password in $NEWSLETTER_PREVIEW_PASSWORD
+    on any other address.
+    """
     import uvicorn
 
-    from newsletter.preview import create_app
+    from newsletter.delivery.smtp import is_loopback
+    from newsletter.pipeline import EditionBuilder
+    from newsletter.preview import LOOPBACK_NAMES, create_app
 
+    password = os.environ.get(PREVIEW_PASSWORD_ENV) or None
+    guard: dict = {}
+    if preview:
+        loaded_subscribers(config, quiet=True)  # exit now if the folder is missing
+        if is_loopback(host):
+            guard = {"allowed_hosts": LOOPBACK_NAMES | {host.strip("[]").lower()}, "password": password}
+        elif password is None:
+            fail(f"--host {host}: the preview shows every subscriber's mail; on an address other than loopback it needs "
+                 f"a password: set {PREVIEW_PASSWORD_ENV} (HTTP basic auth), or keep --host 127.0.0.1", code=2)
+        else:
+            guard = {"password": password}
+    else:
+        require_signing_key(config, public=True)
     with open_store(config) as store:
-        builder = builder_for(config, store)
+        builder = EditionBuilder(config, store, key=secrets.token_bytes(32)) if preview else builder_for(config, store)
 
         def build_edition(email: str, day: date):
-            subscriber = loaded_subscribers(config, quiet=True).find(email)
+            subscriber = loaded_subscribers(config, quiet=True, must_exist=False).find(email)
             return builder.edition(subscriber, day) if subscriber else None
 
         web = create_app(
-            list_subscribers=lambda: loaded_subscribers(config).subscribers,
+            list_subscribers=lambda: loaded_subscribers(config, must_exist=False).subscribers,
             build_edition=build_edition,
-            suppress=lambda email: store.suppress(email, reason="one-click unsubscribe"),
+            suppress=None if preview else (lambda email: store.suppress(email, reason="one-click unsubscribe")),
             secret_key=builder.key,
             preview=preview,
+            **guard,
         )
         what = "preview" if preview else "unsubscribe endpoint"
-        err.print(f"Serving the {what} on http://{host}:{port}/ (Ctrl-C to stop)", markup=False)
+        shown = f"[{host}]" if ":" in host else host
+        locked = (f"; password required (HTTP basic auth, any user name, the password in {PREVIEW_PASSWORD_ENV})"
+                  if guard.get("password") else "")
+        err.print(f"Serving the {what} on http://{shown}:{port}/{locked} (Ctrl-C to stop)", markup=False)
         uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
@@ -49,13 +81,20 @@ def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption
     """Preview every subscriber's digest in the browser (HTML at 320/600 px, text, .eml) for any date.
 
     Pages are built by the same code as `send`; templates are re-read on each request.
+    Private: on loopback (the default) only loopback Host names are answered; on any
+    other --host a password is required, from $NEWSLETTER_PREVIEW_PASSWORD (HTTP basic auth).
+    Unsubscribe links in the preview work only in this preview and record nothing.
     """
     serve_app(ctx.obj.config(), host, port, preview=True)
 
 
 @app.command()
 def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
-    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url."""
+    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url.
+
+    Needs the signing secret (the variable named by [newsletter] secret_env).
+    /healthz answers "ok" for load balancers and container health checks.
+    """
     serve_app(ctx.obj.config(), host, port, preview=False)
 
 
@@ -82,6 +121,9 @@ def run(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
     require_signing_key(config)
+    loaded_subscribers(config, quiet=True)  # exit now if the folder is missing
+    if warning := base_url_warning(config):
+        logging.getLogger("newsletter").warning(warning)
     with open_store(config) as store:
         service = make_service(config, store)
         try:

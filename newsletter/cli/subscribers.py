@@ -2,11 +2,65 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from newsletter.cli.common import WARNING_CHARS, cell, loaded_subscribers, open_store, out, subscribers_app
+from newsletter.app import add_subscriber, remove_subscriber
+from newsletter.cli.common import WARNING_CHARS, cell, email_argument, fail, loaded_subscribers, open_store, out, subscribers_app
+from newsletter.config import ConfigError, display_path
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    name: Annotated[Optional[str], typer.Option(help="Their name, for the greeting and the To: header.")] = None,
+    timezone: Annotated[Optional[str], typer.Option(help="IANA time zone, e.g. Europe/London (default UTC).")] = None,
+    send_at: Annotated[Optional[str], typer.Option(help="Local send time HH:MM (default 07:30).")] = None,
+    days: Annotated[Optional[str], typer.Option(help="Sending days, e.g. mon,tue,wed,thu,fri (default every day).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="trending, keywords or mixed (default: keywords when --keyword is given, else trending).")] = None,
+    keyword: Annotated[Optional[list[str]], typer.Option("--keyword", "-k", help='A keyword; repeat it. "a phrase", "-exclusion", "term^2".')] = None,
+    max_items: Annotated[Optional[int], typer.Option(help="At most this many papers an edition (default 10).")] = None,
+) -> None:
+    """Write a subscriber file (validated as loading validates it); refuses an address that is already subscribed.
+
+    The file is ordinary TOML in [subscribers] dir: edit it by hand afterwards if you like.
+    """
+    config = ctx.obj.config()
+    fields: dict = {"email": email}
+    if mode is None and keyword:
+        mode = "keywords"
+    given = {"name": name, "timezone": timezone, "send_at": send_at, "mode": mode, "keywords": keyword, "max_items": max_items,
+             "days": [day.strip() for day in days.split(",") if day.strip()] if days is not None else None}
+    fields.update((key, value) for key, value in given.items() if value is not None)
+    try:
+        path = add_subscriber(config.subscribers_dir, fields)
+    except ConfigError as error:
+        fail(error.problems, code=2)
+    address = email.strip().lower()
+    out.print(f"Added {address} in {display_path(path)} (mode {fields.get('mode', 'trending')}); "
+              f"`newsletter select --subscriber {address}` shows what they would get", markup=False)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(ctx: typer.Context, email: str) -> None:
+    """Delete the subscriber's file: no more editions. The ledger keeps what was sent.
+
+    To pause someone instead, set `active = false` in their file; to stop mail to an
+    address whatever the files say, `subscribers disable EMAIL`.
+    """
+    config = ctx.obj.config()
+    address = email_argument(email)
+    loaded = loaded_subscribers(config, quiet=True)
+    if loaded.missing_dir:
+        fail(loaded.problems, code=2)
+    path = remove_subscriber(config.subscribers_dir, address)
+    if path is None:
+        fail(f"{address}: no such subscriber in {display_path(config.subscribers_dir)}", code=2)
+    out.print(f"Deleted {display_path(path)}: {address} gets no more editions (the ledger keeps what was sent)", markup=False)
 
 
 @subscribers_app.command("check")
@@ -19,7 +73,7 @@ def subscribers_check(ctx: typer.Context) -> None:
     ok = 0
     for subscriber in loaded.subscribers:
         if compiled[subscriber.template]:
-            problems.append(f"{subscriber.email}: template: {compiled[subscriber.template]}")
+            problems.append(f"{loaded.files[subscriber.email]}: template: {compiled[subscriber.template]}")
         else:
             ok += 1
     for problem in problems:
@@ -60,17 +114,19 @@ def subscribers_list(ctx: typer.Context) -> None:
 @subscribers_app.command("enable")
 def subscribers_enable(ctx: typer.Context, email: str) -> None:
     """Take an address off the suppression list, so it receives editions again."""
+    email = email_argument(email)
     config = ctx.obj.config()
     with open_store(config) as store:
         changed = store.unsuppress(email)
-    out.print(f"{email}: {'re-enabled' if changed else 'was not suppressed'}")
+    out.print(f"{email}: {'re-enabled' if changed else 'was not suppressed'}", markup=False)
 
 
 @subscribers_app.command("disable")
 def subscribers_disable(ctx: typer.Context, email: str) -> None:
     """Put an address on the suppression list (as an unsubscribe would)."""
+    email = email_argument(email)
     config = ctx.obj.config()
     with open_store(config) as store:
         changed = store.suppress(email, reason="disabled by operator")
-    out.print(f"{email}: {'suppressed' if changed else 'was already suppressed'}")
+    out.print(f"{email}: {'suppressed' if changed else 'was already suppressed'}", markup=False)
 

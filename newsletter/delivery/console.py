@@ -23,6 +23,9 @@ class ConsoleBackend(Backend):
         super().__init__(settings, base_dir=base_dir)
         self.stream = stream
 
+    def destination(self) -> str:
+        return "the console (standard output)"
+
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         stream = self.stream or sys.stdout
         for message in messages:

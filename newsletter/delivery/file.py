@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from newsletter.config import display_path
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]+")
@@ -56,6 +57,9 @@ class FileBackend(Backend):
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DeliveryError(f"{self.dir}: cannot create the outbox directory: {exc.strerror}") from exc
+
+    def destination(self) -> str:
+        return display_path(self.dir)
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         self.open()

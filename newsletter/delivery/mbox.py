@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from newsletter.config import display_path
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
 
 
@@ -36,6 +37,9 @@ class MboxBackend(Backend):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DeliveryError(f"{self.path.parent}: cannot create the directory: {exc.strerror}") from exc
+
+    def destination(self) -> str:
+        return display_path(self.path)
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         self.open()

@@ -25,6 +25,9 @@ class MemoryBackend(Backend):
     Settings = MemorySettings
     outbox: ClassVar[list[OutgoingMessage]] = []
 
+    def destination(self) -> str:
+        return "MemoryBackend.outbox"
+
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         results = []
         for message in messages:

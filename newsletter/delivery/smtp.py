@@ -48,6 +48,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from newsletter.config import ENV_NAME
 from newsletter.delivery.base import (
     Backend,
     BackendSettings,
@@ -61,7 +62,6 @@ from newsletter.delivery.base import (
 log = logging.getLogger(__name__)
 
 IDLE_PROBE_SECONDS = 5.0  # a connection idle longer than this gets a NOOP before reuse
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")  # in order of preference; exactly one is tried per login
 
 
@@ -116,7 +116,10 @@ class SMTPSettings(BackendSettings):
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.fullmatch(value):
-            raise ValueError("must be the name of an environment variable holding the password, not the password")
+            raise ValueError(
+                "must be the name of an environment variable holding the password (upper case, e.g. SMTP_PASSWORD), "
+                "not the password itself"
+            )
         return value
 
     @model_validator(mode="after")
@@ -275,7 +278,8 @@ class SMTPBackend(Backend):
         self._stopped: str | None = None  # why this run cannot send at all; sticky until close()
 
     def destination(self) -> str:
-        return f"{self.settings.host}:{self.settings.port}"
+        security = {"none": "", "starttls": ", STARTTLS", "ssl": ", TLS"}[self.settings.security]
+        return f"{self.settings.host}:{self.settings.port} (SMTP{security})"
 
     # -- lifecycle -----------------------------------------------------------
 
