@@ -103,7 +103,11 @@ def subscribers_list(ctx: typer.Context) -> None:
     table = Table("email", "mode", "time zone", "send at", "days", "active", "bounces",
                   title=f"{len(loaded.subscribers)} subscribers")
     for s in loaded.subscribers:
-        active = f"suppressed: {suppressed[s.email]}" if s.email in suppressed else ("yes" if s.active else "no")
+        reason = suppressed.get(s.email)
+        if reason is not None:
+            active = f"suppressed: {reason}" if "bounce" in reason else f"unsubscribed ({reason})"
+        else:
+            active = "yes" if s.active else "no"
         days = "every day" if len(s.days) == 7 else ",".join(s.days)
         counts = bounced.get(s.email)
         bounces = f"{counts['hard']} hard, {counts['soft']} soft" if counts else ""
