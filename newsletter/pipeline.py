@@ -23,12 +23,17 @@ from newsletter.budget import fit
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
+from newsletter.feedback import feedback_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
+from newsletter.relevance import Relevance
 from newsletter.render import RenderedEdition, Renderer, RenderSettings
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
 from newsletter.unsubscribe import unsubscribe_url
+
+
+TEMPLATE_RECHECK_SECONDS = 2.0  # a send run looks at template files about once per chunk, not per edition
 
 
 class MissingSecret(Exception):
@@ -68,10 +73,12 @@ def signing_key(config: Config, *, public: bool = False) -> bytes:
 class EditionBuilder:
     """Selects and renders editions; the one code path shared by send, render and preview."""
 
-    def __init__(self, config: Config, store: Store, *, key: bytes | None = None):
+    def __init__(self, config: Config, store: Store, *, key: bytes | None = None, recheck_seconds: float = 0.0):
+        """`recheck_seconds`: how long compiled templates are trusted before their files are looked at again."""
         self.config = config
         self.store = store
         self.key = key if key is not None else signing_key(config)
+        self.sender_address = config.newsletter.sender_address  # parsed once, not per message
         self.renderer = Renderer(
             RenderSettings(
                 newsletter_name=config.newsletter.name,
@@ -80,9 +87,11 @@ class EditionBuilder:
                 subject=config.model.render.subject,
                 templates_dir=config.templates_dir,
                 language=config.model.render.language,
-            )
+            ),
+            recheck_seconds=recheck_seconds,
         )
         self._indexes: dict[tuple[date, int], PaperIndex] = {}
+        self.relevance = Relevance(store, config.model.selection.embedder)
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int) -> PaperIndex:
@@ -95,9 +104,31 @@ class EditionBuilder:
 
     def select(self, subscriber: Subscriber, day: date, already_sent: set[str] | None = None) -> list[Pick]:
         """Fresh picks for one subscriber and date (no ledger change)."""
-        if already_sent is None:
-            already_sent = self.store.sent_paper_ids([subscriber.email], before=day).get(subscriber.email, set())
-        return select(subscriber, self.index(day, subscriber.max_age_days), already_sent=already_sent)
+        sent = None if already_sent is None else {subscriber.email: already_sent}
+        return self.select_many([subscriber], day, sent)[subscriber.email]
+
+    def select_many(
+        self, subscribers: list[Subscriber], day: date, sent: dict[str, set[str]] | None = None
+    ) -> dict[str, list[Pick]]:
+        """Fresh picks for several subscribers (no ledger change); their similar rankings are scored together."""
+        emails = [s.email for s in subscribers]
+        if sent is None:
+            sent = self.store.sent_paper_ids(emails, before=day)
+        feedback = self.store.feedback(emails)
+        similar: dict[str, list[Pick]] = {}
+        for max_age_days in sorted({s.max_age_days for s in subscribers}):
+            group = [s for s in subscribers if s.max_age_days == max_age_days]
+            similar.update(self.relevance.similar_picks(group, self.index(day, max_age_days), sent, feedback))
+        return {
+            s.email: select(
+                s,
+                self.index(day, s.max_age_days),
+                already_sent=sent.get(s.email, set()),
+                similar=similar.get(s.email),
+                has_positives=any(item.kind == "more" for item in feedback.get(s.email, ())),
+            )
+            for s in subscribers
+        }
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition."""
@@ -116,11 +147,15 @@ class EditionBuilder:
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         """
         newsletter = self.config.newsletter
-        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        fitted = fit(  # within the HTML size budget: shorter abstracts, then fewer picks (newsletter/budget.py)
-            lambda some, omitted: self.renderer.render(subscriber, day, some, unsubscribe_url=link, omitted=omitted),
-            picks, who=f"{subscriber.email} {day}",
-        )
+        base = newsletter.base_url
+        link = unsubscribe_url(base, subscriber.email, self.key)
+
+        def render(some: list[Pick], omitted: int) -> RenderedEdition:
+            votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                     for pick in some]
+            return self.renderer.render(subscriber, day, some, unsubscribe_url=link, feedback_links=votes, omitted=omitted)
+
+        fitted = fit(render, picks, who=f"{subscriber.email} {day}")  # the HTML size budget (newsletter/budget.py)
         rendered: RenderedEdition = fitted.edition
         picks = fitted.picks
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
@@ -205,7 +240,7 @@ def run_edition(
     (then a short "no new papers today" edition).
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
-    builder = EditionBuilder(config, store)
+    builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
     owns_backend = backend is None and not dry_run
     if owns_backend:
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
@@ -273,6 +308,7 @@ def _send_chunk(
     entries = store.ledger_entries(day, emails)
     sent_before = store.sent_paper_ids(emails, before=day)
     new_editions, messages, held = [], [], []
+    fresh = builder.select_many([s for s in chunk if s.email not in entries], day, sent_before)
     for subscriber in chunk:
         entry = entries.get(subscriber.email)
         state = entry.state if entry else None
@@ -291,7 +327,7 @@ def _send_chunk(
         if entry:
             picks = builder.picks_from_ledger(entry)
         else:
-            picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
+            picks = fresh[subscriber.email]
         if not picks:
             summary.empty.append(subscriber.email)
             if summary.skip_empty:
@@ -303,7 +339,7 @@ def _send_chunk(
         messages.append(
             OutgoingMessage(
                 message_id=edition.message_id,
-                sender=builder.config.newsletter.sender_address,
+                sender=builder.sender_address,
                 recipient=subscriber.email,
                 data=data,
             )

@@ -1,13 +1,15 @@
 """The paper store and the delivery ledger. All SQL lives in this package (SQLAlchemy Core).
 
 One module per table family: `schema` (tables, versions), `engine` (opening,
-migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims)
-and `suppressions`. `Store` puts them together behind plain methods.
+migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims),
+`suppressions`, `vectors` (paper embeddings), `feedback` (clicks from the email) and
+`subscriber_files` (parsed subscriber files). `Store` puts them together behind plain methods.
 """
 
 from __future__ import annotations
 
 from newsletter.store.engine import StoreBase, engine_url
+from newsletter.store.feedback import FEEDBACK_KINDS, Feedback, FeedbackMixin
 from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
@@ -19,10 +21,14 @@ from newsletter.store.schema import (
     sent_papers_table,
     suppressions_table,
 )
+from newsletter.store.subscriber_files import SubscriberFilesMixin
 from newsletter.store.suppressions import BounceRecord, SuppressionsMixin
+from newsletter.store.vectors import VectorsMixin
 
 __all__ = [
     "BounceRecord",
+    "FEEDBACK_KINDS",
+    "Feedback",
     "LEDGER_STATES",
     "SCHEMA_VERSION",
     "IngestStats",
@@ -41,5 +47,5 @@ __all__ = [
 ]
 
 
-class Store(PapersMixin, LedgerMixin, SuppressionsMixin, StoreBase):
-    """Papers, the delivery ledger and the suppression list, behind plain methods."""
+class Store(PapersMixin, LedgerMixin, SuppressionsMixin, VectorsMixin, FeedbackMixin, SubscriberFilesMixin, StoreBase):
+    """Papers, the delivery ledger, the suppression list, paper vectors, feedback and parsed subscriber files."""

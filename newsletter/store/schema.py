@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -76,7 +76,38 @@ suppressions_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# schema 3: every bounce read from a DSN, once per (report, address); soft-bounce streaks are counted from it
+# schema 3: one embedding per (paper, model), float32 bytes (SQLite BLOB, PostgreSQL bytea)
+paper_vectors_table = Table(
+    "paper_vectors",
+    metadata,
+    Column("paper_id", String, primary_key=True),
+    Column("model", String, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+# schema 3: "more like this" / "fewer like this" from the email, the latest click per (subscriber, paper)
+feedback_table = Table(
+    "feedback",
+    metadata,
+    Column("subscriber_email", String, primary_key=True),
+    Column("paper_id", String, primary_key=True),
+    Column("kind", String, nullable=False),  # "more" or "fewer"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# schema 4: parsed subscriber files (see store/subscriber_files.py)
+subscriber_files_table = Table(
+    "subscriber_files",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("directory", Text, nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("shape", Text, nullable=False),
+    Column("subscriber", Text, nullable=False),
+)
+
+# schema 5: every bounce read from a DSN, once per (report, address); soft-bounce streaks are counted from it
 bounces_table = Table(
     "bounces",
     metadata,
@@ -135,10 +166,21 @@ def _upgrade_to_2(conn: Connection) -> None:
 
 
 def _upgrade_to_3(conn: Connection) -> None:
-    """Schema 3: the `bounces` table (newsletter/bounces.py)."""
+    """Schema 3: paper vectors and subscriber feedback (new tables only)."""
+    paper_vectors_table.create(conn, checkfirst=True)
+    feedback_table.create(conn, checkfirst=True)
+
+
+def _upgrade_to_4(conn: Connection) -> None:
+    """Schema 4: the subscriber_files cache."""
+    subscriber_files_table.create(conn, checkfirst=True)
+
+
+def _upgrade_to_5(conn: Connection) -> None:
+    """Schema 5: the `bounces` table (newsletter/bounces.py)."""
     bounces_table.create(conn, checkfirst=True)
 
 
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
-_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3, 4: _upgrade_to_4, 5: _upgrade_to_5}
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
