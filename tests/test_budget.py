@@ -98,7 +98,7 @@ def test_sent_editions_record_only_the_papers_that_fit(config):
         assert summary.sent == 1
         entry = store.ledger_entries(DAY, [SUBSCRIBER.email])[SUBSCRIBER.email]
         sent = store.sent_paper_ids([SUBSCRIBER.email])[SUBSCRIBER.email]
-    assert 40 <= len(entry.paper_ids) < 100 and set(entry.paper_ids) == sent
+    assert 30 <= len(entry.paper_ids) < 100 and set(entry.paper_ids) == sent  # fewer than 40 since cards carry feedback links
     (eml,) = (config.base_dir / "outbox").glob("*.eml")
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     html = message.get_body(("html",)).get_content()
