@@ -159,7 +159,11 @@ def send(
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     loaded = loaded_subscribers(config)
     if only:
-        only = find_subscriber(config, only, loaded).email
+        chosen = find_subscriber(config, only, loaded)
+        if not chosen.active:
+            fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); nothing to send",
+                 code=2)
+        only = chosen.email
     with open_store(config) as store:
         inputs = config.input_paths()
         if inputs and not no_ingest:
