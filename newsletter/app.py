@@ -60,6 +60,26 @@ def ingest_paths(
     return results
 
 
+def embed_papers(config: Config, store: Store, *, on_warning: Callable[[str], None] | None = None) -> int:
+    """Compute the vectors of every stored paper that has none yet (batched); returns how many.
+
+    A model that cannot be loaded is reported and skipped: selection embeds what it needs later.
+    """
+    from newsletter.embeddings import BATCH, EmbedderError, load_embedder, paper_text
+
+    try:
+        embedder = load_embedder(config.model.selection.embedder)
+    except EmbedderError as error:
+        (on_warning or logging.getLogger("newsletter.embeddings").warning)(f"selection.embedder: {error}; papers not embedded")
+        return 0
+    done = 0
+    while batch := store.papers_without_vectors(embedder.name, limit=BATCH):
+        vectors = embedder.embed([paper_text(title, abstract) for _, title, abstract in batch])
+        store.save_vectors(embedder.name, [paper_id for paper_id, _, _ in batch], vectors)
+        done += len(batch)
+    return done
+
+
 def fetch_sources(config: Config, store: Store):
     """Ingest `[sources] inputs`, then download every `[sources] fetch` entry and store it.
 
@@ -92,6 +112,7 @@ def fetch_sources(config: Config, store: Store):
             logging.getLogger("newsletter.fetch").warning(warning)
         stats.sent += store.add_papers(parsed.papers).parsed if parsed.papers else 0
         stats.skipped += parsed.warning_count
+    embed_papers(config, store)
     return stats
 
 

@@ -159,6 +159,22 @@ class RenderSection(_Section):
     language: str = "en"
 
 
+class SelectionSection(_Section):
+    """How "similar" profiles rank papers (see the README, "Papers like your library")."""
+
+    embedder: str = "wordllama"  # or "sentence-transformers:/path/to/model", "model2vec:/path/to/model"
+
+    @field_validator("embedder")
+    @classmethod
+    def _known_embedder(cls, value: str) -> str:
+        kind, _, path = value.partition(":")
+        if not ((kind == "wordllama" and not path) or (kind in ("sentence-transformers", "model2vec") and path)):
+            raise ValueError(
+                f"unknown embedder {value!r} (use \"wordllama\", \"sentence-transformers:/path/to/model\" or \"model2vec:/path/to/model\")"
+            )
+        return value
+
+
 class ScheduleSection(_Section):
     fetch: str | None = "0 */3 * * *"
     catch_up_hours: float = Field(default=6.0, ge=0)
@@ -219,6 +235,7 @@ class ConfigModel(_Section):
     subscribers: SubscribersSection = Field(default_factory=SubscribersSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     render: RenderSection = Field(default_factory=RenderSection)
+    selection: SelectionSection = Field(default_factory=SelectionSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     celery: CelerySection = Field(default_factory=CelerySection)
     dkim: DkimSection | None = None
@@ -437,6 +454,13 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
         if templates is not None and (problem := unknown_template(subscriber.template, templates)):
             result.problems.append(f"{shown}: template: {problem}")
             continue
+        if subscriber.library is not None:
+            library = subscriber.library.expanduser()
+            library = library if library.is_absolute() else path.parent / library
+            if not library.is_file():
+                result.problems.append(f"{shown}: library: file not found: {display_path(library)}")
+                continue
+            subscriber = subscriber.model_copy(update={"library": library.resolve()})
         if subscriber.email in first_file_of:
             result.problems.append(
                 f"{shown}: email: duplicate address {subscriber.email} (already in {first_file_of[subscriber.email]})"

@@ -12,12 +12,14 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 ARXIV_ID = re.compile(r"(\d{4}\.\d{4,5})(v\d+)?$")
+FEEDBACK_SHARE = 0.3  # similar share a keyword or trending profile gains once it has "more like this" feedback
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -86,7 +88,7 @@ class Paper:
         return self.url or ""
 
 
-Mode = Literal["trending", "keywords", "mixed"]
+Mode = Literal["trending", "keywords", "mixed", "similar"]
 
 
 class Subscriber(BaseModel):
@@ -105,6 +107,9 @@ class Subscriber(BaseModel):
     min_upvotes: int | None = Field(default=None, ge=0)
     max_age_days: int = Field(default=7, ge=1)
     trending_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    # mode "similar" / "mixed": papers like the ones in this library file (relative to the subscriber file)
+    library: Path | None = Field(default=None, validate_default=True)
+    similar_share: float | None = Field(default=None, ge=0.0, le=1.0)
     template: str = "digest"
     active: bool = True
 
@@ -149,9 +154,48 @@ class Subscriber(BaseModel):
     @classmethod
     def _keywords_for_keyword_mode(cls, value: list[str], info: ValidationInfo) -> list[str]:
         mode = info.data.get("mode")
-        if mode in ("keywords", "mixed") and not [k for k in value if not k.strip().startswith("-")]:
+        if mode == "keywords" and not [k for k in value if not k.strip().startswith("-")]:
             raise ValueError(f"mode {mode!r} needs at least one keyword that is not an exclusion")
         return value
+
+    @field_validator("library")
+    @classmethod
+    def _library_for_similar_mode(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        mode = info.data.get("mode")
+        positive = [k for k in info.data.get("keywords", []) if not k.strip().startswith("-")]
+        if mode == "similar" and value is None:
+            raise ValueError('mode "similar" needs a library file, e.g. library = "my-library.bib"')
+        if mode == "mixed" and value is None and not positive:
+            raise ValueError("mode 'mixed' needs at least one keyword that is not an exclusion, or a library")
+        return value
+
+    @field_validator("similar_share")
+    @classmethod
+    def _shares_fit(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and value + info.data.get("trending_share", 0.0) > 1.0:
+            raise ValueError("trending_share + similar_share must be at most 1")
+        return value
+
+    def shares(self, has_positives: bool = False) -> tuple[float, float]:
+        """(similar, trending) shares of the slots; the rest are keyword picks.
+
+        A keyword or trending profile with "more like this" feedback gets `FEEDBACK_SHARE` similar picks.
+        """
+        if self.mode == "similar":
+            return 1.0, 0.0
+        if self.mode == "mixed":
+            trending = self.trending_share
+            if self.library is None and not has_positives:
+                return 0.0, trending
+            keywords = bool([k for k in self.keywords if not k.strip().startswith("-")])
+            similar = self.similar_share
+            if similar is None:
+                similar = (1.0 - trending) / 2 if keywords else 1.0 - trending
+            return similar, trending
+        trending = 1.0 if self.mode == "trending" else 0.0
+        if has_positives:
+            return FEEDBACK_SHARE, trending - FEEDBACK_SHARE if trending else 0.0
+        return 0.0, trending
 
     @property
     def zone(self) -> ZoneInfo:

@@ -22,8 +22,10 @@ from datetime import date, datetime, timedelta
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
+from newsletter.feedback import feedback_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
+from newsletter.relevance import Relevance
 from newsletter.render import RenderedEdition, Renderer, RenderSettings
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
@@ -82,6 +84,7 @@ class EditionBuilder:
             )
         )
         self._indexes: dict[tuple[date, int], PaperIndex] = {}
+        self.relevance = Relevance(store, config.model.selection.embedder)
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int) -> PaperIndex:
@@ -94,9 +97,31 @@ class EditionBuilder:
 
     def select(self, subscriber: Subscriber, day: date, already_sent: set[str] | None = None) -> list[Pick]:
         """Fresh picks for one subscriber and date (no ledger change)."""
-        if already_sent is None:
-            already_sent = self.store.sent_paper_ids([subscriber.email], before=day).get(subscriber.email, set())
-        return select(subscriber, self.index(day, subscriber.max_age_days), already_sent=already_sent)
+        sent = None if already_sent is None else {subscriber.email: already_sent}
+        return self.select_many([subscriber], day, sent)[subscriber.email]
+
+    def select_many(
+        self, subscribers: list[Subscriber], day: date, sent: dict[str, set[str]] | None = None
+    ) -> dict[str, list[Pick]]:
+        """Fresh picks for several subscribers (no ledger change); their similar rankings are scored together."""
+        emails = [s.email for s in subscribers]
+        if sent is None:
+            sent = self.store.sent_paper_ids(emails, before=day)
+        feedback = self.store.feedback(emails)
+        similar: dict[str, list[Pick]] = {}
+        for max_age_days in sorted({s.max_age_days for s in subscribers}):
+            group = [s for s in subscribers if s.max_age_days == max_age_days]
+            similar.update(self.relevance.similar_picks(group, self.index(day, max_age_days), sent, feedback))
+        return {
+            s.email: select(
+                s,
+                self.index(day, s.max_age_days),
+                already_sent=sent.get(s.email, set()),
+                similar=similar.get(s.email),
+                has_positives=any(item.kind == "more" for item in feedback.get(s.email, ())),
+            )
+            for s in subscribers
+        }
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition."""
@@ -113,8 +138,11 @@ class EditionBuilder:
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         """
         newsletter = self.config.newsletter
-        link = unsubscribe_url(self.config.newsletter.base_url, subscriber.email, self.key)
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link)
+        base = newsletter.base_url
+        link = unsubscribe_url(base, subscriber.email, self.key)
+        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                 for pick in picks]
+        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link, feedback_links=votes)
         message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
         data = build_message(
             sender=self.config.newsletter.sender,
@@ -265,6 +293,7 @@ def _send_chunk(
     entries = store.ledger_entries(day, emails)
     sent_before = store.sent_paper_ids(emails, before=day)
     new_editions, messages, held = [], [], []
+    fresh = builder.select_many([s for s in chunk if s.email not in entries], day, sent_before)
     for subscriber in chunk:
         entry = entries.get(subscriber.email)
         state = entry.state if entry else None
@@ -283,7 +312,7 @@ def _send_chunk(
         if entry:
             picks = builder.picks_from_ledger(entry)
         else:
-            picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
+            picks = fresh[subscriber.email]
         if not picks:
             summary.empty.append(subscriber.email)
             if summary.skip_empty:

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.feedback import LABELS, verify_feedback_token
 from newsletter.models import Subscriber
 from newsletter.render import RenderedEdition, TemplateError
 from newsletter.unsubscribe import verify_token
@@ -74,6 +75,10 @@ button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 0; backgr
 <div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
 {% if action %}<form method="post" action="{{ action }}"><input type="hidden" name="List-Unsubscribe" value="One-Click">
 <button>Unsubscribe</button></form>{% endif %}</div>{% endblock %}""",
+    "feedback.html": """{% extends "base.html" %}{% block title %}{{ heading }}{% endblock %}{% block body %}
+<div class="panel"><h1>{{ heading }}</h1><p>{{ message }}</p>
+{% if action %}<form method="post" action="{{ action }}"><input type="hidden" name="feedback" value="confirm">
+<button>{{ button }}</button></form>{% endif %}</div>{% endblock %}""",
 }
 
 
@@ -86,12 +91,16 @@ def create_app(
     preview: bool = True,
     allowed_hosts: set[str] | None = None,
     password: str | None = None,
+    record_feedback: Callable[[str, str, str], None] | None = None,
+    paper_title: Callable[[str], str | None] | None = None,
 ):
     """The web app. `build_edition(email, day)` gives the rendered edition and its MIME bytes,
     or None when there is none; `suppress(email)` records an unsubscribe (None: the
-    unsubscribe pages are shown but nothing is recorded, as in the preview).
+    unsubscribe pages are shown but nothing is recorded, as in the preview);
+    `record_feedback(email, paper_id, kind)` a "more/fewer like this" click on a paper that
+    `paper_title(paper_id)` knows (None: the pages are shown, nothing is recorded).
 
-    With `preview=False` only `/unsubscribe` and `/healthz` are served (for a public host).
+    With `preview=False` only `/unsubscribe`, `/feedback` and `/healthz` are served (for a public host).
     `allowed_hosts` (names without port) and `password` guard every other path.
     """
     pages = jinja2.Environment(loader=jinja2.DictLoader(PAGES), autoescape=True, undefined=jinja2.StrictUndefined)
@@ -183,10 +192,40 @@ def create_app(
             return message("Unsubscribed", f"{email} will get no more emails from this newsletter.")
         return message("Unsubscribe?", f"Stop sending this newsletter to {email}?", action=action)
 
+    async def feedback(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        found = verify_feedback_token(token, secret_key)
+        title = paper_title(found[1]) if found and paper_title else None
+        if found is None or title is None:
+            return page("feedback.html", 400, heading="Link not valid", action="", button="",
+                        message="This link is not valid (or the paper is no longer known). Use the links in your latest email.")
+        email, paper_id, kind = found
+        label = LABELS[kind]
+        action = "?token=" + quote(token)
+        question = f'Show {email} {"more" if kind == "more" else "fewer"} papers like "{title}"?'
+        if request.method == "POST":
+            try:
+                form = await request.form()
+            except Exception:  # a body that is not a form at all
+                form = {}
+            if form.get("feedback") != "confirm":  # a bare POST (a link scanner, a prefetch) changes nothing
+                return page("feedback.html", 400, heading=f"{label}?", action=action, button=label, message=question)
+            if record_feedback is None:
+                return page("feedback.html", heading="Preview", action="", button="",
+                            message="This is the preview: nothing was recorded.")
+            record_feedback(email, paper_id, kind)
+            return page("feedback.html", heading="Thank you", action="", button="",
+                        message=f'Noted for {email}: {label.lower()} "{title}". Your next edition takes it into account.')
+        return page("feedback.html", heading=f"{label}?", action=action, button=label, message=question)
+
     def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    routes = [Route("/healthz", healthz), Route("/unsubscribe", unsubscribe, methods=["GET", "POST"])]
+    routes = [
+        Route("/healthz", healthz),
+        Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+        Route("/feedback", feedback, methods=["GET", "POST"]),
+    ]
     if preview:
         routes += [
             Route("/", index),

@@ -162,9 +162,11 @@ class Item:
     abstract: str
     cut: bool
     why: str
+    more_url: str = ""  # signed "more like this" / "fewer like this" links (newsletter/feedback.py)
+    fewer_url: str = ""
 
     @classmethod
-    def of(cls, number: int, pick: Pick) -> "Item":
+    def of(cls, number: int, pick: Pick, links: tuple[str, str] = ("", "")) -> "Item":
         """The view of the `number`th pick."""
         paper = pick.paper
         abstract, cut = cut_words(shown(paper.abstract, ABSTRACT_CHARS))
@@ -178,6 +180,8 @@ class Item:
             abstract=abstract,
             cut=cut or len(paper.abstract or "") > ABSTRACT_CHARS,
             why=shown("; ".join(pick.reasons), WHY_CHARS),
+            more_url=links[0],
+            fewer_url=links[1],
         )
 
 
@@ -205,11 +209,15 @@ class Renderer:
         *,
         unsubscribe_url: str,
         profile_url: str | None = None,
+        feedback_links: list[tuple[str, str]] | None = None,
     ) -> RenderedEdition:
-        """Render one edition; raises `TemplateError` for a missing or broken template."""
+        """Render one edition; raises `TemplateError` for a missing or broken template.
+
+        `feedback_links` holds each pick's ("more like this", "fewer like this") URLs.
+        """
         name = subscriber.template
         html_template, text_name = self._template(name)
-        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url)
+        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url, feedback_links)
         try:
             html = html_template.render(context)
             if text_name:
@@ -229,7 +237,13 @@ class Renderer:
         return None
 
     def context(
-        self, subscriber: Subscriber, day: date, picks: list[Pick], unsubscribe_url: str, profile_url: str | None = None
+        self,
+        subscriber: Subscriber,
+        day: date,
+        picks: list[Pick],
+        unsubscribe_url: str,
+        profile_url: str | None = None,
+        feedback_links: list[tuple[str, str]] | None = None,
     ) -> dict:
         """The values the templates see for one edition."""
         settings = self.settings
@@ -258,7 +272,10 @@ class Renderer:
             if count
             else "nothing matched your profile today.",
             "preheader": preheader([shown(pick.paper.title, PREHEADER_CHARS) for pick in picks[:3]]),
-            "items": [Item.of(number, pick) for number, pick in enumerate(picks, 1)],
+            "items": [
+                Item.of(number, pick, feedback_links[number - 1] if feedback_links else ("", ""))
+                for number, pick in enumerate(picks, 1)
+            ],
             "why_you_get_this": shown(f"You get this email because {subscriber.email} subscribed to "
                                       f"{settings.newsletter_name} for {reason}.", WHY_CHARS),
             "email": subscriber.email,

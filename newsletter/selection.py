@@ -366,9 +366,18 @@ def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return first[second[at] == first]
 
 
-def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] = frozenset()) -> list[Pick]:
+def select(
+    subscriber: Subscriber,
+    index: PaperIndex,
+    *,
+    already_sent: set[str] = frozenset(),
+    similar: list[Pick] | None = None,
+    has_positives: bool = False,
+) -> list[Pick]:
     """Pick at most `max_items` papers for `subscriber` from `index`, each with its reasons.
 
+    `similar` is the subscriber's similar ranking (`relevance.Relevance.similar_picks`, already
+    filtered like every other list), used for the similar share of the slots (`Subscriber.shares`).
     Raises `ValueError` for a keyword with bad syntax (see `keywords.parse_keyword`).
     """
     limit = subscriber.max_items
@@ -377,13 +386,55 @@ def select(subscriber: Subscriber, index: PaperIndex, *, already_sent: set[str] 
     known = index._keywords
     keywords = [known.get(raw) or index._keyword(raw) for raw in subscriber.keywords]
     excluded = [matches for keyword, matches in keywords if keyword.exclude]
+    similar_share, trending_share = subscriber.shares(has_positives)
+    if similar and round(limit * similar_share):
+        return _with_similar(subscriber, index, flt, sent, keywords, excluded, similar, similar_share, trending_share)
+    if subscriber.mode == "similar":
+        return []
     if subscriber.mode == "trending":
         return index._trending_picks(flt, sent, excluded, limit)
 
     positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
-    wanted = limit if subscriber.mode == "keywords" else limit - round(limit * subscriber.trending_share)
+    wanted = limit if subscriber.mode == "keywords" else limit - round(limit * trending_share)
     ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted and positives else []
     picks = index._keyword_picks(ranked, positives)
     if subscriber.mode == "mixed":
         picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
     return picks
+
+
+def _with_similar(
+    subscriber: Subscriber,
+    index: PaperIndex,
+    flt: _Filter,
+    sent: set[int],
+    keywords: list[tuple[Keyword, _Matches]],
+    excluded: list[_Matches],
+    similar: list[Pick],
+    similar_share: float,
+    trending_share: float,
+) -> list[Pick]:
+    """Slots shared between keyword, similar and trending picks, in that order, no paper twice;
+    a list that runs short leaves its slots to the others."""
+    limit = subscriber.max_items
+    slots_similar = round(limit * similar_share)
+    slots_trending = min(round(limit * trending_share), limit - slots_similar)
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
+    lists: list[tuple[list[Pick], int]] = []
+    if positives and subscriber.mode != "trending":
+        ranked = index._keyword_ranking(positives, excluded, flt, sent, limit)
+        lists.append((index._keyword_picks(ranked, positives), limit - slots_similar - slots_trending))
+    lists.append((similar, slots_similar))
+    if slots_trending or subscriber.mode != "similar":
+        lists.append((index._trending_picks(flt, sent, excluded, limit), slots_trending))
+    chosen: dict[str, tuple[int, int, Pick]] = {}  # paper id -> (list it came from, order taken, pick)
+    for fill in (False, True):
+        for rank, (picks, quota) in enumerate(lists):
+            taken = 0
+            for pick in picks:
+                if len(chosen) == limit or (not fill and taken == quota):
+                    break
+                if pick.paper.id not in chosen:
+                    chosen[pick.paper.id] = (rank, len(chosen), pick)
+                    taken += 1
+    return [pick for _, _, pick in sorted(chosen.values(), key=lambda item: item[:2])]

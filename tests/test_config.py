@@ -95,7 +95,7 @@ SUBSCRIBER = 'email = "{email}"\nname = "N"\ntimezone = "Europe/Berlin"\nsend_at
     [
         (SUBSCRIBER.replace("Europe/Berlin", "Mars/Base"), "subscribers/ada.toml: timezone: unknown time zone 'Mars/Base'"),
         (SUBSCRIBER.replace("{email}", "not-an-address"), "subscribers/ada.toml: email: value is not a valid email address"),
-        (SUBSCRIBER.replace('"keywords"', '"random"'), "subscribers/ada.toml: mode: Input should be 'trending', 'keywords' or 'mixed'"),
+        (SUBSCRIBER.replace('"keywords"', '"random"'), "subscribers/ada.toml: mode: Input should be 'trending', 'keywords', 'mixed' or 'similar'"),
         (SUBSCRIBER.replace('["diffusion"]', "[]"), "subscribers/ada.toml: keywords: mode 'keywords' needs at least one keyword"),
         (SUBSCRIBER.replace('"07:30"', '"7.30"'), "subscribers/ada.toml: send_at: "),
         (SUBSCRIBER + "colour = 'blue'\n", "subscribers/ada.toml: colour: unknown key"),

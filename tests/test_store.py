@@ -52,7 +52,7 @@ def test_file_is_wal_and_versioned(tmp_path: Path):
         store.add_papers([Paper.create("A paper")])
     with sqlite3.connect(tmp_path / "papers.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(papers)")}
     assert any("dated" in name for name in indexes) and any("upvotes" in name for name in indexes)
 
@@ -204,7 +204,7 @@ def test_a_version_1_sqlite_file_upgrades_in_place(tmp_path: Path):
     with sqlite3.connect(path) as conn:
         conn.executescript(V1_SQLITE_SCHEMA)
     with Store(f"sqlite:///{path}") as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
         entries = store.ledger_entries(date(2026, 11, 25))
         assert {e.email: (e.state, e.claimed_by, e.lease_until) for e in entries.values()} == {
             "a@example.org": ("pending", None, None), "b@example.org": ("sent", None, None)}
@@ -212,7 +212,7 @@ def test_a_version_1_sqlite_file_upgrades_in_place(tmp_path: Path):
         assert store.claim(date(2026, 11, 25), ["a@example.org", "b@example.org"], worker="w", lease_seconds=60) == [
             "a@example.org"]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert {"claimed_by", "lease_until"} <= {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
 
 
@@ -224,7 +224,7 @@ def test_a_version_1_store_upgrades_in_place(store_url: str):
     version = "PRAGMA user_version=1" if store_url.startswith("sqlite") else "UPDATE schema_version SET version = 1"
     _sql(store_url, "ALTER TABLE deliveries DROP COLUMN claimed_by", "ALTER TABLE deliveries DROP COLUMN lease_until", version)
     with Store(store_url) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
         assert store.claim(day, ["a@example.org"], worker="w", lease_seconds=60) == ["a@example.org"]
         assert store.ledger_entries(day)["a@example.org"].message_id == "<m@x>"
 

@@ -62,9 +62,11 @@ def serve_app(config: Config, host: str, port: int, *, preview: bool) -> None:
             suppress=None if preview else (lambda email: store.suppress(email, reason="one-click unsubscribe")),
             secret_key=builder.key,
             preview=preview,
+            record_feedback=None if preview else store.add_feedback,
+            paper_title=lambda paper_id: getattr(store.get_papers([paper_id]).get(paper_id), "title", None),
             **guard,
         )
-        what = "preview" if preview else "unsubscribe endpoint"
+        what = "preview" if preview else "unsubscribe and feedback endpoints"
         shown = f"[{host}]" if ":" in host else host
         locked = (f"; password required (HTTP basic auth, any user name, the password in {PREVIEW_PASSWORD_ENV})"
                   if guard.get("password") else "")
@@ -90,7 +92,8 @@ def preview(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption
 
 @app.command()
 def serve(ctx: typer.Context, host: HostOption = "127.0.0.1", port: PortOption = 8025) -> None:
-    """Serve only the public one-click unsubscribe endpoint (RFC 8058) under [newsletter] base_url.
+    """Serve only the public endpoints under [newsletter] base_url: one-click unsubscribe (RFC 8058)
+    and the "more like this" / "fewer like this" links of each paper (a confirmation page, then a POST).
 
     Needs the signing secret (the variable named by [newsletter] secret_env).
     /healthz answers "ok" for load balancers and container health checks.

@@ -8,7 +8,17 @@ import typer
 from rich.table import Table
 
 from newsletter.app import add_subscriber, remove_subscriber
-from newsletter.cli.common import WARNING_CHARS, cell, email_argument, fail, loaded_subscribers, open_store, out, subscribers_app
+from newsletter.cli.common import (
+    WARNING_CHARS,
+    app,
+    cell,
+    email_argument,
+    fail,
+    loaded_subscribers,
+    open_store,
+    out,
+    subscribers_app,
+)
 from newsletter.config import ConfigError, display_path
 
 
@@ -64,7 +74,14 @@ def subscribers_remove(ctx: typer.Context, email: str) -> None:
 
 @subscribers_app.command("check")
 def subscribers_check(ctx: typer.Context) -> None:
-    """Validate every subscriber file and compile each template they use; list all problems, exit 1 if any."""
+    """Validate every subscriber file and library and compile each template they use; list all problems, exit 1 if any.
+
+    A library entry that cannot be used (no title, broken syntax, a .txt line not in the store)
+    is a problem too, reported as `file:line: problem`; the rest of that library is still used.
+    """
+    from newsletter.config import display_path
+    from newsletter.library import LibraryCache, LibraryError
+
     config = ctx.obj.config()
     loaded = loaded_subscribers(config, quiet=True)
     problems = list(loaded.problems)
@@ -75,6 +92,19 @@ def subscribers_check(ctx: typer.Context) -> None:
             problems.append(f"{loaded.files[subscriber.email]}: template: {compiled[subscriber.template]}")
         else:
             ok += 1
+    libraries = sorted({s.library for s in loaded.subscribers if s.library is not None})
+    if libraries:
+        with open_store(config) as store:
+            cache = LibraryCache(store)
+            for path in libraries:
+                try:
+                    library = cache.get(path)
+                except LibraryError as error:
+                    problems.append(str(error))
+                    continue
+                problems.extend(library.problems)
+                if not library.items:
+                    problems.append(f"{display_path(path)}: no usable entries")
     for problem in problems:
         out.print(cell(problem, WARNING_CHARS))
     out.print(f"{ok} subscribers ok, {len(problems)} problems")
@@ -125,3 +155,23 @@ def subscribers_disable(ctx: typer.Context, email: str) -> None:
         changed = store.suppress(email, reason="disabled by operator")
     out.print(f"{email}: {'suppressed' if changed else 'was already suppressed'}", markup=False)
 
+
+@app.command("feedback")
+def feedback_cmd(ctx: typer.Context, email: str) -> None:
+    """List a subscriber's "more like this" / "fewer like this" clicks, oldest first.
+
+    "more" papers join the profile's examples from the next edition on (a keyword or
+    trending profile then gets a share of similar picks); "fewer" papers count against.
+    """
+    from rich.text import Text
+
+    config = ctx.obj.config()
+    with open_store(config) as store:
+        clicks = store.feedback([email]).get(email.strip().lower(), [])
+        papers = store.get_papers({click.paper_id for click in clicks})
+    table = Table("when (UTC)", "choice", "paper", "title", title=f"{email}: {len(clicks)} feedback")
+    for click in clicks:
+        paper = papers.get(click.paper_id)
+        table.add_row(click.created_at.strftime("%Y-%m-%d %H:%M"), "more like this" if click.kind == "more" else "fewer like this",
+                      Text(click.paper_id), Text(paper.title if paper else "(no longer in the store)"))
+    out.print(table)

@@ -1,13 +1,15 @@
 """The paper store and the delivery ledger. All SQL lives in this package (SQLAlchemy Core).
 
 One module per table family: `schema` (tables, versions), `engine` (opening,
-migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims)
-and `suppressions`. `Store` puts them together behind plain methods.
+migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims),
+`suppressions`, `vectors` (paper embeddings) and `feedback` (clicks from the email).
+`Store` puts them together behind plain methods.
 """
 
 from __future__ import annotations
 
 from newsletter.store.engine import StoreBase, engine_url
+from newsletter.store.feedback import FEEDBACK_KINDS, Feedback, FeedbackMixin
 from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
@@ -19,8 +21,11 @@ from newsletter.store.schema import (
     suppressions_table,
 )
 from newsletter.store.suppressions import SuppressionsMixin
+from newsletter.store.vectors import VectorsMixin
 
 __all__ = [
+    "FEEDBACK_KINDS",
+    "Feedback",
     "LEDGER_STATES",
     "SCHEMA_VERSION",
     "IngestStats",
@@ -38,5 +43,5 @@ __all__ = [
 ]
 
 
-class Store(PapersMixin, LedgerMixin, SuppressionsMixin, StoreBase):
-    """Papers, the delivery ledger and the suppression list, behind plain methods."""
+class Store(PapersMixin, LedgerMixin, SuppressionsMixin, VectorsMixin, FeedbackMixin, StoreBase):
+    """Papers, the delivery ledger, the suppression list, paper vectors and feedback, behind plain methods."""

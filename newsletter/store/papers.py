@@ -15,7 +15,16 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from newsletter.models import Paper, normalise_title
-from newsletter.store.schema import _as_utc, _chunks, _now, _plain, _to_json, papers_table, sent_papers_table
+from newsletter.store.schema import (
+    _as_utc,
+    _chunks,
+    _now,
+    _plain,
+    _to_json,
+    paper_vectors_table,
+    papers_table,
+    sent_papers_table,
+)
 
 
 @dataclass
@@ -174,7 +183,7 @@ class PapersMixin:
             batch.add(paper)
         with self._writes.begin() as conn:
             stored = PaperSet(self._load_matches(conn, batch))
-            inserts, updates, renamed = [], [], {}
+            inserts, updates, renamed, stale = [], [], {}, []  # stale: papers whose embedded text changed
             seen_again: dict[datetime, list[str]] = {}  # unchanged papers: only last_seen moves
             for paper in batch.papers():
                 title_key = batch.title_key[paper.id]
@@ -191,6 +200,8 @@ class PapersMixin:
                 elif _content(merged) != _content(old):
                     updates.append(_paper_row(merged))
                     stats.updated += 1
+                    if (merged.title, merged.abstract) != (old.title, old.abstract):
+                        stale.append(merged.id)
                 else:
                     stats.unchanged += 1
                     if merged.last_seen != old.last_seen:
@@ -203,6 +214,8 @@ class PapersMixin:
                 columns = {name: bindparam(f"v_{name}") for name in updates[0] if name != "id"}
                 statement = update(papers_table).where(papers_table.c.id == bindparam("v_id")).values(columns)
                 conn.execute(statement, [{f"v_{k}": v for k, v in row.items()} for row in updates])
+            for chunk in _chunks(stale + list(renamed)):
+                conn.execute(delete(paper_vectors_table).where(self._among(paper_vectors_table.c.paper_id, chunk)))
             for last_seen, ids in seen_again.items():
                 for chunk in _chunks(ids):
                     conn.execute(update(papers_table).where(papers_table.c.id.in_(chunk)).values(last_seen=last_seen))
@@ -254,3 +267,21 @@ class PapersMixin:
     def count_papers(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(papers_table)).scalar_one()
+
+    def find_papers(self, *, arxiv_ids=(), dois=(), title_keys=()) -> dict[tuple[str, str], Paper]:
+        """Stored papers by arXiv id, DOI (found in a paper's url) or normalised title.
+
+        Keys are ("arxiv", id), ("doi", doi) and ("title", key); what is not stored is absent.
+        """
+        found: dict[tuple[str, str], Paper] = {}
+        table = papers_table
+        with self.engine.connect() as conn:
+            for kind, column, values in (("arxiv", table.c.arxiv_id, list(arxiv_ids)), ("title", table.c.title_key, list(title_keys))):
+                for chunk in _chunks(values):
+                    for row in conn.execute(select(table).where(self._among(column, chunk))):
+                        found[kind, row.arxiv_id if kind == "arxiv" else row.title_key] = _paper_from_row(row)
+            for doi in dois:
+                row = conn.execute(select(table).where(func.lower(table.c.url).contains(doi.lower())).limit(1)).first()
+                if row is not None:
+                    found["doi", doi] = _paper_from_row(row)
+        return found

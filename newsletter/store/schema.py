@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -76,6 +76,25 @@ suppressions_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# schema 3: one embedding per (paper, model), float32 bytes (SQLite BLOB, PostgreSQL bytea)
+paper_vectors_table = Table(
+    "paper_vectors",
+    metadata,
+    Column("paper_id", String, primary_key=True),
+    Column("model", String, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+# schema 3: "more like this" / "fewer like this" from the email, the latest click per (subscriber, paper)
+feedback_table = Table(
+    "feedback",
+    metadata,
+    Column("subscriber_email", String, primary_key=True),
+    Column("paper_id", String, primary_key=True),
+    Column("kind", String, nullable=False),  # "more" or "fewer"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 
 # PostgreSQL only; SQLite keeps the version in PRAGMA user_version
 schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
@@ -121,6 +140,12 @@ def _upgrade_to_2(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} ADD COLUMN {column.name} {kind}")
 
 
+def _upgrade_to_3(conn: Connection) -> None:
+    """Schema 3: paper vectors and subscriber feedback (new tables only)."""
+    paper_vectors_table.create(conn, checkfirst=True)
+    feedback_table.create(conn, checkfirst=True)
+
+
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
-_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3}
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time

@@ -1,0 +1,54 @@
+"""Signed "more like this" / "fewer like this" links: subscriber, paper and choice plus their HMAC-SHA256.
+
+A token names one subscriber, one paper and one choice, so a link can only ever
+record that choice, for that reader, on that paper: changing any part breaks the
+signature. The key is the unsubscribe signing key; a distinct purpose prefix keeps
+a feedback signature from ever passing as an unsubscribe one, and the reverse.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from urllib.parse import quote
+
+PURPOSE = b"newsletter-feedback\n"
+KINDS = ("more", "fewer")
+LABELS = {"more": "More like this", "fewer": "Fewer like this"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_feedback_token(email: str, paper_id: str, kind: str, key: bytes) -> str:
+    """A URL-safe token for one subscriber's `kind` ("more" or "fewer") click on one paper."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    address, paper = email.encode("utf-8"), paper_id.encode("utf-8")
+    mac = hmac.new(key, PURPOSE + b"\n".join((address, paper, kind.encode("ascii"))), hashlib.sha256).digest()
+    return f"{_b64(address)}.{_b64(paper)}.{kind}.{_b64(mac)}"
+
+
+def verify_feedback_token(token: str, key: bytes) -> tuple[str, str, str] | None:
+    """(email, paper id, kind) if `token` is exactly what `make_feedback_token` writes for them, else None."""
+    parts = token.split(".")
+    if len(parts) != 4 or parts[2] not in KINDS:
+        return None
+    try:
+        email, paper_id = _unb64(parts[0]).decode("utf-8"), _unb64(parts[1]).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    expected = make_feedback_token(email, paper_id, parts[2], key)
+    return (email, paper_id, parts[2]) if hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")) else None
+
+
+def feedback_url(base_url: str, email: str, paper_id: str, kind: str, key: bytes) -> str:
+    """The link for one click: `{base_url}/feedback?token=…` (a confirmation page, then a POST)."""
+    return f"{base_url.rstrip('/')}/feedback?token={quote(make_feedback_token(email, paper_id, kind, key))}"

@@ -1,0 +1,204 @@
+"""Similar picks for subscribers: their library and feedback turned into profiles, ranked over a day's papers.
+
+One `Relevance` lives as long as an `EditionBuilder`. It keeps the parsed
+libraries (by file), their vectors (by file content and model), and one
+`SimilarSpace` per edition index, so a chunk of subscribers is ranked with one
+matrix product and a library shared by many readers is parsed and embedded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from newsletter.embeddings import Embedder, load_embedder, paper_text
+from newsletter.library import Library, LibraryCache, LibraryError
+from newsletter.models import Pick, Subscriber, normalise_title
+from newsletter.selection import PaperIndex
+from newsletter.similarity import EMBEDDING_WEIGHT, Example, SimilarSpace
+from newsletter.store import Feedback, Store
+
+log = logging.getLogger("newsletter.relevance")
+
+
+@dataclass
+class Examples:
+    """What one subscriber's similar ranking learns from, and the papers it must never pick."""
+
+    positives: list[Example] = field(default_factory=list)
+    negatives: list[Example] = field(default_factory=list)
+    blocked_ids: set[str] = field(default_factory=set)
+    blocked_titles: set[str] = field(default_factory=set)
+    key: tuple = ()  # (library digest, clicks): equal keys, equal profiles
+
+
+def wants_similar(subscriber: Subscriber, feedback: list[Feedback]) -> bool:
+    """Whether a subscriber gets similar picks: a library in similar/mixed mode, or "more like this" clicks."""
+    return (subscriber.library is not None and subscriber.mode in ("similar", "mixed")) or any(
+        item.kind == "more" for item in feedback
+    )
+
+
+class Relevance:
+    """Builds profiles from libraries and feedback, and ranks them over an index (see module doc)."""
+
+    def __init__(self, store: Store, embedder: str | Embedder = "wordllama", *, embedding_weight: float = EMBEDDING_WEIGHT):
+        self.store = store
+        self.embedding_weight = embedding_weight
+        self._spec = embedder
+        self._embedder: Embedder | None = None if isinstance(embedder, str) else embedder
+        self.libraries = LibraryCache(store)
+        self._library_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._spaces: weakref.WeakKeyDictionary[PaperIndex, tuple[SimilarSpace, dict[str, int]]] = weakref.WeakKeyDictionary()
+        self._reported: set[str] = set()
+        # profiles by (space, library content, clicks): subscribers sharing a library and clicks share one
+        self._profiles: weakref.WeakKeyDictionary[SimilarSpace, dict[tuple, object]] = weakref.WeakKeyDictionary()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = load_embedder(self._spec)
+        return self._embedder
+
+    # -- vectors ------------------------------------------------------------------
+
+    def paper_vectors(self, papers) -> np.ndarray:
+        """The stored vectors of `papers`, computing (and storing) the ones that are missing."""
+        embedder = self.embedder
+        found = self.store.load_vectors(embedder.name, [paper.id for paper in papers]) if papers else {}
+        missing = [paper for paper in papers if paper.id not in found]
+        if missing:
+            vectors = embedder.embed([paper_text(paper.title, paper.abstract) for paper in missing])
+            self.store.save_vectors(embedder.name, [paper.id for paper in missing], vectors)
+            found.update(zip((paper.id for paper in missing), vectors))
+        if not papers:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        return np.stack([found[paper.id] for paper in papers])
+
+    def space(self, index: PaperIndex) -> tuple[SimilarSpace, dict[str, int]]:
+        """The index's candidates as a SimilarSpace, and their positions by normalised title."""
+        found = self._spaces.get(index)
+        if found is None:
+            space = SimilarSpace(index.papers, self.paper_vectors(index.papers), embedding_weight=self.embedding_weight)
+            titles = {normalise_title(paper.title): i for i, paper in enumerate(index.papers)}
+            found = self._spaces[index] = (space, titles)
+        return found
+
+    def _library_examples(self, library: Library) -> list[Example]:
+        key = (library.digest, self.embedder.name)
+        vectors = self._library_vectors.get(key)
+        if vectors is None:
+            vectors = self._library_vectors[key] = self.embedder.embed([item.text for item in library.items])
+        return [Example(item.title, item.text, vector) for item, vector in zip(library.items, vectors)]
+
+    # -- examples -----------------------------------------------------------------
+
+    def library(self, subscriber: Subscriber) -> Library | None:
+        """The subscriber's parsed library (problems logged once per file), or None."""
+        if subscriber.library is None:
+            return None
+        try:
+            library = self.libraries.get(subscriber.library)
+        except LibraryError as error:
+            self._report(str(error))
+            return None
+        for problem in library.problems:
+            self._report(problem)
+        return library
+
+    def _report(self, problem: str) -> None:
+        if problem not in self._reported:
+            self._reported.add(problem)
+            log.warning(problem)
+
+    def examples(self, subscribers: list[Subscriber], feedback: dict[str, list[Feedback]]) -> dict[str, Examples]:
+        """Each subscriber's examples: library entries, then "more like this" papers; "fewer" ones against."""
+        clicked = {item.paper_id for items in feedback.values() for item in items}
+        papers = self.store.get_papers(clicked) if clicked else {}
+        ordered = list(papers.values())
+        vectors = dict(zip((paper.id for paper in ordered), self.paper_vectors(ordered))) if ordered else {}
+        found: dict[str, Examples] = {}
+        for subscriber in subscribers:
+            examples = Examples()
+            library = self.library(subscriber) if subscriber.mode in ("similar", "mixed") else None
+            if library is not None and library.items:
+                examples.positives.extend(self._library_examples(library))
+                examples.blocked_ids |= library.paper_ids()
+                examples.blocked_titles |= library.title_keys()
+            clicks = feedback.get(subscriber.email, ())
+            examples.key = (library.digest if library is not None and library.items else None,
+                            tuple((item.paper_id, item.kind) for item in clicks))
+            for item in clicks:
+                paper = papers.get(item.paper_id)
+                examples.blocked_ids.add(item.paper_id)
+                if paper is None:
+                    continue
+                example = Example(paper.title, paper_text(paper.title, paper.abstract), vectors[paper.id], item.kind)
+                (examples.positives if item.kind == "more" else examples.negatives).append(example)
+            found[subscriber.email] = examples
+        return found
+
+    # -- ranking ------------------------------------------------------------------
+
+    def similar_picks(
+        self,
+        subscribers: list[Subscriber],
+        index: PaperIndex,
+        sent: dict[str, set[str]],
+        feedback: dict[str, list[Feedback]],
+    ) -> dict[str, list[Pick]]:
+        """Each subscriber's similar ranking over `index` (at most max_items), with reasons.
+
+        Subscribers without a positive example are absent. Papers already sent, in the
+        library, clicked on, too old, under `min_upvotes` or matching an exclusion never appear.
+        """
+        wanted = [s for s in subscribers if wants_similar(s, feedback.get(s.email, []))]
+        if not wanted or not len(index):
+            return {}
+        examples = self.examples(wanted, feedback)
+        space, titles = self.space(index)
+        profiles, blocked, owners = [], [], []
+        profiles_here = self._profiles.setdefault(space, {})
+        for subscriber in wanted:
+            mine = examples[subscriber.email]
+            key = mine.key
+            if key not in profiles_here:
+                profiles_here[key] = space.profile(mine.positives, mine.negatives)
+            profile = profiles_here[key]
+            if profile is None:
+                continue
+            profiles.append(profile)
+            blocked.append(self._blocked(subscriber, index, titles, mine, sent.get(subscriber.email, set())))
+            owners.append(subscriber)
+        if not profiles:
+            return {}
+        limit = max(subscriber.max_items for subscriber in owners)
+        ranked = space.rank(profiles, blocked, limit)
+        found = {}
+        for subscriber, profile, pairs in zip(owners, profiles, ranked):
+            pairs = pairs[: subscriber.max_items]
+            reasons = space.reasons(profile, [i for i, _ in pairs])
+            found[subscriber.email] = [Pick(index.papers[i], score, [why]) for (i, score), why in zip(pairs, reasons)]
+        return found
+
+    def _blocked(
+        self, subscriber: Subscriber, index: PaperIndex, titles: dict[str, int], mine: Examples, sent: Iterable[str]
+    ) -> np.ndarray:
+        """Candidate positions this subscriber must not get from the similar ranking."""
+        flt = index._filter(subscriber.max_age_days, subscriber.min_upvotes)
+        parts = [np.arange(flt.cut, len(index), dtype=np.int64)]
+        if flt.keep is not None:
+            parts.append(np.flatnonzero(flt.keep == 0))
+        positions = index._positions(set(sent) | mine.blocked_ids)
+        positions |= {titles[key] for key in mine.blocked_titles if key in titles}
+        if positions:
+            parts.append(np.fromiter(positions, dtype=np.int64))
+        for raw in subscriber.keywords:
+            keyword, matches = index._keywords.get(raw) or index._keyword(raw)
+            if keyword.exclude:
+                parts.append(np.asarray(matches.hits, dtype=np.int64))
+        return np.unique(np.concatenate(parts))
