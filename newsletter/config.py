@@ -7,14 +7,17 @@ traceback. Relative paths resolve against the config file's directory.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, time
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -204,6 +207,7 @@ class DeliverySection(BaseModel):
     backend: str = "file"
     chunk_size: int = Field(default=200, ge=1)
     executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
+    processes: int | None = Field(default=1, ge=1)  # local send: worker processes (None: one per core)
 
     @property
     def backend_options(self) -> dict[str, Any]:
@@ -416,6 +420,27 @@ class SubscriberList:
         return next((s for s in self.subscribers if s.email == email), None)
 
 
+class SubscriberCache(Protocol):
+    """Where parsed subscriber files are kept between runs (the store: see store/subscriber_files.py)."""
+
+    def subscriber_files(self, directory: str) -> dict[str, tuple[int, int, str, str]]: ...
+
+    def save_subscriber_files(self, directory: str, rows: list[dict], keep: set[str]) -> None: ...
+
+
+@functools.cache
+def subscriber_shape() -> str:
+    """A digest of the `Subscriber` model: a cached file validated by another version is read again."""
+    return hashlib.sha256(json.dumps(Subscriber.model_json_schema(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached_subscriber(data: str) -> Subscriber:
+    """A subscriber validated when its file was cached, rebuilt without validating again."""
+    fields = json.loads(data)
+    fields["send_at"] = time.fromisoformat(fields["send_at"])
+    return Subscriber.model_construct(**fields)
+
+
 def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
     """One subscriber's fields, validated as a subscriber file is; ConfigError with `file: field: problem` lines."""
     from newsletter.keywords import parse_keywords
@@ -430,11 +455,15 @@ def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
     return subscriber
 
 
-def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> SubscriberList:
+def load_subscribers(
+    directory: Path, *, templates: list[str] | None = None, cache: SubscriberCache | None = None
+) -> SubscriberList:
     """Read every `*.toml` in `directory`; a broken file is reported and skipped, the rest load.
 
     With `templates` (see `render.template_names`), a subscriber naming a template not
     among them is a broken file too: one line, skipped, not a failure at send time.
+    With a `cache`, a file whose path, size and modification time match the cached
+    copy is not parsed again (a broken file is never cached: it is reported every time).
     """
     from newsletter.render import unknown_template
 
@@ -443,16 +472,38 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         result.missing_dir = True
         return result
+    root = directory.resolve()
+    key = str(root)
+    cached = cache.subscriber_files(key) if cache is not None else {}
+    shape = subscriber_shape() if cache is not None else ""
+    fresh: list[dict] = []
+    present: set[str] = set()
     first_file_of = result.files
-    for path in sorted(directory.glob("*.toml")):
-        shown = display_path(path)
+    with os.scandir(root) as scan:
+        files = sorted((entry for entry in scan if entry.name.endswith(".toml") and not entry.is_dir()), key=lambda e: e.name)
+    for entry in files:
+        name = f"{key}/{entry.name}"
+        path = directory / entry.name
         try:
-            subscriber = parse_subscriber(read_toml(path), shown)
-        except ConfigError as error:
-            result.problems.extend(error.problems)
+            stat = entry.stat()
+        except OSError as error:
+            result.problems.append(f"{display_path(path)}: cannot read: {error}")
             continue
+        present.add(name)
+        hit = cached.get(name)
+        if hit is not None and hit[:3] == (stat.st_size, stat.st_mtime_ns, shape):
+            subscriber = _cached_subscriber(hit[3])
+        else:
+            try:
+                subscriber = parse_subscriber(read_toml(path), display_path(path))
+            except ConfigError as error:
+                result.problems.extend(error.problems)
+                continue
+            if cache is not None:
+                fresh.append({"path": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": shape,
+                              "subscriber": subscriber.model_dump_json()})
         if templates is not None and (problem := unknown_template(subscriber.template, templates)):
-            result.problems.append(f"{shown}: template: {problem}")
+            result.problems.append(f"{display_path(path)}: template: {problem}")
             continue
         if subscriber.library is not None:
             library = subscriber.library.expanduser()
@@ -463,10 +514,13 @@ def load_subscribers(directory: Path, *, templates: list[str] | None = None) -> 
             subscriber = subscriber.model_copy(update={"library": library.resolve()})
         if subscriber.email in first_file_of:
             result.problems.append(
-                f"{shown}: email: duplicate address {subscriber.email} (already in {first_file_of[subscriber.email]})"
+                f"{display_path(path)}: email: duplicate address {subscriber.email} "
+                f"(already in {first_file_of[subscriber.email]})"
             )
             continue
-        first_file_of[subscriber.email] = shown
+        first_file_of[subscriber.email] = display_path(path)
         result.subscribers.append(subscriber)
         result.paths[subscriber.email] = path
+    if cache is not None and (fresh or set(cached) - present):
+        cache.save_subscriber_files(key, fresh, keep=present)
     return result

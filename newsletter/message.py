@@ -1,7 +1,7 @@
 """Build the MIME message for one edition, fast.
 
 `EmailMessage` costs ~2 ms per message; this fills a fixed multipart/alternative
-skeleton instead (headers per recipient, base64 bodies via `binascii`), which is what
+skeleton instead (headers per recipient, base64 bodies via `binascii` and one numpy reshape), which is what
 `EmailMessage` with `policy=SMTP` would produce for these parts, in a tenth of the time.
 Values from outside never carry CR or LF into a header, and non-ASCII names and
 subjects are written as RFC 2047 encoded words.
@@ -15,6 +15,8 @@ import hashlib
 import re
 from datetime import date
 from email.utils import formatdate, parseaddr
+
+import numpy
 
 from newsletter.display import NAME_CHARS
 
@@ -110,8 +112,19 @@ def body(data: str) -> bytes:
         canonical = raw.replace(b"\n", b"\r\n")
         if not canonical.endswith(b"\r\n"):
             canonical += b"\r\n"
-    encoded = binascii.b2a_base64(canonical, newline=False)
-    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+    return base64_lines(canonical)
+
+
+def base64_lines(data: bytes) -> bytes:
+    """`data` as base64 in CRLF-terminated lines of 76 characters, built without a Python loop per line:
+    the full lines are one (n, 76) byte array given two more columns for CR LF."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    full = len(encoded) // 76 * 76
+    lines = numpy.empty((full // 76, 78), dtype=numpy.uint8)
+    lines[:, :76] = numpy.frombuffer(encoded, dtype=numpy.uint8, count=full).reshape(-1, 76)
+    lines[:, 76:] = (13, 10)
+    tail = encoded[full:]
+    return lines.tobytes() + (tail + b"\r\n" if tail or not full else b"")
 
 
 def build_message(

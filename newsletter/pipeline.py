@@ -32,6 +32,9 @@ from newsletter.store import LedgerEntry, Store
 from newsletter.unsubscribe import unsubscribe_url
 
 
+TEMPLATE_RECHECK_SECONDS = 2.0  # a send run looks at template files about once per chunk, not per edition
+
+
 class MissingSecret(Exception):
     """The unsubscribe signing key is not set where it must be."""
 
@@ -69,10 +72,12 @@ def signing_key(config: Config, *, public: bool = False) -> bytes:
 class EditionBuilder:
     """Selects and renders editions; the one code path shared by send, render and preview."""
 
-    def __init__(self, config: Config, store: Store, *, key: bytes | None = None):
+    def __init__(self, config: Config, store: Store, *, key: bytes | None = None, recheck_seconds: float = 0.0):
+        """`recheck_seconds`: how long compiled templates are trusted before their files are looked at again."""
         self.config = config
         self.store = store
         self.key = key if key is not None else signing_key(config)
+        self.sender_address = config.newsletter.sender_address  # parsed once, not per message
         self.renderer = Renderer(
             RenderSettings(
                 newsletter_name=config.newsletter.name,
@@ -81,7 +86,8 @@ class EditionBuilder:
                 subject=config.model.render.subject,
                 templates_dir=config.templates_dir,
                 language=config.model.render.language,
-            )
+            ),
+            recheck_seconds=recheck_seconds,
         )
         self._indexes: dict[tuple[date, int], PaperIndex] = {}
         self.relevance = Relevance(store, config.model.selection.embedder)
@@ -225,7 +231,7 @@ def run_edition(
     (then a short "no new papers today" edition).
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
-    builder = EditionBuilder(config, store)
+    builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
     owns_backend = backend is None and not dry_run
     if owns_backend:
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
@@ -324,7 +330,7 @@ def _send_chunk(
         messages.append(
             OutgoingMessage(
                 message_id=edition.message_id,
-                sender=builder.config.newsletter.sender_address,
+                sender=builder.sender_address,
                 recipient=subscriber.email,
                 data=data,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -188,8 +189,12 @@ class Item:
 class Renderer:
     """Turns (subscriber, date, picks) into a `RenderedEdition`, reusing compiled templates."""
 
-    def __init__(self, settings: RenderSettings):
+    def __init__(self, settings: RenderSettings, *, recheck_seconds: float = 0.0):
+        """`recheck_seconds`: how long a compiled template is trusted before its files are looked at again;
+        0 (the preview) looks on every render, a send run a few seconds: once per chunk, not per edition."""
         self.settings = settings
+        self.recheck_seconds = recheck_seconds
+        self._checked: dict[str, float] = {}
         self.dirs = [Path(settings.templates_dir)] if settings.templates_dir else []
         self.dirs.append(BUILTIN_TEMPLATES)
         self.html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -199,7 +204,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
-        self._compiled: dict[str, tuple[list[str], tuple, jinja2.Template, str | None]] = {}
+        self._compiled: dict[str, tuple[list[str], tuple, jinja2.Template, jinja2.Template | None]] = {}
 
     def render(
         self,
@@ -216,12 +221,12 @@ class Renderer:
         `feedback_links` holds each pick's ("more like this", "fewer like this") URLs.
         """
         name = subscriber.template
-        html_template, text_name = self._template(name)
+        html_template, text_template = self._template(name)
         context = self.context(subscriber, day, picks, unsubscribe_url, profile_url, feedback_links)
         try:
             html = html_template.render(context)
-            if text_name:
-                text = self.text_env.get_template(text_name).render(context)
+            if text_template is not None:
+                text = text_template.render(context)
             else:
                 text = inscriptis.get_text(html).strip() + "\n"
         except jinja2.TemplateError as error:
@@ -284,15 +289,20 @@ class Renderer:
             "profile_url": profile_url,
         }
 
-    def _template(self, name: str) -> tuple[jinja2.Template, str | None]:
-        """The compiled HTML template for `name` and the name of its text template (None: derive it).
+    def _template(self, name: str) -> tuple[jinja2.Template, jinja2.Template | None]:
+        """The compiled HTML template for `name` and its text template (None: derive the text from the HTML).
 
-        Recompiles when any file the MJML used, or a file that would now shadow it, changed.
+        Recompiles when any file the MJML used, or a file that would now shadow it, changed
+        (looked at once per `recheck_seconds`).
         """
         if not TEMPLATE_NAME.fullmatch(name):
             raise TemplateError(f"template {name!r}: use letters, digits, '-' and '_' only")
         cached = self._compiled.get(name)
+        now = time.monotonic()
+        if cached and now - self._checked[name] < self.recheck_seconds:
+            return cached[2], cached[3]
         if cached and cached[1] == self._signature(cached[0]):
+            self._checked[name] = now
             return cached[2], cached[3]
         used = [f"{name}.txt"]
         sources: list[tuple[Path, str]] = []
@@ -321,9 +331,15 @@ class Renderer:
             template = self.html_env.from_string(compiled)
         except jinja2.TemplateSyntaxError as error:
             raise self._locate(error, sources) from None
-        text_name = f"{name}.txt" if sources[0][0].with_name(f"{name}.txt").is_file() else None
-        self._compiled[name] = (used, self._signature(used), template, text_name)
-        return template, text_name
+        text_template = None
+        if sources[0][0].with_name(f"{name}.txt").is_file():
+            try:
+                text_template = self.text_env.get_template(f"{name}.txt")
+            except jinja2.TemplateError as error:
+                raise TemplateError(f"template {name!r}: {error}") from None
+        self._compiled[name] = (used, self._signature(used), template, text_template)
+        self._checked[name] = now
+        return template, text_template
 
     def _locate(self, error: jinja2.TemplateSyntaxError, sources: list[tuple[Path, str]]) -> TemplateError:
         """Name the file and line of a Jinja syntax error found in the compiled HTML."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
@@ -243,6 +244,12 @@ class PaperIndex:
                 break
             found = _common(found, self._positions_of(field, term) - offset)
         return found
+
+    def resolve(self, keywords: Iterable[str]) -> None:
+        """Find every distinct keyword once, up front: worker processes forked afterwards share the results
+        instead of each finding them again. Raises `ValueError` for a keyword with bad syntax."""
+        for raw in set(keywords):
+            self._keyword(raw)
 
     def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
         """A keyword string parsed, with its matches (both kept for the next profile that has it)."""

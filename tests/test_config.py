@@ -147,3 +147,42 @@ def test_suppressed_address_gets_nothing_until_enabled(example_dir: Path):
     again = run_cli("send", cwd=example_dir)
     assert "Wrote 1 email to" in again.stdout
     assert os.path.exists(example_dir / "outbox")
+
+
+def test_unchanged_subscriber_files_come_from_the_store_cache(tmp_path: Path, monkeypatch):
+    from newsletter import config as config_module
+    from newsletter.store import Store
+
+    folder = tmp_path / "subscribers"
+    for n in range(5):
+        write(folder / f"r{n}.toml", f'email = "R{n}@example.org"\nname = "Reader {n}"\nsend_at = "06:1{n}"\n'
+              f'mode = "keywords"\nkeywords = ["diffusion^2", "-survey"]\ndays = ["mon", "Thursday"]\n')
+    write(folder / "broken.toml", 'email = "not an address"\n')
+    write(folder / "z-dup.toml", 'email = "r1@example.org"\n')
+    parsed = []
+    real_read = config_module.read_toml
+    monkeypatch.setattr(config_module, "read_toml", lambda path: parsed.append(path.name) or real_read(path))
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        first = load_subscribers(folder, cache=store)
+        assert len(parsed) == 7
+        parsed.clear()
+        second = load_subscribers(folder, cache=store)
+        assert parsed == ["broken.toml"]  # a broken file is never cached: it is reported every time
+        assert second.subscribers == first.subscribers == load_subscribers(folder).subscribers
+        assert second.problems == first.problems and len(second.problems) == 2
+        assert second.subscribers[0].send_at.minute == 10 and second.subscribers[0].days == ["mon", "thu"]
+
+        changed = folder / "r3.toml"
+        write(changed, changed.read_text().replace("Reader 3", "Reader Three"))
+        os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+        (folder / "r4.toml").unlink()
+        parsed.clear()
+        third = load_subscribers(folder, cache=store)
+        assert sorted(parsed) == ["broken.toml", "r3.toml"]
+        assert [s.name for s in third.subscribers] == ["Reader 0", "Reader 1", "Reader 2", "Reader Three"]
+        assert len(store.subscriber_files(str(folder.resolve()))) == 5  # r0-r3 and dup; r4 forgotten
+
+        monkeypatch.setattr(config_module, "subscriber_shape", lambda: "another-version")
+        parsed.clear()
+        load_subscribers(folder, cache=store)
+        assert len(parsed) == 6  # cached by a different Subscriber model: read again

@@ -120,3 +120,66 @@ def test_memory_keeps_messages_and_refuses_listed_recipients():
     assert [m.recipient for m in MemoryBackend.outbox] == ["reader0@example.org", "reader3@example.org"]
     assert backend.outbox is MemoryBackend.outbox  # visible even when someone else made the instance
     MemoryBackend.outbox.clear()
+
+
+def test_file_chunk_is_made_durable_once_before_any_result(tmp_path, monkeypatch):
+    from newsletter.delivery import file as file_module
+
+    events = []
+    real_sync = file_module.sync_files
+
+    def sync_files(directory, paths):
+        events.append(("sync", sorted(p.name for p in directory.iterdir())))
+        real_sync(directory, paths)
+
+    monkeypatch.setattr(file_module, "sync_files", sync_files)
+    backend = create_backend("file", {}, base_dir=tmp_path)
+    messages = [make_message(n) for n in range(5)]
+    results = backend.send_messages(messages, on_result=lambda index, result: events.append(("result", index)))
+    assert backend.streams_results and all(r.ok for r in results)
+    assert events[0] == ("sync", sorted(eml_name(m) for m in messages))  # every file renamed into place first
+    assert events[1:] == [("result", n) for n in range(5)]
+
+
+@pytest.mark.parametrize("with_syncfs", [True, False])
+def test_file_sync_without_syncfs_fsyncs_each_file_and_the_directory(tmp_path, monkeypatch, with_syncfs):
+    from newsletter.delivery import file as file_module
+
+    if not with_syncfs:
+        monkeypatch.setattr(file_module, "SYNCFS", None)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    backend = create_backend("file", {}, base_dir=tmp_path)
+    backend.send_messages([make_message(n) for n in range(3)])
+    if with_syncfs and file_module.SYNCFS is not None:
+        assert synced == []  # one syncfs did it all
+    else:
+        outbox = str(tmp_path / "outbox")
+        assert len(synced) == 4 and synced[-1] == outbox and all(p.startswith(outbox + "/") for p in synced[:3])
+
+
+def test_file_sync_failure_fails_the_chunk(tmp_path, monkeypatch):
+    from newsletter.delivery import file as file_module
+
+    def broken(directory, paths):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(file_module, "sync_files", broken)
+    reported = []
+    results = create_backend("file", {}, base_dir=tmp_path).send_messages(
+        [make_message(0), make_message(1)], on_result=lambda index, result: reported.append(result))
+    assert reported == results and not any(r.ok for r in results)
+    assert "cannot make the files durable: Input/output error" in results[0].reply
+
+
+def test_mbox_chunk_is_flushed_once(tmp_path, monkeypatch):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
+    reported = []
+    with create_backend("mbox", {}, base_dir=tmp_path) as backend:
+        results = backend.send_messages([make_message(n) for n in range(20)], on_result=lambda i, r: reported.append(i))
+    assert all(r.ok for r in results) and reported == list(range(20))
+    assert len(calls) == 2  # the mbox file and its directory, for the whole chunk
+    assert len(mailbox.mbox(tmp_path / "outbox.mbox")) == 20

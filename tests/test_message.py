@@ -1,5 +1,6 @@
 """The fast MIME path, read back with the email package and compared with an EmailMessage-built reference."""
 
+import base64
 import email
 import re
 from datetime import date
@@ -10,7 +11,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from newsletter.message import build_message, make_message_id
+from newsletter.message import base64_lines, build_message, make_message_id
 
 DATE = "Wed, 25 Nov 2026 07:30:00 +0000"
 HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Unsubscribe", "List-Unsubscribe-Post")
@@ -134,6 +135,14 @@ def test_message_id_is_deterministic():
     assert first != make_message_id("ada@example.org", date(2026, 11, 26), "example.org")
     assert first != make_message_id("bob@example.org", date(2026, 11, 25), "example.org")
     assert "\n" not in make_message_id("a@b.org", date(2026, 11, 25), "example.org\r\nBcc: x")
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 113, 114, 171, 4096, 30_001])
+def test_base64_lines_match_the_email_package(size):
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    expected = base64.encodebytes(data).replace(b"\n", b"\r\n") or b"\r\n"
+    assert base64_lines(data) == expected
 
 
 def test_list_id_mailto_and_feedback_id():

@@ -255,6 +255,29 @@ def test_mjml_is_compiled_once_and_again_only_when_a_file_changes(tmp_path, monk
     assert len(calls) == 3
 
 
+def test_a_send_run_looks_at_template_files_once_per_recheck_window(tmp_path, monkeypatch):
+    for name in ("digest.mjml", "paper.mjml"):
+        write(tmp_path / name, (render.BUILTIN_TEMPLATES / name).read_text())
+    settings = RenderSettings(newsletter_name="N", base_url="https://x", templates_dir=tmp_path)
+    looked = []
+    real_mtime = render._mtime
+    monkeypatch.setattr(render, "_mtime", lambda path: looked.append(path) or real_mtime(path))
+    clock = [1000.0]
+    monkeypatch.setattr(render.time, "monotonic", lambda: clock[0])
+    renderer = Renderer(settings, recheck_seconds=2.0)
+    renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE)
+    compiled = len(looked)
+    for _ in range(50):
+        renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE)
+    assert len(looked) == compiled  # no stat per edition within the window
+    paper = tmp_path / "paper.mjml"
+    write(paper, paper.read_text().replace("Why: ", "Reason: "))
+    os.utime(paper, ns=(paper.stat().st_atime_ns, paper.stat().st_mtime_ns + 10**9))
+    assert "Reason: matches" not in renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).html
+    clock[0] += 2.5  # the next chunk
+    assert "Reason: matches" in renderer.render(ADA, DAY, picks(), unsubscribe_url=UNSUBSCRIBE).html
+
+
 def test_template_problems_name_the_file(tmp_path):
     write(tmp_path / "broken.mjml", "<mjml><mj-body><mj-section>")
     write(tmp_path / "noinclude.mjml", '<mjml><mj-body><mj-include path="nope.mjml" /></mj-body></mjml>')

@@ -7,7 +7,12 @@ fetch), `subscribers`, `editions` (select, render, send, status) and `service`
 
 from __future__ import annotations
 
+import os
 import sys
+
+# before numpy loads: OpenBLAS would start a spinning thread per core for the small matrix work here,
+# costing more CPU than it saves (and once more in every worker process)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from newsletter.cli import site, papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
 from newsletter.cli.common import app

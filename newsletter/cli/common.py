@@ -195,12 +195,15 @@ def email_argument(value: str) -> str:
         fail(f"{value!r}: not an email address", code=2)
 
 
-def loaded_subscribers(config: Config, *, quiet: bool = False, must_exist: bool = True) -> SubscriberList:
+def loaded_subscribers(
+    config: Config, *, quiet: bool = False, must_exist: bool = True, store: Store | None = None
+) -> SubscriberList:
     """The subscriber files (one naming a template that does not exist is skipped), problems reported
-    unless `quiet`; exit 2 when the folder is missing (`must_exist`)."""
+    unless `quiet`; exit 2 when the folder is missing (`must_exist`); with a `store`, unchanged files
+    come from its cache."""
     from newsletter.render import template_names
 
-    loaded = load_subscribers(config.subscribers_dir, templates=template_names(config.templates_dir))
+    loaded = load_subscribers(config.subscribers_dir, templates=template_names(config.templates_dir), cache=store)
     if loaded.missing_dir and must_exist:
         fail(f"{display_path(config.subscribers_dir)}: subscriber folder not found (create it with "
              "`newsletter subscribers add EMAIL`, or set [subscribers] dir in the config)", code=2)

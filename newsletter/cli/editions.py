@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -142,7 +144,8 @@ def send(
     """
     from newsletter.delivery.base import DeliveryError
     from newsletter.dkim_signing import DkimError
-    from newsletter.pipeline import MissingSecret, run_edition
+    from newsletter.executor import available_cores, run_parallel
+    from newsletter.pipeline import MissingSecret, run_edition, signing_key
 
     config = ctx.obj.config()
     if not dry_run:
@@ -157,14 +160,15 @@ def send(
         for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (not resend_uncertain, "--no-resend-uncertain"), (ctx.obj.db, "--db")):
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
-    loaded = loaded_subscribers(config)
-    if only:
-        chosen = find_subscriber(config, only, loaded)
-        if not chosen.active:
-            fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); nothing to send",
-                 code=2)
-        only = chosen.email
     with open_store(config) as store:
+        loaded = loaded_subscribers(config, store=store)
+        if only:
+            chosen = find_subscriber(config, only, loaded)
+            if not chosen.active:
+                fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); "
+                     "nothing to send", code=2)
+            only = chosen.email
+        gc.freeze()  # what is loaded now lives for the whole run: the collector need not scan it again and again
         inputs = config.input_paths()
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
@@ -185,10 +189,16 @@ def send(
             def on_progress(summary):
                 progress.update(task, completed=summary.processed, sent=summary.sent, failed=summary.failed)
 
+            options = dict(day=edition_day, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+                           skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+            processes = min(config.delivery.processes or available_cores(),
+                            math.ceil(total / config.delivery.chunk_size))
             try:
-                summary = run_edition(config, store, loaded.subscribers, day=edition_day, only=only, dry_run=dry_run,
-                                      resend_uncertain=resend_uncertain, retry_failed=retry_failed,
-                                      skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
+                if processes > 1 and not dry_run and not only:
+                    signing_key(config)  # a missing secret is said once, not by every worker
+                    summary = run_parallel(config, loaded.subscribers, processes=processes, **options)
+                else:
+                    summary = run_edition(config, store, loaded.subscribers, only=only, dry_run=dry_run, **options)
             except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
         empty = set(summary.empty)

@@ -1,16 +1,22 @@
-"""`file` backend: one .eml file per message in a directory."""
+"""`file` backend: one .eml file per message in a directory.
+
+Each file is written under a temporary name and renamed into place; the files of
+one `send_messages` call (a chunk) are then made durable together, with one
+syncfs (or an fsync per file and one of the directory where there is none),
+and only then reported: one flush per chunk instead of one per message.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from newsletter.config import display_path
-from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, SendResult
+from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, ResultCallback, SendResult
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]+")
 
@@ -26,18 +32,51 @@ def eml_name(message: OutgoingMessage) -> str:
     return f"{who}-{digest}.eml"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".eml")
+def write_replacing(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename it over `path` (not yet durable: see sync_files)."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2), which makes a whole filesystem durable in one call, if this libc has it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+SYNCFS = _syncfs()
+
+
+def sync_files(directory: Path, paths: Sequence[Path]) -> None:
+    """Make files written and renamed into `directory` durable: one syncfs of its filesystem (data,
+    inodes and the directory entries at once), else an fsync of each file and one of the directory."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if SYNCFS is not None and SYNCFS(fd) == 0:
+            return
+        for path in paths:
+            file_fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(file_fd)
+            finally:
+                os.close(file_fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileBackend(Backend):
@@ -45,6 +84,7 @@ class FileBackend(Backend):
 
     name = "file"
     real_mail = False
+    streams_results = True  # results are reported once the chunk's files are durable
     Settings = FileSettings
 
     def __init__(self, settings: FileSettings, *, base_dir: Path) -> None:
@@ -61,15 +101,27 @@ class FileBackend(Backend):
     def destination(self) -> str:
         return display_path(self.dir)
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
+        """Write and rename every file, make them all durable at once, then report: a result
+        says `ok` only for a file that a crash can no longer take back."""
         self.open()
-        results = []
+        results, written = [], []
         for message in messages:
             name = eml_name(message)
             try:
-                write_atomically(self.dir / name, message.data)
+                write_replacing(self.dir / name, message.data)
             except OSError as exc:
                 results.append(SendResult(message.message_id, False, f"{self.dir / name}: {exc.strerror or exc}"))
             else:
                 results.append(SendResult(message.message_id, True, f"written {self.shown_dir / name}"))
+                written.append(self.dir / name)
+        if written:
+            try:
+                sync_files(self.dir, written)
+            except OSError as exc:
+                reply = f"{self.dir}: cannot make the files durable: {exc.strerror or exc}"
+                results = [r if not r.ok else SendResult(r.message_id, False, reply) for r in results]
+        if on_result is not None:
+            for index, result in enumerate(results):
+                on_result(index, result)
         return results

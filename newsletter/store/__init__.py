@@ -2,8 +2,8 @@
 
 One module per table family: `schema` (tables, versions), `engine` (opening,
 migrations, SQL helpers), `papers`, `ledger` (deliveries and sent papers, claims),
-`suppressions`, `vectors` (paper embeddings) and `feedback` (clicks from the email).
-`Store` puts them together behind plain methods.
+`suppressions`, `vectors` (paper embeddings), `feedback` (clicks from the email) and
+`subscriber_files` (parsed subscriber files). `Store` puts them together behind plain methods.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from newsletter.store.schema import (
     sent_papers_table,
     suppressions_table,
 )
+from newsletter.store.subscriber_files import SubscriberFilesMixin
 from newsletter.store.suppressions import SuppressionsMixin
 from newsletter.store.vectors import VectorsMixin
 
@@ -43,5 +44,5 @@ __all__ = [
 ]
 
 
-class Store(PapersMixin, LedgerMixin, SuppressionsMixin, VectorsMixin, FeedbackMixin, StoreBase):
-    """Papers, the delivery ledger, the suppression list, paper vectors and feedback, behind plain methods."""
+class Store(PapersMixin, LedgerMixin, SuppressionsMixin, VectorsMixin, FeedbackMixin, SubscriberFilesMixin, StoreBase):
+    """Papers, the delivery ledger, the suppression list, paper vectors, feedback and parsed subscriber files."""

@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -95,6 +95,18 @@ feedback_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# schema 4: parsed subscriber files (see store/subscriber_files.py)
+subscriber_files_table = Table(
+    "subscriber_files",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("directory", Text, nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("shape", Text, nullable=False),
+    Column("subscriber", Text, nullable=False),
+)
+
 
 # PostgreSQL only; SQLite keeps the version in PRAGMA user_version
 schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
@@ -146,6 +158,11 @@ def _upgrade_to_3(conn: Connection) -> None:
     feedback_table.create(conn, checkfirst=True)
 
 
+def _upgrade_to_4(conn: Connection) -> None:
+    """Schema 4: the subscriber_files cache."""
+    subscriber_files_table.create(conn, checkfirst=True)
+
+
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
-_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3, 4: _upgrade_to_4}
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time

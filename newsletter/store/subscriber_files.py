@@ -1,0 +1,40 @@
+"""Parsed subscriber files, kept so that a run does not parse and validate thousands of TOML files again.
+
+A row holds one file's validated `Subscriber` as JSON, keyed by the file's path,
+with the size and modification time it had when it was read and the shape of
+the model that validated it; any of these differing means the file is read again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+
+from newsletter.store.schema import subscriber_files_table
+
+
+class SubscriberFilesMixin:
+    """Store methods for the subscriber_files table (see newsletter.config.load_subscribers)."""
+
+    def subscriber_files(self, directory: str) -> dict[str, tuple[int, int, str, str]]:
+        """path -> (size, mtime_ns, model shape, subscriber JSON) for the files cached under `directory`."""
+        table = subscriber_files_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.path, table.c.size, table.c.mtime_ns, table.c.shape, table.c.subscriber).where(
+                    table.c.directory == directory
+                )
+            )
+            return {path: (size, mtime_ns, shape, data) for path, size, mtime_ns, shape, data in rows}
+
+    def save_subscriber_files(self, directory: str, rows: Sequence[dict], keep: set[str]) -> None:
+        """Store freshly parsed files (dicts of the table's columns) and forget the cached ones not in `keep`."""
+        table = subscriber_files_table
+        with self._writes.begin() as conn:
+            known = set(conn.execute(select(table.c.path).where(table.c.directory == directory)).scalars())
+            gone = (known - keep) | {row["path"] for row in rows if row["path"] in known}
+            for start in range(0, len(gone), 500):
+                conn.execute(delete(table).where(self._among(table.c.path, sorted(gone)[start : start + 500])))
+            if rows:
+                self._insert_many(conn, table, [{**row, "directory": directory} for row in rows])
