@@ -163,7 +163,11 @@ def send(
     with open_store(config) as store:
         loaded = loaded_subscribers(config, store=store)
         if only:
-            only = find_subscriber(config, only, loaded).email
+            chosen = find_subscriber(config, only, loaded)
+            if not chosen.active:
+                fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); "
+                     "nothing to send", code=2)
+            only = chosen.email
         gc.freeze()  # what is loaded now lives for the whole run: the collector need not scan it again and again
         inputs = config.input_paths()
         if inputs and not no_ingest:
