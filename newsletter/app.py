@@ -1,7 +1,7 @@
 """The application layer: composition of the stages, with no command-line concerns.
 
 The CLI and the scheduler call these to open the store, ingest files, fetch the
-configured sources and build the scheduler service wired to a config.
+configured sources, read bounces and build the scheduler service wired to a config.
 """
 
 from __future__ import annotations
@@ -116,6 +116,15 @@ def fetch_sources(config: Config, store: Store):
     return stats
 
 
+def read_bounces(config: Config, store: Store):
+    """The `[bounces] poll` job: one pass over the bounce mailbox; JobStats sent = addresses suppressed."""
+    from newsletter.bounces import read_configured
+    from newsletter.scheduler import JobStats
+
+    run = read_configured(config, store)
+    return JobStats(sent=len(run.suppressed), skipped=len(run.hard) + len(run.soft) - len(run.suppressed))
+
+
 def make_service(config: Config, store: Store):
     """The scheduler service wired to this config: fetch, per-group sends, the ledger check."""
     from newsletter.pipeline import Claim, is_done, new_owner, run_edition
@@ -172,8 +181,13 @@ def make_service(config: Config, store: Store):
         reload_interval=timedelta(minutes=schedule.reload_minutes),
         fetch_at_start=True,
     )
+    cron_jobs = {}
+    bounces = config.model.bounces
+    if bounces is not None and bounces.poll:
+        cron_jobs["bounces"] = (bounces.poll, lambda: read_bounces(config, store))
     return Service(
         settings,
+        cron_jobs=cron_jobs,
         load_subscribers=current_subscribers,
         send_group=send_group,
         is_group_done=lambda group, day: is_done(store, members(group), day),

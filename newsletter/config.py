@@ -199,6 +199,35 @@ class ScheduleSection(_Section):
         return value or None
 
 
+class BouncesSection(_Section):
+    """Where delivery status notifications arrive (see the README, "Bounces"), and when to suppress."""
+
+    source: Literal["imap", "maildir", "mbox"] = "imap"
+    path: Path | None = None  # the Maildir folder or mbox file
+    host: str = "localhost"
+    port: int | None = None  # default: 993 with ssl, else 143
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+    username: str | None = None
+    password_env: str | None = None  # the NAME of the variable holding the IMAP password
+    folder: str = "INBOX"
+    timeout: float = Field(default=30.0, gt=0)
+    soft_limit: int = Field(default=3, ge=1)  # soft-bounced editions in a row before an address is suppressed
+    poll: str | None = None  # crontab (UTC) for `newsletter run` to read bounces; unset: only `newsletter bounces`
+
+    @field_validator("poll")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        return ScheduleSection._crontab(value)
+
+    @model_validator(mode="after")
+    def _where(self) -> BouncesSection:
+        if self.source != "imap" and self.path is None:
+            raise ValueError(f"source = {self.source!r} needs path (the {'Maildir folder' if self.source == 'maildir' else 'mbox file'})")
+        if self.port is None:
+            self.port = 993 if self.security == "ssl" else 143
+        return self
+
+
 class DeliverySection(BaseModel):
     """`backend` names the backend; `[delivery.<name>]` tables hold each backend's options."""
 
@@ -245,6 +274,7 @@ class ConfigModel(_Section):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     celery: CelerySection = Field(default_factory=CelerySection)
     dkim: DkimSection | None = None
+    bounces: BouncesSection | None = None
 
     @model_validator(mode="after")
     def _dkim_aligned(self) -> ConfigModel:

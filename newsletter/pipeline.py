@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from newsletter.budget import fit
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, DeliveryStopped, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
@@ -154,15 +155,23 @@ class EditionBuilder:
     ) -> tuple[Edition, bytes]:
         """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
 
+        The edition's `picks` are those that fit the size budget (the ones to record as sent).
+
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         A resend passes the recorded Message-ID.
         """
         newsletter = self.config.newsletter
         base = newsletter.base_url
         link = unsubscribe_url(base, subscriber.email, self.key)
-        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
-                 for pick in picks]
-        rendered: RenderedEdition = self.renderer.render(subscriber, day, picks, unsubscribe_url=link, feedback_links=votes)
+
+        def render(some: list[Pick], omitted: int) -> RenderedEdition:
+            votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                     for pick in some]
+            return self.renderer.render(subscriber, day, some, unsubscribe_url=link, feedback_links=votes, omitted=omitted)
+
+        fitted = fit(render, picks, who=f"{subscriber.email} {day}")  # the HTML size budget (newsletter/budget.py)
+        rendered: RenderedEdition = fitted.edition
+        picks = fitted.picks
         message_id = message_id or self.message_id(subscriber, day)
         data = build_message(
             sender=self.config.newsletter.sender,
@@ -451,7 +460,7 @@ def _build_all(
         summary.rendered += 1
         built[subscriber.email] = _Built(
             subscriber,
-            EditionRecord(subscriber.email, day, message_id, picks, edition.subject),
+            EditionRecord(subscriber.email, day, message_id, edition.picks, edition.subject),  # the picks that fit
             OutgoingMessage(message_id=message_id, sender=sender, recipient=subscriber.email, data=data),
         )
     return built, broken

@@ -215,14 +215,16 @@ class Renderer:
         unsubscribe_url: str,
         profile_url: str | None = None,
         feedback_links: list[tuple[str, str]] | None = None,
+        omitted: int = 0,
     ) -> RenderedEdition:
         """Render one edition; raises `TemplateError` for a missing or broken template.
 
-        `feedback_links` holds each pick's ("more like this", "fewer like this") URLs.
+        `feedback_links` holds each pick's ("more like this", "fewer like this") URLs;
+        `omitted` is how many picks the size budget left out (newsletter/budget.py).
         """
         name = subscriber.template
         html_template, text_template = self._template(name)
-        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url, feedback_links)
+        context = self.context(subscriber, day, picks, unsubscribe_url, profile_url, feedback_links, omitted=omitted)
         try:
             html = html_template.render(context)
             if text_template is not None:
@@ -249,6 +251,8 @@ class Renderer:
         unsubscribe_url: str,
         profile_url: str | None = None,
         feedback_links: list[tuple[str, str]] | None = None,
+        *,
+        omitted: int = 0,
     ) -> dict:
         """The values the templates see for one edition."""
         settings = self.settings
@@ -262,6 +266,10 @@ class Renderer:
         if wanted:
             reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
         noun = "paper" if count == 1 else "papers"
+        intro = ("here is what's new, best matches first." if wanted else "here is what's trending.") if count else (
+            "nothing matched your profile today.")
+        if omitted:  # the size budget's note; a "view in browser" link can point at the rest (`omitted` in templates)
+            intro += f" {omitted} more {'paper' if omitted == 1 else 'papers'} did not fit in this email."
         return {
             "lang": settings.language,
             "subject": shown(" ".join(subject.split()), SUBJECT_CHARS),
@@ -273,9 +281,8 @@ class Renderer:
             "topics": topic_text,
             "headline": f"{count} new {noun}" + (f" on {topic_text}" if wanted else "") if count else "No new papers today",
             "greeting": f"Hi {name}," if name else "Hello,",
-            "intro": ("here is what's new, best matches first." if wanted else "here is what's trending.")
-            if count
-            else "nothing matched your profile today.",
+            "intro": intro,
+            "omitted": omitted,
             "preheader": preheader([shown(pick.paper.title, PREHEADER_CHARS) for pick in picks[:3]]),
             "items": [
                 Item.of(number, pick, feedback_links[number - 1] if feedback_links else ("", ""))
@@ -319,8 +326,8 @@ class Renderer:
 
         layout = read(f"{name}.mjml")
         try:
-            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around (see mjml_source)
-            compiled = mjml_source.preview_contrast(
+            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around; see mjml_source
+            compiled = mjml_source.finish(
                 mjml.mjml2html(source, include_loader=read, disable_comments=True, fonts={})
             )
         except TemplateError:

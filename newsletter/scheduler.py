@@ -21,6 +21,7 @@ callables it is given (`send_group`, `is_group_done`, `fetch`, `load_subscribers
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -213,6 +214,7 @@ class Service:
         cluster_lock: Callable[[], Callable[[], None] | None] | None = None,
         scheduler: BaseScheduler | None = None,
         now: Callable[[], datetime] | None = None,
+        cron_jobs: dict[str, tuple[str, Callable[[], JobStats]]] | None = None,
     ):
         self.settings = settings
         self.lock_path = Path(lock_path)
@@ -225,6 +227,7 @@ class Service:
         self._send_group = send_group
         self._is_group_done = is_group_done
         self._fetch = fetch
+        self._cron_jobs = dict(cron_jobs or {})  # name -> (crontab in UTC, job), e.g. reading bounces
         self._now = now or (lambda: datetime.now(UTC))
         self._lock_file = None
         self._stopping = threading.Event()
@@ -251,6 +254,8 @@ class Service:
             if self._fetch is not None and self.settings.fetch_cron:
                 fetch_trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC)
                 self._add_job(self._run_fetch, fetch_trigger, "fetch")
+            for name, (cron, job) in self._cron_jobs.items():
+                self._add_job(functools.partial(self._run_cron_job, name, job), CronTrigger.from_crontab(cron, timezone=UTC), name)
             reload_trigger = IntervalTrigger(seconds=self.settings.reload_interval.total_seconds(), timezone=UTC)
             self._add_job(self._reload, reload_trigger, "reload")
             self._reconcile(group_subscribers(self._load_subscribers()))
@@ -313,6 +318,9 @@ class Service:
             rows.append(
                 {"job": "fetch", "cron": self.settings.fetch_cron, "next_run_utc": fire.astimezone(UTC).isoformat()}
             )
+        for name, (cron, _) in self._cron_jobs.items():
+            fire = CronTrigger.from_crontab(cron, timezone=UTC).get_next_fire_time(None, now + timedelta(microseconds=1))
+            rows.append({"job": name, "cron": cron, "next_run_utc": fire.astimezone(UTC).isoformat()})
         return rows
 
     # --- jobs ------------------------------------------------------------------
@@ -371,6 +379,18 @@ class Service:
                 "fetch: sent %d, failed %d, skipped %d (%.1f s)",
                 stats.sent, stats.failed, stats.skipped, clock.monotonic() - started,
             )
+            return stats
+
+    def _run_cron_job(self, name: str, job: Callable[[], JobStats]) -> JobStats | None:
+        """One run of a `cron_jobs` job, logged like the fetch; a failure is logged, never raised."""
+        with self._tracking(name) as started:
+            try:
+                stats = job()
+            except Exception:
+                log.exception("%s: failed after %.1f s", name, clock.monotonic() - started)
+                return None
+            log.info("%s: sent %d, failed %d, skipped %d (%.1f s)", name, stats.sent, stats.failed, stats.skipped,
+                     clock.monotonic() - started)
             return stats
 
     def _reload(self) -> None:

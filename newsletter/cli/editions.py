@@ -178,7 +178,11 @@ def send(
     with open_store(config) as store:
         loaded = loaded_subscribers(config, store=store)
         if only:
-            only = find_subscriber(config, only, loaded).email
+            chosen = find_subscriber(config, only, loaded)
+            if not chosen.active:
+                fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); "
+                     "nothing to send", code=2)
+            only = chosen.email
         gc.freeze()  # what is loaded now lives for the whole run: the collector need not scan it again and again
         if resend_uncertain:
             try:
@@ -267,7 +271,7 @@ def print_summary(config: Config, summary, reasons: dict[str, str] | None = None
         ("failed", summary.failed),
         ("already sent earlier", summary.already_sent),
         ("no new papers" + (" (no email)" if summary.skip_empty else ""), len(summary.empty)),
-        ("unsubscribed", summary.suppressed),
+        ("suppressed (unsubscribed, bounced)", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
         ("uncertain: maybe delivered (newsletter status)", summary.uncertain),
@@ -311,6 +315,8 @@ def status(
         problems_rows = store.ledger_rows(edition_date=edition_day, state=[State.FAILED, *HELD])
         sending = store.ledger_rows(edition_date=edition_day, state=State.SENDING)
         next_runs = make_service(config, store).next_runs()
+        suppressed = store.suppression_reasons()
+    bounced = {email: reason for email, reason in sorted(suppressed.items()) if "bounce" in reason}
     problems = [
         {"email": row.email, "date": row.edition_date.isoformat(), "state": str(row.state), "reply": row.reply, "attempts": row.attempts}
         for row in problems_rows
@@ -324,7 +330,8 @@ def status(
                for (owner, when, expired), n in sorted(claims.items())]
     if as_json:
         print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
-                          "problems": problems, "sending": held_by, "next_runs": next_runs}, indent=2))
+                          "problems": problems, "sending": held_by, "next_runs": next_runs, "suppressed": len(suppressed),
+                          "bounced": bounced}, indent=2))
         return
     table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
     for state, count in counts.items():
@@ -338,6 +345,10 @@ def status(
     if any(item["state"] != State.FAILED for item in problems):
         out.print("Send uncertain and review editions again with `newsletter send --resend-uncertain EMAIL...` (or --all), "
                   "once you know they did not arrive.")
+    out.print(f"{len(suppressed)} addresses suppressed, {len(bounced)} of them for bounces"
+              + (" (`newsletter subscribers list` shows why; `subscribers enable` takes one back)" if suppressed else ""))
+    for email, reason in list(bounced.items())[:20]:
+        out.print(cell(f"bounced: {email}: {reason}", WARNING_CHARS))
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]

@@ -14,6 +14,7 @@ from newsletter.store.ledger import HELD, LEDGER_STATES, SETTLED, EditionRecord,
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
     SCHEMA_VERSION,
+    bounces_table,
     deliveries_table,
     metadata,
     papers_table,
@@ -21,10 +22,11 @@ from newsletter.store.schema import (
     suppressions_table,
 )
 from newsletter.store.subscriber_files import SubscriberFilesMixin
-from newsletter.store.suppressions import SuppressionsMixin
+from newsletter.store.suppressions import BounceRecord, SuppressionsMixin
 from newsletter.store.vectors import VectorsMixin
 
 __all__ = [
+    "BounceRecord",
     "FEEDBACK_KINDS",
     "Feedback",
     "HELD",
@@ -39,6 +41,7 @@ __all__ = [
     "PaperSet",
     "Store",
     "_paper_row",
+    "bounces_table",
     "deliveries_table",
     "engine_url",
     "merge_papers",

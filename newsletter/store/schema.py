@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -107,6 +107,19 @@ subscriber_files_table = Table(
     Column("subscriber", Text, nullable=False),
 )
 
+# schema 5: every bounce read from a DSN, once per (report, address); soft-bounce streaks are counted from it
+bounces_table = Table(
+    "bounces",
+    metadata,
+    Column("report_id", String, primary_key=True),  # the DSN's Message-ID, or a hash of its bytes
+    Column("email", String, primary_key=True),
+    Column("kind", String, nullable=False),  # hard | soft
+    Column("reason", Text, nullable=False, default=""),
+    Column("edition_date", Date),  # the bounced edition, when its Message-ID is in the ledger
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_bounces_email", "email"),
+)
+
 
 # PostgreSQL only; SQLite keeps the version in PRAGMA user_version
 schema_version_table = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
@@ -163,6 +176,11 @@ def _upgrade_to_4(conn: Connection) -> None:
     subscriber_files_table.create(conn, checkfirst=True)
 
 
+def _upgrade_to_5(conn: Connection) -> None:
+    """Schema 5: the `bounces` table (newsletter/bounces.py)."""
+    bounces_table.create(conn, checkfirst=True)
+
+
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
-_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3, 4: _upgrade_to_4}
+_UPGRADES: dict[int, Callable[[Connection], None]] = {2: _upgrade_to_2, 3: _upgrade_to_3, 4: _upgrade_to_4, 5: _upgrade_to_5}
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
