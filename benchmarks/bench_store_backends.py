@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsletter.models import Paper  # noqa: E402
-from newsletter.store import Store, _paper_row, engine_url, papers_table  # noqa: E402
+from newsletter.store import EditionRecord, Store, _paper_row, engine_url, papers_table  # noqa: E402
 from tests.pg_server import create_database, postgres_server  # noqa: E402
 
 WORDS = "diffusion transformer language model agent reasoning video vision robot policy training data".split()
@@ -56,10 +56,10 @@ def run(name: str, url: str, count: int) -> dict[str, float]:
         assert store.count_papers() == count
         day = date(2026, 11, 25)
         emails = [f"r{n:05d}@example.org" for n in range(10_000)]
-        store.record_pending([(email, day, f"<{email}>", [], "S") for email in emails])
+        store.record_pending([EditionRecord(email, day, f"<{email}>", [], "S") for email in emails])
 
         def claim_all() -> None:
-            got = sum(len(store.claim(day, emails[n : n + 100], worker="w", lease_seconds=60)) for n in range(0, 10_000, 100))
+            got = sum(len(store.claim(day, emails[n : n + 100], owner="w", lease_seconds=60).emails) for n in range(0, 10_000, 100))
             assert got == 10_000
 
         figures["claim 10k in 100s"] = timed(claim_all)

@@ -1,7 +1,7 @@
 """The application layer: composition of the stages, with no command-line concerns.
 
 The CLI and the scheduler call these to open the store, ingest files, fetch the
-configured sources and build the scheduler service wired to a config.
+configured sources, read bounces and build the scheduler service wired to a config.
 """
 
 from __future__ import annotations
@@ -118,9 +118,18 @@ def fetch_sources(config: Config, store: Store):
     return stats
 
 
+def read_bounces(config: Config, store: Store):
+    """The `[bounces] poll` job: one pass over the bounce mailbox; JobStats sent = addresses suppressed."""
+    from newsletter.bounces import read_configured
+    from newsletter.scheduler import JobStats
+
+    run = read_configured(config, store)
+    return JobStats(sent=len(run.suppressed), skipped=len(run.hard) + len(run.soft) - len(run.suppressed))
+
+
 def make_service(config: Config, store: Store):
     """The scheduler service wired to this config: fetch, per-group sends, the ledger check."""
-    from newsletter.pipeline import is_done, run_edition
+    from newsletter.pipeline import Claim, is_done, new_owner, run_edition
     from newsletter.scheduler import JobStats, ScheduleSettings, Service
 
     schedule = config.model.schedule
@@ -147,7 +156,10 @@ def make_service(config: Config, store: Store):
 
             queued = enqueue(config, store, members(group), day=day)
             return JobStats(skipped=queued.summary.already_sent)
-        summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty)
+        summary = run_edition(config, store, members(group), day=day, skip_empty=schedule.skip_empty,
+                              claim=Claim(new_owner("run"), config.delivery.lease_seconds))
+        if summary.stopped:
+            logging.getLogger("newsletter.scheduler").error("%s %s: sending stopped: %s", group.job_id, day, summary.stopped)
         skipped = [email for email in summary.empty if email not in set(summary.notes)]  # a note was sent to the others
         log_empty(members(group), skipped, day)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(skipped) + summary.already_sent)
@@ -172,15 +184,29 @@ def make_service(config: Config, store: Store):
         reload_interval=timedelta(minutes=schedule.reload_minutes),
         fetch_at_start=True,
     )
+    cron_jobs = {}
+    bounces = config.model.bounces
+    if bounces is not None and bounces.poll:
+        cron_jobs["bounces"] = (bounces.poll, lambda: read_bounces(config, store))
     return Service(
         settings,
+        cron_jobs=cron_jobs,
         load_subscribers=current_subscribers,
         send_group=send_group,
         is_group_done=lambda group, day: is_done(store, members(group), day),
         fetch=(lambda: fetch_sources(config, store)) if config.model.sources.fetch or config.model.sources.inputs else None,
         lock_path=config.lock_path,
+        cluster_lock=(lambda: _scheduler_lock(store)) if store._postgres else None,
     )
 
+
+SCHEDULER_LOCK = 0x6E6C7363  # pg advisory lock key: one `newsletter run` per PostgreSQL store
+
+
+def _scheduler_lock(store: Store):
+    """Hold the store's scheduler advisory lock; its release, or None when another host's `run` has it."""
+    conn = store.try_cluster_lock(SCHEDULER_LOCK)
+    return conn.close if conn is not None else None
 
 
 def subscriber_file_name(email: str) -> str:

@@ -236,6 +236,35 @@ class ScheduleSection(_Section):
         return value or None
 
 
+class BouncesSection(_Section):
+    """Where delivery status notifications arrive (see the README, "Bounces"), and when to suppress."""
+
+    source: Literal["imap", "maildir", "mbox"] = "imap"
+    path: Path | None = None  # the Maildir folder or mbox file
+    host: str = "localhost"
+    port: int | None = None  # default: 993 with ssl, else 143
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+    username: str | None = None
+    password_env: str | None = None  # the NAME of the variable holding the IMAP password
+    folder: str = "INBOX"
+    timeout: float = Field(default=30.0, gt=0)
+    soft_limit: int = Field(default=3, ge=1)  # soft-bounced editions in a row before an address is suppressed
+    poll: str | None = None  # crontab (UTC) for `newsletter run` to read bounces; unset: only `newsletter bounces`
+
+    @field_validator("poll")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        return ScheduleSection._crontab(value)
+
+    @model_validator(mode="after")
+    def _where(self) -> BouncesSection:
+        if self.source != "imap" and self.path is None:
+            raise ValueError(f"source = {self.source!r} needs path (the {'Maildir folder' if self.source == 'maildir' else 'mbox file'})")
+        if self.port is None:
+            self.port = 993 if self.security == "ssl" else 143
+        return self
+
+
 class DeliverySection(BaseModel):
     """`backend` names the backend; `[delivery.<name>]` tables hold each backend's options."""
 
@@ -244,6 +273,8 @@ class DeliverySection(BaseModel):
     backend: str = "file"
     chunk_size: int = Field(default=200, ge=1)
     executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
+    # how long a run's claim on its editions holds without its heartbeat (renewed every quarter of it)
+    lease_seconds: float = Field(default=60.0, ge=1)
     processes: int | None = Field(default=1, ge=1)  # local send: worker processes (None: one per core)
 
     @property
@@ -255,9 +286,9 @@ class CelerySection(_Section):
     """Scaling out with Celery workers (see the README, "Scaling out"); NEWSLETTER_BROKER_URL overrides broker_url."""
 
     broker_url: str = "redis://127.0.0.1:6379/0"
-    shard_size: int = Field(default=1000, ge=1)
-    lease_seconds: float = Field(default=600.0, gt=0)
-    visibility_timeout: float = Field(default=3600.0, gt=0)
+    shard_size: int | None = Field(default=None, ge=1)  # None: from the number of editions (see workers.shard_size)
+    lease_seconds: float = Field(default=60.0, gt=0)  # renewed by each worker's heartbeat while it sends
+    visibility_timeout: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _visibility_outlasts_lease(self) -> CelerySection:
@@ -281,6 +312,7 @@ class ConfigModel(_Section):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     celery: CelerySection = Field(default_factory=CelerySection)
     dkim: DkimSection | None = None
+    bounces: BouncesSection | None = None
 
     @model_validator(mode="after")
     def _dkim_aligned(self) -> ConfigModel:
@@ -547,7 +579,7 @@ def load_subscribers(
             library = subscriber.library.expanduser()
             library = library if library.is_absolute() else path.parent / library
             if not library.is_file():
-                result.problems.append(f"{shown}: library: file not found: {display_path(library)}")
+                result.problems.append(f"{display_path(path)}: library: file not found: {display_path(library)}")
                 continue
             subscriber = subscriber.model_copy(update={"library": library.resolve()})
         if subscriber.email in first_file_of:

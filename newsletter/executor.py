@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from newsletter.config import Config
 from newsletter.delivery import create_backend
 from newsletter.models import Subscriber
-from newsletter.pipeline import Claim, ProgressCallback, RunSummary, run_edition
+from newsletter.pipeline import Claim, ProgressCallback, RunSummary, new_owner, run_edition
 from newsletter.store import Store
 
 POLL_SECONDS = 0.2
@@ -138,7 +138,7 @@ def _work(
     """In a worker process: send this share with its own store, backend and claims, reporting as it goes."""
     try:
         _die_with_parent(parent)
-        claim = Claim(worker=f"send@{os.uname().nodename}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
+        claim = Claim(new_owner("send"), config.delivery.lease_seconds)
         backend = create_backend(
             config.delivery.backend, backend_options_for(config, processes), base_dir=config.base_dir
         )

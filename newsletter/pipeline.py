@@ -1,37 +1,49 @@
-"""One edition run: due subscribers -> select -> render -> ledger -> send.
+"""One edition run: due subscribers -> select -> render -> claim -> send -> record.
 
-The run is idempotent and resumable. Each (subscriber, edition date) is written
-to the ledger as `pending` before a backend sees it, `sending` while the backend
-has it, and `sent` or `failed` after, so a second run sends only what is left
-and a crash leaves `sending` as the only uncertain state. Subscribers are
-streamed in chunks (select, render, send), so memory stays flat however many
-there are.
+Every sender (`send`, `run`'s jobs, Celery workers) goes through the same path:
+a chunk's editions are built, then claimed in the ledger under this run's owner
+and lease (new rows are inserted already claimed), and only what was claimed is
+handed to the backend. Each outcome is recorded as the backend reports it
+(newsletter/recorder.py), and a heartbeat renews the lease while the run lives,
+so two runs at once split the work instead of doubling it, and a run that dies
+leaves only its in-flight messages in doubt. The ledger's rules are in
+newsletter/store/ledger.py. Subscribers are streamed in chunks, so memory stays
+flat however many there are.
 
-With a `Claim` (Celery workers, see newsletter/workers.py) a chunk is claimed in
-the ledger just before it is sent: only `pending` rows, or `sending` rows whose
-lease ran out, are taken, so two workers never send the same edition and the
-editions of a worker that died are taken over once its lease expires.
+One subscriber's broken edition (a selection, rendering or message error) is
+recorded `failed` with the reason and the run goes on.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
+from newsletter.budget import fit
 from newsletter.config import INSECURE_DEV_KEY, Config
-from newsletter.delivery import Backend, OutgoingMessage, create_backend
+from newsletter.delivery import Backend, DeliveryStopped, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
 from newsletter.feedback import feedback_url
 from newsletter.links import archive_url, view_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
+from newsletter.recorder import Heartbeat, Recorder
 from newsletter.relevance import Relevance
 from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
+from newsletter.store.ledger import HELD, SETTLED, EditionRecord, Outcome, State, not_due
 from newsletter.summaries import Summariser
 from newsletter.unsubscribe import unsubscribe_url
+
+log = logging.getLogger(__name__)
 
 
 TEMPLATE_RECHECK_SECONDS = 2.0  # a send run looks at template files about once per chunk, not per edition
@@ -151,27 +163,36 @@ class EditionBuilder:
         ]
 
     def build(
-        self, subscriber: Subscriber, day: date, picks: list[Pick], *, note: EmptyNote | None = None,
-        make_summaries: bool = True,
+        self, subscriber: Subscriber, day: date, picks: list[Pick], message_id: str | None = None, *,
+        note: EmptyNote | None = None, make_summaries: bool = True,
     ) -> tuple[Edition, bytes]:
         """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
 
+        The edition's `picks` are those that fit the size budget (the ones to record as sent).
+
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
-        With `make_summaries` False (the web pages) only stored TL;DRs are used, never the endpoint.
+        A resend passes the recorded Message-ID. With `make_summaries` False (the web pages) only
+        stored TL;DRs are used, never the endpoint.
         """
         newsletter = self.config.newsletter
         base = newsletter.base_url
         link = unsubscribe_url(base, subscriber.email, self.key)
         summaries = self.summariser.summaries([pick.paper for pick in picks], make=make_summaries) if picks else {}
-        votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
-                 for pick in picks]
-        rendered: RenderedEdition = self.renderer.render(
-            subscriber, day, picks, unsubscribe_url=link,
-            view_url=view_url(base, subscriber.email, day, self.key),
-            archive_url=archive_url(base, subscriber.email, self.key),
-            summaries=summaries, note=note, feedback_links=votes,
-        )
-        message_id = make_message_id(subscriber.email, day, self.config.newsletter.domain)
+        web = {"view_url": view_url(base, subscriber.email, day, self.key),
+               "archive_url": archive_url(base, subscriber.email, self.key)}
+
+        def render(some: list[Pick], omitted: int) -> RenderedEdition:
+            votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
+                     for pick in some]
+            return self.renderer.render(
+                subscriber, day, some, unsubscribe_url=link, summaries=summaries, note=note, feedback_links=votes,
+                omitted=omitted, **web,
+            )
+
+        fitted = fit(render, picks, who=f"{subscriber.email} {day}")  # the HTML size budget (newsletter/budget.py)
+        rendered: RenderedEdition = fitted.edition
+        picks = fitted.picks
+        message_id = message_id or self.message_id(subscriber, day)
         data = build_message(
             sender=self.config.newsletter.sender,
             to_name=subscriber.name,
@@ -191,11 +212,14 @@ class EditionBuilder:
         edition = Edition(subscriber, day, picks, rendered.subject, rendered.html, rendered.text, message_id)
         return edition, data
 
+    def message_id(self, subscriber: Subscriber, day: date) -> str:
+        return make_message_id(subscriber.email, day, self.config.newsletter.domain)
+
     def edition(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
         """What `send` would deliver to this subscriber for `day` (recorded picks if any), or None."""
         entry = self.store.ledger_entries(day, [subscriber.email]).get(subscriber.email)
         picks = self.picks_from_ledger(entry) if entry else self.select(subscriber, day)
-        return self.build(subscriber, day, picks) if picks else None
+        return self.build(subscriber, day, picks, entry.message_id if entry else None) if picks else None
 
     def recorded(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
         """The edition the ledger recorded for this subscriber and date, rebuilt from its picks; None if there is none.
@@ -261,23 +285,62 @@ class RunSummary:
     suppressed: int = 0
     not_today: int = 0
     previously_failed: int = 0
-    uncertain: int = 0
-    held_for_review: int = 0
-    claimed_elsewhere: int = 0
+    uncertain: int = 0  # ended `uncertain` in this run (maybe delivered): released only on request
+    held: int = 0  # `uncertain` or `review` from before, left alone (`send --resend-uncertain`)
+    taken_over: int = 0  # claimed by a run that died (lease expired), sent again with the same Message-ID
+    claimed_elsewhere: int = 0  # held or settled by another live run meanwhile
     failures: list[tuple[str, str]] = field(default_factory=list)
+    uncertain_rows: list[tuple[str, str]] = field(default_factory=list)
     dates: set[date] = field(default_factory=set)
     processed: int = 0  # subscribers dealt with so far, for progress bars
+    stopped: str | None = None  # why the run stopped early (a failure no retry fixes); editions left pending
 
 
 ProgressCallback = Callable[[RunSummary], None]
 
 
+@functools.cache
+def _machine() -> str:
+    """This host's name and boot: a process id means the same process only under both."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "-"
+    return f"{socket.gethostname()}:{boot}"
+
+
+def new_owner(role: str) -> str:
+    """A name for one run's claims, unique per call: `role@host:boot/pid/random`."""
+    return f"{role}@{_machine()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+def owner_gone(owner: str | None) -> bool:
+    """Whether `owner` was a process on this machine, since boot, that no longer exists.
+
+    Its claims need not wait for their lease to run out (a rerun right after
+    kill -9 takes over at once). Owners on other machines are never judged here.
+    """
+    if not owner or "@" not in owner:
+        return False
+    machine, _, rest = owner.partition("@")[2].partition("/")
+    pid = rest.partition("/")[0]
+    if machine != _machine() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class Claim:
-    """Send only what `worker` claims in the ledger, holding each claim for `lease_seconds`."""
+    """Who claims the editions a run sends (`owner`), and for how long each claim holds without a heartbeat."""
 
-    worker: str
-    lease_seconds: float
+    owner: str
+    lease_seconds: float = 60.0
 
 
 def run_edition(
@@ -288,8 +351,8 @@ def run_edition(
     day: date | None = None,
     only: str | None = None,
     dry_run: bool = False,
-    resend_uncertain: bool = True,
     retry_failed: bool = False,
+    hold_expired: bool = False,
     skip_empty: bool = True,
     backend: Backend | None = None,
     on_progress: ProgressCallback | None = None,
@@ -299,23 +362,31 @@ def run_edition(
 
     A subscriber with no new picks gets no email, unless their `empty = "note"` (or,
     for those who do not say, `skip_empty` is False): then a short note saying why,
-    never two in a row.
+    never two in a row. Editions are claimed for
+    `claim` (default: a new owner for this call, `[delivery] lease_seconds`).
+    `hold_expired`: editions a dead run held become `uncertain` instead of being
+    sent again. When the backend raises `DeliveryStopped`, the run stops at once
+    (`summary.stopped` says why) and what was not attempted is left `pending`.
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
+    claim = claim or Claim(new_owner("send"), config.delivery.lease_seconds)
     owns_backend = backend is None and not dry_run
     if owns_backend:
         backend = create_backend(config.delivery.backend, config.delivery.backend_options, base_dir=config.base_dir)
         backend.open()
     try:
-        due = due_chunks(store, subscribers, summary, day=day, only=only, size=config.delivery.chunk_size)
-        for edition_day, chunk in due:
-            _send_chunk(
-                builder, store, chunk, edition_day, backend, summary,
-                dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed, claim=claim,
-            )
-            if on_progress:
-                on_progress(summary)
+        with Heartbeat(store, claim.owner, claim.lease_seconds) as heartbeat:
+            for edition_day, chunk in due_chunks(store, subscribers, summary, day=day, only=only, size=config.delivery.chunk_size):
+                heartbeat.days.add(edition_day)
+                _send_chunk(
+                    builder, store, chunk, edition_day, backend, summary, claim,
+                    dry_run=dry_run, retry_failed=retry_failed, hold_expired=hold_expired,
+                )
+                if on_progress:
+                    on_progress(summary)
+                if summary.stopped:
+                    break
     finally:
         builder.close()
         if owns_backend:
@@ -328,7 +399,7 @@ def due_chunks(
 ) -> Iterator[tuple[date, list[Subscriber]]]:
     """Stream the due subscribers as (edition date, chunk), never holding them all at once.
 
-    Counts the ones that are not due (inactive, unsubscribed, not a sending day) in `summary`.
+    Counts the ones that are not due (unsubscribed, not a sending day) in `summary`; inactive ones are not counted.
     """
     suppressed = store.suppressed()
     waiting: dict[date, list[Subscriber]] = {}
@@ -336,13 +407,11 @@ def due_chunks(
         if (only and subscriber.email != only.strip().lower()) or not subscriber.active:
             continue
         summary.subscribers += 1
-        if subscriber.email in suppressed:
-            summary.suppressed += 1
-            summary.processed += 1
-            continue
         edition_day = day or local_today(subscriber)
-        if not subscriber.sends_on(edition_day):
-            summary.not_today += 1
+        reason = not_due(subscriber, edition_day, suppressed)
+        if reason is not None:
+            summary.suppressed += reason == "unsubscribed"
+            summary.not_today += reason == "not a sending day"
             summary.processed += 1
             continue
         summary.dates.add(edition_day)
@@ -353,6 +422,13 @@ def due_chunks(
     yield from sorted(waiting.items())
 
 
+@dataclass
+class _Built:
+    subscriber: Subscriber
+    record: EditionRecord
+    message: OutgoingMessage
+
+
 def _send_chunk(
     builder: EditionBuilder,
     store: Store,
@@ -360,113 +436,183 @@ def _send_chunk(
     day: date,
     backend: Backend | None,
     summary: RunSummary,
+    claim: Claim,
     *,
     dry_run: bool,
-    resend_uncertain: bool,
     retry_failed: bool,
-    claim: Claim | None = None,
+    hold_expired: bool,
 ) -> None:
     summary.processed += len(chunk)
-    emails = [s.email for s in chunk]
-    entries = store.ledger_entries(day, emails)
-    sent_before = store.sent_paper_ids(emails, before=day)
-    new_editions, messages, held = [], [], []
-    fresh = builder.select_many([s for s in chunk if s.email not in entries], day, sent_before)
+    entries = store.ledger_entries(day, [s.email for s in chunk])
+    now = datetime.now(timezone.utc)
+    candidates = []
     for subscriber in chunk:
         entry = entries.get(subscriber.email)
         state = entry.state if entry else None
-        if state == "sent":
+        if state == State.SENT:
             summary.already_sent += 1
-            continue
-        if state == "review" or (state == "failed" and not retry_failed):
-            summary.previously_failed += state == "failed"
-            summary.held_for_review += state == "review"
-            continue
-        if state == "sending" and claim is None:
-            summary.uncertain += 1
-            if not resend_uncertain:
-                held.append((subscriber.email, "review", "uncertain: a run stopped while sending; check before resending"))
-                continue
-        if entry:
-            picks = builder.picks_from_ledger(entry)
+        elif state in HELD:
+            summary.held += 1
+        elif state == State.FAILED and not retry_failed:
+            summary.previously_failed += 1
+        elif entry is not None and entry.held_by_other(claim.owner, now) and not owner_gone(entry.claimed_by):
+            summary.claimed_elsewhere += 1
         else:
-            picks = fresh[subscriber.email]
-        note = None
-        if not picks:
-            summary.empty.append(subscriber.email)
-            if not builder.wants_note(subscriber, day, summary.skip_empty):
-                continue
-            summary.notes.append(subscriber.email)
-            note = builder.empty_note(subscriber, day, sent_before.get(subscriber.email, set()))
-        edition, data = builder.build(subscriber, day, picks, note=note)
-        summary.rendered += 1
-        if entry is None:
-            new_editions.append((subscriber.email, day, edition.message_id, picks, edition.subject))
-        messages.append(
-            OutgoingMessage(
-                message_id=edition.message_id,
-                sender=builder.sender_address,
-                recipient=subscriber.email,
-                data=data,
-            )
-        )
+            candidates.append(subscriber)
+    built, broken = _build_all(builder, store, candidates, entries, day, summary)
     if dry_run:
         return
-    store.mark(day, held)
-    store.record_pending(new_editions)
-    if messages and claim is not None:
-        fresh = {email: [pick.paper.id for pick in picks] for email, _, _, picks, _ in new_editions}
-        messages = _claim_messages(builder, store, chunk, day, messages, fresh, claim, summary)
-    if not messages:
+    if broken:
+        store.record_failed([record for record, _ in broken], [reason for _, reason in broken])
+    if not built:
         return
-    if claim is None:
-        store.mark(day, [(m.recipient, "sending", None) for m in messages])
-    results = backend.send_messages(messages)
-    outcomes = []
-    for message, result in zip(messages, results, strict=True):
-        outcomes.append((message.recipient, "sent" if result.ok else "failed", result.reply))
+    fresh = [item.record for email, item in built.items() if email not in entries]
+    dead = {e.claimed_by for e in entries.values() if e.held_by_other(claim.owner, now) and owner_gone(e.claimed_by)}
+    got = store.claim(
+        day, [email for email in built if email in entries], owner=claim.owner, lease_seconds=claim.lease_seconds,
+        fresh=fresh, retry_failed=retry_failed, hold_expired=hold_expired, dead_owners=dead,
+    )
+    summary.claimed_elsewhere += len(got.held_elsewhere) + len(got.settled)
+    summary.taken_over += len(got.taken_over)
+    summary.uncertain += len(got.expired_to_uncertain)
+    # another run recorded some of the editions first (then stopped): the ledger's edition is the one sent
+    claimed = set(got.emails)
+    recorded = store.ledger_entries(day, [r.email for r in fresh if r.email in claimed and r.email not in got.inserted])
+    messages = []
+    for email in got.emails:
+        item = built[email]
+        if email in recorded:
+            entry = recorded[email]
+            _, data = builder.build(item.subscriber, day, builder.picks_from_ledger(entry), entry.message_id)
+            item.message = OutgoingMessage(entry.message_id, item.message.sender, email, data)
+        messages.append(item.message)
+    if messages:
+        _deliver(store, backend, day, messages, claim, summary)
+
+
+def _build_all(
+    builder: EditionBuilder, store: Store, candidates: list[Subscriber], entries: dict[str, LedgerEntry], day: date,
+    summary: RunSummary,
+) -> tuple[dict[str, _Built], list[tuple[EditionRecord, str]]]:
+    """Select (or reuse the recorded picks), render and serialise each edition; one broken edition breaks only itself."""
+    new = [s for s in candidates if s.email not in entries]
+    sent_before = store.sent_paper_ids([s.email for s in new], before=day) if new else {}
+    try:
+        selected = builder.select_many(new, day, sent_before) if new else {}
+    except Exception:  # noqa: BLE001 - one at a time below, so a broken edition breaks only itself
+        selected = {}
+    sender = builder.sender_address
+    built: dict[str, _Built] = {}
+    broken: list[tuple[EditionRecord, str]] = []
+    for subscriber in candidates:
+        entry = entries.get(subscriber.email)
+        message_id = entry.message_id if entry else builder.message_id(subscriber, day)
+        picks: list[Pick] = []
+        try:
+            if entry:
+                picks = builder.picks_from_ledger(entry)
+            elif subscriber.email in selected:
+                picks = selected[subscriber.email]
+            else:
+                picks = builder.select(subscriber, day, sent_before.get(subscriber.email, set()))
+            note = None
+            if not picks:
+                summary.empty.append(subscriber.email)
+                if not builder.wants_note(subscriber, day, summary.skip_empty):
+                    continue
+                summary.notes.append(subscriber.email)
+                note = builder.empty_note(subscriber, day, sent_before.get(subscriber.email, set()))
+            edition, data = builder.build(subscriber, day, picks, message_id, note=note)
+        except Exception as error:  # noqa: BLE001 - one subscriber's edition must not stop everyone's
+            reason = f"edition not built: {type(error).__name__}: {error}"
+            log.warning("%s %s: %s", subscriber.email, day, reason)
+            broken.append((EditionRecord(subscriber.email, day, message_id, picks), reason))
+            summary.failed += 1
+            summary.failures.append((subscriber.email, reason))
+            continue
+        summary.rendered += 1
+        built[subscriber.email] = _Built(
+            subscriber,
+            EditionRecord(subscriber.email, day, message_id, edition.picks, edition.subject),  # the picks that fit
+            OutgoingMessage(message_id=message_id, sender=sender, recipient=subscriber.email, data=data),
+        )
+    return built, broken
+
+
+def _deliver(store: Store, backend: Backend, day: date, messages: list[OutgoingMessage], claim: Claim, summary: RunSummary) -> None:
+    """Hand the claimed messages to the backend, recording each outcome as it is reported."""
+    streams = backend.streams_results
+    # real mail: a sending thread goes on only once its last outcome is committed (at most one in doubt per connection)
+    recorder = Recorder(store, day, messages, wait=streams and backend.real_mail)
+    try:
+        returned = backend.send_messages(messages, recorder.on_result) if streams else backend.send_messages(messages)
+    except DeliveryStopped as error:
+        results = recorder.finish()
+        untried = [m.recipient for index, m in enumerate(messages) if index not in results]
+        store.release(day, claim.owner, untried)
+        _tally(messages, results, summary)
+        summary.stopped = f"{error} ({len(untried)} editions of this chunk not attempted, left pending)"
+        return
+    except Exception as error:
+        results = recorder.finish()
+        _unknown_outcome(store, day, messages, results, f"uncertain: the backend failed: {type(error).__name__}: {error}")
+        _tally(messages, results, summary)
+        raise
+    results = recorder.finish(returned)
+    _unknown_outcome(store, day, messages, results, "uncertain: the backend gave no result for this message")
+    _tally(messages, results, summary)
+
+
+def _unknown_outcome(store: Store, day: date, messages: list[OutgoingMessage], results: dict, reason: str) -> None:
+    """Messages a backend may have sent without saying so: `uncertain`, never sent again on their own."""
+    missing = [Outcome(m.recipient, State.UNCERTAIN, reason) for index, m in enumerate(messages) if index not in results]
+    store.record_outcomes(day, missing)
+
+
+def _tally(messages: list[OutgoingMessage], results: dict, summary: RunSummary) -> None:
+    for index, result in sorted(results.items()):
+        recipient = messages[index].recipient
         if result.ok:
             summary.sent += 1
+        elif result.uncertain:
+            summary.uncertain += 1
+            summary.uncertain_rows.append((recipient, result.reply))
         else:
             summary.failed += 1
-            summary.failures.append((message.recipient, result.reply))
-    store.mark(day, outcomes, count_attempt=True)
+            summary.failures.append((recipient, result.reply))
 
 
-def _claim_messages(
-    builder: EditionBuilder,
-    store: Store,
-    chunk: list[Subscriber],
-    day: date,
-    messages: list[OutgoingMessage],
-    fresh: dict[str, list[str]],
-    claim: Claim,
-    summary: RunSummary,
-) -> list[OutgoingMessage]:
-    """The messages whose ledger rows this worker claimed, each carrying the edition the ledger recorded."""
-    got = set(store.claim(day, [m.recipient for m in messages], worker=claim.worker, lease_seconds=claim.lease_seconds))
-    summary.claimed_elsewhere += len(messages) - len(got)
-    claimed = [m for m in messages if m.recipient in got]
-    # a worker running the same shard at the same time may have recorded its picks first: the ledger wins
-    recorded = store.ledger_entries(day, [m.recipient for m in claimed if m.recipient in fresh])
-    by_email = {s.email: s for s in chunk}
-    for index, message in enumerate(claimed):
-        entry = recorded.get(message.recipient)
-        if entry is not None and entry.paper_ids != fresh[message.recipient]:
-            _, data = builder.build(by_email[message.recipient], day, builder.picks_from_ledger(entry))
-            claimed[index] = replace(message, data=data)
-    return claimed
+def resend_held(
+    config: Config, store: Store, subscribers: Iterable[Subscriber], emails: list[str] | None, *, day: date | None = None,
+    backend: Backend | None = None,
+) -> tuple[list[LedgerEntry], RunSummary]:
+    """Release `uncertain`/`review` editions (of `emails`, or all) and send them, each with its recorded Message-ID."""
+    released = store.release_held(emails, edition_date=day)
+    people = {s.email: s for s in subscribers}
+    total = RunSummary()
+    for edition_day in sorted({row.edition_date for row in released}):
+        due = [people[row.email] for row in released if row.edition_date == edition_day and row.email in people]
+        summary = run_edition(config, store, due, day=edition_day, backend=backend, skip_empty=False)
+        for name in ("subscribers", "sent", "failed", "rendered", "already_sent", "suppressed", "not_today", "uncertain",
+                     "claimed_elsewhere", "taken_over"):
+            setattr(total, name, getattr(total, name) + getattr(summary, name))
+        total.failures += summary.failures
+        total.uncertain_rows += summary.uncertain_rows
+        total.dates |= summary.dates
+        total.stopped = total.stopped or summary.stopped
+        if summary.stopped:
+            break
+    return released, total
 
 
 def due_emails(store: Store, subscribers: list[Subscriber], day: date) -> list[str]:
-    """The subscribers due on `day`: active, not unsubscribed, and `day` is one of their sending days."""
+    """The subscribers due on `day` (see ledger.not_due)."""
     suppressed = store.suppressed()
-    return [s.email for s in subscribers if s.active and s.email not in suppressed and s.sends_on(day)]
+    return [s.email for s in subscribers if not_due(s, day, suppressed) is None]
 
 
 def is_done(store: Store, subscribers: list[Subscriber], day: date) -> bool:
-    """Whether every active, unsuppressed subscriber due on `day` has a settled ledger row."""
+    """Whether every subscriber due on `day` has a settled ledger row."""
     emails = due_emails(store, subscribers, day)
     entries = store.ledger_entries(day, emails)
-    return all(email in entries and entries[email].state in ("sent", "failed", "review") for email in emails)
-
+    return all(email in entries and entries[email].state in SETTLED for email in emails)

@@ -331,17 +331,20 @@ class Renderer:
         summaries: dict[str, str] | None = None,
         note: EmptyNote | None = None,
         feedback_links: list[tuple[str, str]] | None = None,
+        omitted: int = 0,
     ) -> RenderedEdition:
         """Render one edition; raises `TemplateError` for a missing or broken template.
 
         `summaries` maps paper ids to stored TL;DRs; `note` makes the short email of a day with no papers;
-        `feedback_links` holds each pick's ("more like this", "fewer like this") URLs.
+        `feedback_links` holds each pick's ("more like this", "fewer like this") URLs;
+        `omitted` is how many picks the size budget left out (newsletter/budget.py).
         """
         name = subscriber.template
         html_template, text_template = self._template(name)
         context = self.context(
             subscriber, day, picks, unsubscribe_url, profile_url,
             view_url=view_url, archive_url=archive_url, summaries=summaries, note=note, feedback_links=feedback_links,
+            omitted=omitted,
         )
         try:
             html = html_template.render(context)
@@ -374,6 +377,7 @@ class Renderer:
         summaries: dict[str, str] | None = None,
         note: EmptyNote | None = None,
         feedback_links: list[tuple[str, str]] | None = None,
+        omitted: int = 0,
     ) -> dict:
         """The values the templates see for one edition (every one is listed in docs/templates.md)."""
         settings = self.settings
@@ -415,6 +419,8 @@ class Renderer:
             intro = "there is nothing to send you " + period + "."
         first_name = shown(subscriber.first_name, NAME_CHARS)
         summaries = summaries or {}
+        if omitted:  # the size budget's note; the "View in browser" page has the same picks
+            intro += f" {omitted} more {'paper' if omitted == 1 else 'papers'} did not fit in this email."
         return {
             "lang": settings.language,
             "subject": shown(" ".join(subject.split()), SUBJECT_CHARS),
@@ -435,6 +441,7 @@ class Renderer:
             "note": list(note.reasons) if note else [],
             "preheader": preheader([shown(pick.paper.title, PREHEADER_CHARS) for pick in picks[:3]]) if picks else (
                 " ".join(note.reasons) if note else headline),
+            "omitted": omitted,
             "items": [
                 Item.of(number, pick, summaries.get(pick.paper.id), feedback_links[number - 1] if feedback_links else ("", ""))
                 for number, pick in enumerate(picks, 1)
@@ -479,8 +486,8 @@ class Renderer:
 
         layout = read(f"{name}.mjml")
         try:
-            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around (see mjml_source)
-            compiled = mjml_source.preview_contrast(
+            source = mjml_source.prepare(layout, read)  # MRML's width bugs worked around; see mjml_source
+            compiled = mjml_source.finish(
                 mjml.mjml2html(source, include_loader=read, disable_comments=True, fonts={})
             )
         except TemplateError:

@@ -21,6 +21,7 @@ callables it is given (`send_group`, `is_group_done`, `fetch`, `load_subscribers
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -211,17 +212,23 @@ class Service:
         is_group_done: Callable[[SendGroup, date], bool],
         fetch: Callable[[], JobStats] | None,
         lock_path: Path,
+        cluster_lock: Callable[[], Callable[[], None] | None] | None = None,
         scheduler: BaseScheduler | None = None,
         now: Callable[[], datetime] | None = None,
+        cron_jobs: dict[str, tuple[str, Callable[[], JobStats]]] | None = None,
     ):
         self.settings = settings
         self.lock_path = Path(lock_path)
+        # takes a lock shared by every host (PostgreSQL advisory lock): returns its release, or None when taken
+        self._cluster_lock = cluster_lock
+        self._cluster_release: Callable[[], None] | None = None
         self.scheduler = scheduler if scheduler is not None else BlockingScheduler(timezone=UTC)
         self.shutdown_clean = True
         self._load_subscribers = load_subscribers
         self._send_group = send_group
         self._is_group_done = is_group_done
         self._fetch = fetch
+        self._cron_jobs = dict(cron_jobs or {})  # name -> (crontab in UTC, job), e.g. reading bounces
         self._now = now or (lambda: datetime.now(UTC))
         self._lock_file = None
         self._stopping = threading.Event()
@@ -248,6 +255,8 @@ class Service:
             if self._fetch is not None and self.settings.fetch_cron:
                 fetch_trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone=UTC)
                 self._add_job(self._run_fetch, fetch_trigger, "fetch")
+            for name, (cron, job) in self._cron_jobs.items():
+                self._add_job(functools.partial(self._run_cron_job, name, job), CronTrigger.from_crontab(cron, timezone=UTC), name)
             reload_trigger = IntervalTrigger(seconds=self.settings.reload_interval.total_seconds(), timezone=UTC)
             self._add_job(self._reload, reload_trigger, "reload")
             self._reconcile(group_subscribers(self._load_subscribers()))
@@ -310,6 +319,9 @@ class Service:
             rows.append(
                 {"job": "fetch", "cron": self.settings.fetch_cron, "next_run_utc": fire.astimezone(UTC).isoformat()}
             )
+        for name, (cron, _) in self._cron_jobs.items():
+            fire = CronTrigger.from_crontab(cron, timezone=UTC).get_next_fire_time(None, now + timedelta(microseconds=1))
+            rows.append({"job": name, "cron": cron, "next_run_utc": fire.astimezone(UTC).isoformat()})
         return rows
 
     # --- jobs ------------------------------------------------------------------
@@ -368,6 +380,18 @@ class Service:
                 "fetch: sent %d, failed %d, skipped %d (%.1f s)",
                 stats.sent, stats.failed, stats.skipped, clock.monotonic() - started,
             )
+            return stats
+
+    def _run_cron_job(self, name: str, job: Callable[[], JobStats]) -> JobStats | None:
+        """One run of a `cron_jobs` job, logged like the fetch; a failure is logged, never raised."""
+        with self._tracking(name) as started:
+            try:
+                stats = job()
+            except Exception:
+                log.exception("%s: failed after %.1f s", name, clock.monotonic() - started)
+                return None
+            log.info("%s: sent %d, failed %d, skipped %d (%.1f s)", name, stats.sent, stats.failed, stats.skipped,
+                     clock.monotonic() - started)
             return stats
 
     def _reload(self) -> None:
@@ -464,10 +488,22 @@ class Service:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock_file = handle
+        if self._cluster_lock is not None:
+            release = self._cluster_lock()
+            if release is None:
+                self._release_lock()
+                raise AlreadyRunning(
+                    "another `newsletter run` (on this or another host) holds the scheduler lock of this store; "
+                    "run one scheduler per store"
+                )
+            self._cluster_release = release
 
     def _release_lock(self) -> None:
         with self._state_lock:
             handle, self._lock_file = self._lock_file, None
+            release, self._cluster_release = self._cluster_release, None
+        if release is not None:
+            release()
         if handle is not None:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -2,7 +2,7 @@
 
 `newsletter send --workers celery` (or `newsletter run` with `[delivery] executor
 = "celery"`) decides who is due and enqueues one `send_shard` task per
-`[celery] shard_size` subscribers; `newsletter worker` processes run them. A
+`shard_size` subscribers; `newsletter worker` processes run them. A
 worker sends a shard chunk by chunk through the ordinary pipeline, claiming each
 chunk's ledger rows first (`Store.claim`), so two workers never send the same
 edition and a dead worker's editions are taken over once their lease runs out.
@@ -20,13 +20,15 @@ Delivery settings, chosen deliberately (the README's "Scaling out" explains them
   starts a shard the first still runs; the claims keep that from sending
   anything twice, but it doubles the work. It is also how long a shard waits
   when its whole worker machine dies.
-- `lease_seconds`: how long a claimed chunk is held. It must exceed the longest
-  chunk's send time; after it, another worker may send those editions again.
+- `lease_seconds`: how long a claim holds without its worker's heartbeat (which
+  renews it every quarter of it while the worker lives); after it, another
+  worker takes the editions over.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -39,11 +41,10 @@ from newsletter.config import Config, load_config, load_subscribers
 from newsletter.models import Subscriber
 from newsletter.pipeline import Claim, RunSummary, due_chunks, due_emails, run_edition
 from newsletter.render import template_names
-from newsletter.store import Store
+from newsletter.store import SETTLED, State, Store
 
 BROKER_ENV = "NEWSLETTER_BROKER_URL"
 QUEUE = "newsletter"
-SETTLED = ("sent", "failed", "review")
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,20 @@ class Enqueued:
     summary: RunSummary
 
 
+def shard_size(config: Config, editions: int) -> int:
+    """`[celery] shard_size`, or else about 32 shards of 25 to 1,000 editions: enough for every pool process of a
+    few workers to have one, and small enough that a redelivered shard is little work."""
+    return config.model.celery.shard_size or max(25, min(1000, math.ceil(editions / 32)))
+
+
 def enqueue(config: Config, store: Store, subscribers: list[Subscriber], *, day: date | None = None, only: str | None = None) -> Enqueued:
-    """Queue a `send_shard` task per `[celery] shard_size` due subscribers (those whose edition is settled left out)."""
+    """Queue a `send_shard` task per `shard_size` due subscribers (those whose edition is settled left out)."""
     summary = RunSummary()
     configure(config)
     shards = editions = 0
+    size = shard_size(config, len(subscribers))
     with app.producer_or_acquire() as producer:
-        for edition_day, chunk in due_chunks(store, subscribers, summary, day=day, only=only, size=config.model.celery.shard_size):
+        for edition_day, chunk in due_chunks(store, subscribers, summary, day=day, only=only, size=size):
             emails = [s.email for s in chunk]
             settled = {email for email, entry in store.ledger_entries(edition_day, emails).items() if entry.state in SETTLED}
             summary.already_sent += len(settled)
@@ -135,22 +143,28 @@ def _current_subscribers(config: Config) -> list[Subscriber]:
     return cached[1]
 
 
-@app.task(name="newsletter.send_shard", bind=True, max_retries=5)
+@app.task(name="newsletter.send_shard", bind=True, max_retries=20)
 def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> dict[str, int]:
     """Send the editions of `emails` for `edition_date` that this worker claims; returns the counts."""
     config = load_config(config_path)
     wanted = set(emails)
     subscribers = [s for s in _current_subscribers(config) if s.email in wanted]
-    claim = Claim(worker=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
+    claim = Claim(owner=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
     day = date.fromisoformat(edition_date)
     store = _store(config)
     try:
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
         due = due_emails(store, subscribers, day)
-        held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in ("pending", "sending")]
+        held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in (State.PENDING, State.SENDING)]
     except OperationalError as error:
-        # the database is away: try again once the chunk claimed so far may be re-claimed
-        raise self.retry(exc=error, countdown=claim.lease_seconds)
+        # the database is away: try again in 1, 2, 4 … 30 s (what was sent is recorded by the recorder's own retries)
+        delay = min(30.0, 2.0 ** self.request.retries)
+        log.warning("%s: database unreachable (%s); retrying the shard in %g s", edition_date, error.orig, delay)
+        raise self.retry(exc=error, countdown=delay)
+    if summary.stopped:
+        # nothing else can get through (e.g. authentication refused): the rest stays pending, for an operator
+        log.error("%s: sending stopped: %s", edition_date, summary.stopped)
+        held = []
     if held:
         # claimed by another worker, which may have died (this shard may be its, redelivered):
         # look again when their lease has run out; by then they are sent, or ours to take

@@ -264,6 +264,10 @@ def one_line_failure(result, code: int, expected: str) -> None:
 def test_common_mistakes_get_one_line(example_dir: Path, tmp_path: Path):
     one_line_failure(run_cli("send", "--only", "nobody@example.org", cwd=example_dir), 2,
                      "nobody@example.org: no such subscriber in examples/subscribers")
+    grace = example_dir / "examples" / "subscribers" / "grace.toml"
+    grace.write_text(grace.read_text() + "active = false\n")
+    one_line_failure(run_cli("send", "--only", "grace@example.org", cwd=example_dir), 2,
+                     "grace@example.org: not active (active = false in examples/subscribers/grace.toml)")
     one_line_failure(run_cli("subscribers", "disable", "notanemail", cwd=example_dir), 2, "'notanemail': not an email address")
     one_line_failure(run_cli("subscribers", "enable", "not an email", cwd=example_dir), 2, "not an email address")
     keyword = example_dir / "examples" / "subscribers" / "ada.toml"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.models import Paper, Pick
-from newsletter.store import SCHEMA_VERSION, Store, engine_url
+from newsletter.store import SCHEMA_VERSION, EditionRecord, Outcome, State, Store, engine_url
 from tests.pg_server import pg_server, pg_url  # noqa: F401 (fixtures)
 
 
@@ -99,7 +99,7 @@ def test_arxiv_id_revealed_later_merges_the_title_only_record(store: Store):
     store.add_papers([Paper.create("Compact 3D Scene Representation", upvotes=3, sources=["hf-page"])])
     title_only_id = store.papers()[0].id
     assert title_only_id.startswith("t:")
-    store.record_pending([("a@example.org", date(2026, 1, 1), "<m@x>", [Pick(store.papers()[0], 1.0)], "s")])
+    store.record_pending([EditionRecord("a@example.org", date(2026, 1, 1), "<m@x>", [Pick(store.papers()[0], 1.0)], "s")])
     stats = store.add_papers([Paper.create("Compact 3D scene representation!", arxiv_id="2312.13299v2", sources=["arxiv"])])
     assert stats.new == 0
     [paper] = store.papers()
@@ -141,20 +141,21 @@ def test_first_and_last_seen(store: Store):
 def test_ledger_moves_through_states_and_remembers_papers(store: Store):
     paper = Paper.create("P", arxiv_id="2401.00001")
     day = date(2026, 11, 25)
-    store.record_pending([("a@example.org", day, "<id@x>", [Pick(paper, 2.5, ["trending #1"])], "Subject")])
-    store.record_pending([("a@example.org", day, "<other@x>", [], "Again")])  # existing row is kept
+    store.record_pending([EditionRecord("a@example.org", day, "<id@x>", [Pick(paper, 2.5, ["trending #1"])], "Subject")])
+    store.record_pending([EditionRecord("a@example.org", day, "<other@x>", [], "Again")])  # existing row is kept
     [entry] = store.ledger_entries(day).values()
     assert (entry.state, entry.message_id, entry.paper_ids, entry.picks[0]["reasons"]) == (
         "pending", "<id@x>", ["2401.00001"], ["trending #1"])
-    store.mark(day, [("a@example.org", "sending", None)])
-    store.mark(day, [("a@example.org", "sent", "250 OK")], count_attempt=True)
+    assert store.claim(day, ["a@example.org"], owner="me", lease_seconds=60).emails == ["a@example.org"]
+    store.record_outcomes(day, [Outcome("a@example.org", State.SENT, "250 OK")])
+    store.record_outcomes(day, [Outcome("a@example.org", State.FAILED, "late report")])  # sent stays sent
     entry = store.ledger_entries(day)["a@example.org"]
-    assert (entry.state, entry.reply, entry.attempts) == ("sent", "250 OK", 1)
+    assert (entry.state, entry.reply, entry.attempts, entry.claimed_by, entry.lease_until) == ("sent", "250 OK", 1, "me", None)
     assert store.ledger_counts(day)["sent"] == 1
     assert store.sent_paper_ids(["a@example.org"], before=day) == {}
     assert store.sent_paper_ids(["a@example.org"], before=date(2026, 11, 26)) == {"a@example.org": {"2401.00001"}}
     with pytest.raises(ValueError):
-        store.mark(day, [("a@example.org", "lost", None)])
+        store.record_outcomes(day, [Outcome("a@example.org", "lost")])
 
 
 def test_suppression_list(store: Store):
@@ -209,7 +210,7 @@ def test_a_version_1_sqlite_file_upgrades_in_place(tmp_path: Path):
         assert {e.email: (e.state, e.claimed_by, e.lease_until) for e in entries.values()} == {
             "a@example.org": ("pending", None, None), "b@example.org": ("sent", None, None)}
         assert entries["a@example.org"].updated_at == datetime(2026, 11, 25, 6, tzinfo=timezone.utc)
-        assert store.claim(date(2026, 11, 25), ["a@example.org", "b@example.org"], worker="w", lease_seconds=60) == [
+        assert store.claim(date(2026, 11, 25), ["a@example.org", "b@example.org"], owner="w", lease_seconds=60).emails == [
             "a@example.org"]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -219,13 +220,13 @@ def test_a_version_1_sqlite_file_upgrades_in_place(tmp_path: Path):
 def test_a_version_1_store_upgrades_in_place(store_url: str):
     day = date(2026, 11, 25)
     with Store(store_url) as store:
-        store.record_pending([("a@example.org", day, "<m@x>", [], "S")])
+        store.record_pending([EditionRecord("a@example.org", day, "<m@x>", [], "S")])
     # back to version 1: the deliveries table as it was before the claim columns
     version = "PRAGMA user_version=1" if store_url.startswith("sqlite") else "UPDATE schema_version SET version = 1"
     _sql(store_url, "ALTER TABLE deliveries DROP COLUMN claimed_by", "ALTER TABLE deliveries DROP COLUMN lease_until", version)
     with Store(store_url) as store:
         assert store.schema_version() == SCHEMA_VERSION
-        assert store.claim(day, ["a@example.org"], worker="w", lease_seconds=60) == ["a@example.org"]
+        assert store.claim(day, ["a@example.org"], owner="w", lease_seconds=60).emails == ["a@example.org"]
         assert store.ledger_entries(day)["a@example.org"].message_id == "<m@x>"
 
 
@@ -241,7 +242,7 @@ def test_times_come_back_as_aware_utc_and_dates_as_dates(store: Store):
     assert naive.first_seen == datetime(2026, 1, 1, 1, 30, tzinfo=timezone.utc)
     # undated papers are dated by the UTC day they were first seen
     assert [p.title for p in store.papers(since=date(2026, 1, 1))] == ["Naive"]
-    store.record_pending([("a@example.org", date(2026, 1, 1), "<m@x>", [], "S")])
+    store.record_pending([EditionRecord("a@example.org", date(2026, 1, 1), "<m@x>", [], "S")])
     updated = store.ledger_entries(date(2026, 1, 1))["a@example.org"].updated_at
     assert updated.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - updated) < timedelta(minutes=1)
 
@@ -260,54 +261,55 @@ def test_text_round_trips_lists_are_json_and_nul_characters_are_dropped(store: S
 def test_ordering_is_byte_wise_on_both(store: Store):
     day = date(2026, 1, 1)
     emails = ["b@example.org", "B@example.org", "a@example.org", "_@example.org"]
-    store.record_pending([(email, day, f"<{n}@x>", [], "S") for n, email in enumerate(emails)])
+    store.record_pending([EditionRecord(email, day, f"<{n}@x>", [], "S") for n, email in enumerate(emails)])
     assert [e.email for e in store.ledger_rows(edition_date=day)] == sorted(emails)
 
 
 def test_long_id_lists_stay_within_parameter_limits(store: Store):
     day = date(2026, 1, 1)
     store.add_papers([Paper.create(f"P{n}", arxiv_id=f"2501.{n:05d}") for n in range(3)])
-    store.record_pending([("a@example.org", day, "<m@x>", [], "S")])
+    store.record_pending([EditionRecord("a@example.org", day, "<m@x>", [], "S")])
     many = [f"x{n}@example.org" for n in range(70_000)] + ["a@example.org"]
     assert set(store.get_papers([f"2501.{n:05d}" for n in range(70_000)])) == {"2501.00000", "2501.00001", "2501.00002"}
     assert list(store.ledger_entries(day, many)) == ["a@example.org"]
     assert store.sent_paper_ids(many) == {}
-    assert store.claim(day, many, worker="w", lease_seconds=60) == ["a@example.org"]
+    assert store.claim(day, many, owner="w", lease_seconds=60).emails == ["a@example.org"]
 
 
 def _pending(store: Store, day: date, emails: list[str]) -> None:
-    store.record_pending([(email, day, f"<{email}>", [], "S") for email in emails])
+    store.record_pending([EditionRecord(email, day, f"<{email}>", [], "S") for email in emails])
 
 
 def test_claim_takes_pending_rows_once(store: Store):
     day, other_day = date(2026, 11, 25), date(2026, 11, 26)
     _pending(store, day, ["a@x.org", "b@x.org", "c@x.org", "d@x.org"])
     _pending(store, other_day, ["a@x.org"])
-    store.mark(day, [("d@x.org", "sent", "250 OK")])
-    store.mark(day, [("c@x.org", "sending", None)])  # sending without a lease: never taken over
+    store.claim(day, ["c@x.org", "d@x.org"], owner="w0", lease_seconds=60)  # c: held by a live run
+    store.record_outcomes(day, [Outcome("d@x.org", State.SENT, "250 OK")])
     before = datetime.now(timezone.utc)
-    got = store.claim(day, ["b@x.org", "a@x.org", "c@x.org", "d@x.org", "nobody@x.org"], worker="w1", lease_seconds=60)
-    assert got == ["b@x.org", "a@x.org"]
-    assert store.claim(day, ["a@x.org", "b@x.org"], worker="w2", lease_seconds=60) == []
+    got = store.claim(day, ["b@x.org", "a@x.org", "c@x.org", "d@x.org", "nobody@x.org"], owner="w1", lease_seconds=60)
+    assert got.emails == ["b@x.org", "a@x.org"]
+    assert (got.held_elsewhere, got.settled, got.taken_over) == ({"c@x.org"}, {"d@x.org"}, set())
+    assert store.claim(day, ["a@x.org", "b@x.org"], owner="w2", lease_seconds=60).emails == []
     entry = store.ledger_entries(day)["a@x.org"]
     assert (entry.state, entry.claimed_by) == ("sending", "w1")
     assert before + timedelta(seconds=59) < entry.lease_until < datetime.now(timezone.utc) + timedelta(seconds=61)
     assert store.ledger_entries(other_day)["a@x.org"].state == "pending"
-    assert store.ledger_counts(day) == {"pending": 0, "sending": 3, "sent": 1, "failed": 0, "review": 0}
-    assert store.claim(day, [], worker="w1", lease_seconds=60) == []
+    assert store.ledger_counts(day) == {"pending": 0, "sending": 3, "sent": 1, "failed": 0, "uncertain": 0, "review": 0}
+    assert store.claim(day, [], owner="w1", lease_seconds=60).emails == []
 
 
 def test_an_expired_lease_is_claimed_again(store: Store):
     day = date(2026, 11, 25)
     _pending(store, day, ["a@x.org", "b@x.org"])
-    assert store.claim(day, ["a@x.org"], worker="w1", lease_seconds=0.05) == ["a@x.org"]
-    assert store.claim(day, ["b@x.org"], worker="w1", lease_seconds=60) == ["b@x.org"]
+    assert store.claim(day, ["a@x.org"], owner="w1", lease_seconds=0.05).emails == ["a@x.org"]
+    assert store.claim(day, ["b@x.org"], owner="w1", lease_seconds=60).emails == ["b@x.org"]
     time.sleep(0.1)
-    assert store.claim(day, ["a@x.org", "b@x.org"], worker="w2", lease_seconds=60) == ["a@x.org"]
+    assert store.claim(day, ["a@x.org", "b@x.org"], owner="w2", lease_seconds=60).emails == ["a@x.org"]
     assert store.ledger_entries(day)["a@x.org"].claimed_by == "w2"
-    store.mark(day, [("a@x.org", "sent", "250 OK")])
+    store.record_outcomes(day, [Outcome("a@x.org", State.SENT, "250 OK")])
     time.sleep(0.1)
-    assert store.claim(day, ["a@x.org"], worker="w3", lease_seconds=60) == []
+    assert store.claim(day, ["a@x.org"], owner="w3", lease_seconds=60).emails == []
 
 
 def test_concurrent_claimers_get_disjoint_sets_covering_everything(store: Store, store_url: str):
@@ -324,7 +326,7 @@ def test_concurrent_claimers_get_disjoint_sets_covering_everything(store: Store,
         with Store(store_url) as own:
             start.wait()
             for n in range(0, len(order), 50):
-                mine += own.claim(day, order[n : n + 50], worker=name, lease_seconds=60)
+                mine += own.claim(day, order[n : n + 50], owner=name, lease_seconds=60).emails
         got[name] = mine
 
     threads = [threading.Thread(target=worker, args=(name,)) for name in ("w1", "w2")]
@@ -349,14 +351,14 @@ def test_postgresql_claim_skips_rows_locked_by_another_claimer(pg_url: str):
             other.execute("SELECT 1 FROM deliveries WHERE subscriber_email = 'a@x.org' FOR UPDATE")
             result: list[list[str]] = []
             claimer = threading.Thread(
-                target=lambda: result.append(store.claim(day, ["a@x.org", "b@x.org"], worker="w", lease_seconds=60)))
+                target=lambda: result.append(store.claim(day, ["a@x.org", "b@x.org"], owner="w", lease_seconds=60).emails))
             claimer.start()
             claimer.join(timeout=10)
             blocked = claimer.is_alive()
             other.rollback()
         claimer.join()
         assert not blocked and result == [["b@x.org"]]
-        assert store.claim(day, ["a@x.org", "b@x.org"], worker="w", lease_seconds=60) == ["a@x.org"]
+        assert store.claim(day, ["a@x.org", "b@x.org"], owner="w", lease_seconds=60).emails == ["a@x.org"]
 
 
 def test_postgresql_plans_each_query_for_its_own_values(pg_url: str):

@@ -26,7 +26,7 @@ from newsletter.message import make_message_id
 from newsletter.models import Pick, Subscriber
 from newsletter.pipeline import Claim, EditionBuilder, run_edition
 from newsletter.scheduler import group_subscribers
-from newsletter.store import Store, deliveries_table
+from newsletter.store import EditionRecord, Outcome, State, Store, deliveries_table
 from tests.conftest import DAY, run_cli
 from tests.pg_server import pg_server, pg_url  # noqa: F401
 from tests.redis_server import redis_server, redis_url  # noqa: F401
@@ -51,10 +51,10 @@ def record_and_claim(config, store, people: list[Subscriber], worker: str) -> No
     """What another worker does before it sends: record the editions, then claim them."""
     builder = EditionBuilder(config, store)
     store.record_pending([
-        (p.email, DAY, make_message_id(p.email, DAY, config.newsletter.domain), builder.select(p, DAY), "subject")
+        EditionRecord(p.email, DAY, make_message_id(p.email, DAY, config.newsletter.domain), builder.select(p, DAY), "subject")
         for p in people
     ])
-    assert store.claim(DAY, [p.email for p in people], worker=worker, lease_seconds=60) == [p.email for p in people]
+    assert store.claim(DAY, [p.email for p in people], owner=worker, lease_seconds=60).emails == [p.email for p in people]
 
 
 def test_a_worker_sends_only_what_it_claims_and_takes_over_expired_leases(config, store):
@@ -85,8 +85,8 @@ def test_a_claimed_edition_carries_the_picks_the_ledger_recorded(config, store, 
     [reader] = readers(1)
     # a worker running the same shard at the same time recorded this edition first, with other picks
     recorded = store.papers()[:2]  # papers 1 and 2, the least upvoted: a fresh trending selection skips them
-    store.record_pending([(reader.email, DAY, make_message_id(reader.email, DAY, config.newsletter.domain),
-                           [Pick(paper, 1.0, ["trending"]) for paper in recorded], "Recorded")])
+    store.record_pending([EditionRecord(reader.email, DAY, make_message_id(reader.email, DAY, config.newsletter.domain),
+                                        [Pick(paper, 1.0, ["trending"]) for paper in recorded], "Recorded")])
     # ... after this worker had looked and found no row, so it selected afresh
     real, looks = store.ledger_entries, []
 
@@ -174,8 +174,9 @@ def test_send_enqueues_one_shard_per_shard_size_and_skips_settled_editions(examp
     config = load_config(path)
     with Store(config.store_url) as store:
         store.suppress("extra6@example.org")
-        store.record_pending([("extra5@example.org", DAY, "<x@example.org>", [], "s")])
-        store.mark(DAY, [("extra5@example.org", "sent", None)])
+        store.record_pending([EditionRecord("extra5@example.org", DAY, "<x@example.org>", [], "s")])
+        store.claim(DAY, ["extra5@example.org"], owner="w", lease_seconds=60)
+        store.record_outcomes(DAY, [Outcome("extra5@example.org", State.SENT)])
 
     result = run_cli("send", "--workers", "celery", "--date", DAY.isoformat(), cwd=example_dir)
     assert result.returncode == 0, result.stderr
@@ -187,7 +188,7 @@ def test_send_enqueues_one_shard_per_shard_size_and_skips_settled_editions(examp
     expected = {"ada@example.org", "alan@example.org", "grace@example.org", *(f"extra{n}@example.org" for n in range(5))}
     assert queued == sorted(expected)
     with Store(config.store_url) as store:
-        assert store.ledger_counts(DAY) == {"pending": 0, "sending": 0, "sent": 1, "failed": 0, "review": 0}
+        assert store.ledger_counts(DAY) == {"pending": 0, "sending": 0, "sent": 1, "failed": 0, "uncertain": 0, "review": 0}
 
 
 def test_the_scheduler_enqueues_its_group_when_the_executor_is_celery(example_dir: Path, redis_url: str):

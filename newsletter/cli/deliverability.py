@@ -1,4 +1,4 @@
-"""`dkim keygen`, `dkim check`: the DKIM key and an offline check of a signed edition."""
+"""`dkim keygen`, `dkim check`: the DKIM key and an offline check of a signed edition; `bounces`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from newsletter.cli.common import DateOption, app, builder_for, fail, find_subscriber, loaded_subscribers, open_store, out, parse_day
 
@@ -107,3 +108,40 @@ def dkim_check(
     if missing:
         fail(f"{what}: the signature verifies but does not cover {', '.join(missing)} (RFC 8058 needs them)")
     out.print(f"{what}: DKIM ok ({result.detail})", markup=False)
+
+
+@app.command()
+def bounces(
+    ctx: typer.Context,
+    maildir: Annotated[Optional[Path], typer.Option("--maildir", help="Read this Maildir instead of the [bounces] source.")] = None,
+    mbox: Annotated[Optional[Path], typer.Option("--mbox", help="Read this mbox file instead of the [bounces] source.")] = None,
+) -> None:
+    """Read bounce reports (DSNs) from the [bounces] mailbox: suppress hard bounces, count soft ones.
+
+    An address that hard-bounces (no such user or domain) is suppressed at once with the reason;
+    one that soft-bounces [bounces] soft_limit editions in a row (default 3) is suppressed too.
+    IMAP messages are marked seen; a report read twice counts once. `newsletter run` does this
+    on the [bounces] poll schedule. `subscribers enable EMAIL` takes an address back.
+    """
+    from rich.table import Table
+
+    from newsletter.bounces import BounceSourceError, read_configured
+
+    if maildir and mbox:
+        fail("--maildir and --mbox: give one", code=2)
+    config = ctx.obj.config()
+    with open_store(config) as store:
+        try:
+            run = read_configured(config, store, maildir=maildir, mbox=mbox)
+        except BounceSourceError as error:
+            fail(str(error), code=2)
+    out.print(f"Read {run.messages} messages: {run.reports} bounce reports, {len(run.hard)} hard and {len(run.soft)} soft "
+              f"bounces{f', {run.already_seen} already counted' if run.already_seen else ''}.", markup=False)
+    if run.hard or run.soft:
+        table = Table("email", "bounce", "reason", "suppressed", title="Bounces")
+        suppressed = dict(run.suppressed)
+        for address, reason in run.hard:
+            table.add_row(Text(address), "hard", Text(reason), "yes" if address in suppressed else "already")
+        for address, reason, streak in run.soft:
+            table.add_row(Text(address), f"soft ({streak} in a row)", Text(reason), "yes" if address in suppressed else "no")
+        out.print(table)

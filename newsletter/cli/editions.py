@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import math
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,7 +33,7 @@ from newsletter.cli.common import (
     warn,
 )
 from newsletter.config import Config, display_path
-from newsletter.store import Store
+from newsletter.store import HELD, State, Store
 
 
 @app.command("select")
@@ -126,12 +126,21 @@ def render(
 @app.command()
 def send(
     ctx: typer.Context,
+    emails: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[EMAIL]...", help="With --resend-uncertain: the subscribers whose held editions to send again.")] = None,
     day: DateOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render everything, send and record nothing.")] = False,
     only: Annotated[Optional[str], typer.Option("--only", help="Send to this one subscriber only.")] = None,
     resend_uncertain: Annotated[bool, typer.Option(
-        "--resend-uncertain/--no-resend-uncertain",
-        help="Editions a crashed run left 'sending' are re-sent with the same Message-ID (default), or marked for review.")] = True,
+        "--resend-uncertain",
+        help="Send the 'uncertain' (maybe delivered) and 'review' editions of the EMAILs given (or of everyone "
+        "with --all) again, with the same Message-ID, and nothing else. `newsletter status` lists them.")] = False,
+    all_held: Annotated[bool, typer.Option("--all", help="With --resend-uncertain: every held edition.")] = False,
+    hold_interrupted: Annotated[bool, typer.Option(
+        "--hold-interrupted",
+        help="Editions a crashed run was sending (lease expired) become 'uncertain' for you to check, instead of "
+        "being sent again with the same Message-ID (the default; at most one per SMTP connection of that run can "
+        "have been delivered).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
     no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
     workers: Annotated[Optional[str], typer.Option(
@@ -140,12 +149,14 @@ def send(
 ) -> None:
     """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
 
-    A (subscriber, date) is sent at most once: running again the same day sends nothing new.
+    A (subscriber, date) is sent at most once: running again the same day sends nothing new, and runs that
+    overlap (cron and a manual run, `run` catching up) split the editions between them. Exit status: 0 all
+    done, 1 some editions failed or are uncertain, 2 the run stopped (bad setup, authentication refused).
     """
     from newsletter.delivery.base import DeliveryError
     from newsletter.dkim_signing import DkimError
     from newsletter.executor import available_cores, run_parallel
-    from newsletter.pipeline import MissingSecret, run_edition, signing_key
+    from newsletter.pipeline import Claim, MissingSecret, new_owner, resend_held, run_edition, signing_key
 
     config = ctx.obj.config()
     if not dry_run:
@@ -156,15 +167,33 @@ def send(
     executor = workers or config.delivery.executor
     if executor not in ("local", "celery"):
         fail(f"--workers: expected local or celery, got {executor!r}", code=2)
-    if executor == "celery":
-        for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (not resend_uncertain, "--no-resend-uncertain"), (ctx.obj.db, "--db")):
+    if (emails or all_held) and not resend_uncertain:
+        fail("EMAIL arguments and --all go with --resend-uncertain", code=2)
+    if resend_uncertain and bool(emails) == all_held:
+        fail("--resend-uncertain: name the subscribers (EMAIL...) or give --all", code=2)
+    if executor == "celery" and not resend_uncertain:
+        for given, option in ((dry_run, "--dry-run"), (retry_failed, "--retry-failed"), (hold_interrupted, "--hold-interrupted"), (ctx.obj.db, "--db")):
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     with open_store(config) as store:
         loaded = loaded_subscribers(config, store=store)
         if only:
-            only = find_subscriber(config, only, loaded).email
+            chosen = find_subscriber(config, only, loaded)
+            if not chosen.active:
+                fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); "
+                     "nothing to send", code=2)
+            only = chosen.email
         gc.freeze()  # what is loaded now lives for the whole run: the collector need not scan it again and again
+        if resend_uncertain:
+            try:
+                released, summary = resend_held(config, store, loaded.subscribers,
+                                                None if all_held else [e.strip().lower() for e in emails], day=edition_day)
+            except (MissingSecret, DkimError, DeliveryError) as error:
+                fail(f"{display_path(config.path)}: {error}", code=2)
+            out.print(f"Released {len(released)} held editions for sending again (same Message-ID).")
+            print_summary(config, summary)
+            finish(summary)
+            return
         inputs = config.input_paths()
         if inputs and not no_ingest:
             results = ingest_paths(store, inputs, format="auto", page_date=config.model.sources.page_date, on_warning=warn)
@@ -185,7 +214,7 @@ def send(
             def on_progress(summary):
                 progress.update(task, completed=summary.processed, sent=summary.sent, failed=summary.failed)
 
-            options = dict(day=edition_day, resend_uncertain=resend_uncertain, retry_failed=retry_failed,
+            options = dict(day=edition_day, retry_failed=retry_failed, hold_expired=hold_interrupted,
                            skip_empty=config.model.schedule.skip_empty, on_progress=on_progress)
             processes = min(config.delivery.processes or available_cores(),
                             math.ceil(total / config.delivery.chunk_size))
@@ -194,21 +223,33 @@ def send(
                     signing_key(config)  # a missing secret is said once, not by every worker
                     summary = run_parallel(config, loaded.subscribers, processes=processes, **options)
                 else:
-                    summary = run_edition(config, store, loaded.subscribers, only=only, dry_run=dry_run, **options)
+                    summary = run_edition(config, store, loaded.subscribers, only=only, dry_run=dry_run,
+                                          claim=Claim(new_owner("send"), config.delivery.lease_seconds), **options)
             except (MissingSecret, DkimError, DeliveryError) as error:
                 fail(f"{display_path(config.path)}: {error}", code=2)
         empty = set(summary.empty)
         reasons = why_no_papers(config, store, [s for s in loaded.subscribers if s.email in empty], edition_day) if empty else {}
     print_summary(config, summary, reasons)
-    if summary.failed:
+    finish(summary)
+
+
+def finish(summary) -> None:
+    """Exit 2 when the run stopped early, 1 when editions failed or are uncertain."""
+    if summary.stopped:
+        fail(f"stopped: {summary.stopped}", code=2)
+    if summary.failed or summary.uncertain:
         raise typer.Exit(1)
 
 
 def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[date], only: Optional[str]) -> None:
     """`send --workers celery`: queue the shards, say how many, and how to follow them."""
-    from kombu.exceptions import OperationalError as BrokerError
+    try:
+        from kombu.exceptions import OperationalError as BrokerError
 
-    from newsletter.workers import broker_url, enqueue
+        from newsletter.workers import broker_url, enqueue
+    except ImportError as missing:
+        fail(f"--workers celery: needs the celery extra ({missing.name} is not installed): "
+             "pip install 'newsletter[postgres,celery]'", code=2)
 
     try:
         queued = enqueue(config, store, subscribers, day=day, only=only)
@@ -231,11 +272,13 @@ def print_summary(config: Config, summary, reasons: dict[str, str] | None = None
         ("already sent earlier", summary.already_sent),
         ("no new papers (no email)", len(summary.empty) - len(summary.notes)),
         ("no new papers (a note saying why)", len(summary.notes)),
-        ("unsubscribed", summary.suppressed),
+        ("suppressed (unsubscribed, bounced)", summary.suppressed),
         ("not a sending day", summary.not_today),
         ("failed earlier (use --retry-failed)", summary.previously_failed),
-        ("uncertain after a crash", summary.uncertain),
-        ("held for review", summary.held_for_review),
+        ("uncertain: maybe delivered (newsletter status)", summary.uncertain),
+        ("held: uncertain or review (send --resend-uncertain)", summary.held),
+        ("taken over from a run that stopped (same Message-ID)", summary.taken_over),
+        ("claimed by another run", summary.claimed_elsewhere),
     ]
     for label, value in rows:
         if value or label in ("subscribers", "sent"):
@@ -243,6 +286,8 @@ def print_summary(config: Config, summary, reasons: dict[str, str] | None = None
     out.print(table)
     for email, reply in summary.failures:
         err.print(cell(f"failed: {email}: {reply}", WARNING_CHARS))  # a server's reply may span lines
+    for email, reply in summary.uncertain_rows:
+        err.print(cell(f"uncertain: {email}: {reply}", WARNING_CHARS))
     noted = set(summary.notes)
     for email in summary.empty:
         if email in noted:
@@ -272,23 +317,43 @@ def status(
     edition_day = parse_day(day)
     with open_store(config, read_only=True) as store:
         counts = store.ledger_counts(edition_day)
-        failed = store.ledger_rows(edition_date=edition_day, state="failed")
-        review = store.ledger_rows(edition_date=edition_day, state="review")
+        problems_rows = store.ledger_rows(edition_date=edition_day, state=[State.FAILED, *HELD])
+        sending = store.ledger_rows(edition_date=edition_day, state=State.SENDING)
         next_runs = make_service(config, store).next_runs()
+        suppressed = store.suppression_reasons()
+    bounced = {email: reason for email, reason in sorted(suppressed.items()) if "bounce" in reason}
     problems = [
-        {"email": row.email, "date": row.edition_date.isoformat(), "state": row.state, "reply": row.reply, "attempts": row.attempts}
-        for row in [*failed, *review]
+        {"email": row.email, "date": row.edition_date.isoformat(), "state": str(row.state), "reply": row.reply, "attempts": row.attempts}
+        for row in problems_rows
     ]
+    now = datetime.now(timezone.utc)
+    claims: dict[tuple[str, str, bool], int] = {}
+    for row in sending:
+        key = (row.claimed_by or "?", row.edition_date.isoformat(), row.lease_expired(now))
+        claims[key] = claims.get(key, 0) + 1
+    held_by = [{"owner": owner, "date": when, "editions": n, "lease_expired": expired}
+               for (owner, when, expired), n in sorted(claims.items())]
     if as_json:
         print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
-                          "problems": problems, "next_runs": next_runs}, indent=2))
+                          "problems": problems, "sending": held_by, "next_runs": next_runs, "suppressed": len(suppressed),
+                          "bounced": bounced}, indent=2))
         return
     table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
     for state, count in counts.items():
         table.add_row(state, str(count))
     out.print(table)
+    for claim in held_by:
+        how = "lease expired: its run stopped; the next send takes them over" if claim["lease_expired"] else "live"
+        out.print(f"sending: {claim['editions']} editions of {claim['date']} held by {claim['owner']} ({how})", markup=False)
     for item in problems:
         out.print(cell(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", WARNING_CHARS))
+    if any(item["state"] != State.FAILED for item in problems):
+        out.print("Send uncertain and review editions again with `newsletter send --resend-uncertain EMAIL...` (or --all), "
+                  "once you know they did not arrive.")
+    out.print(f"{len(suppressed)} addresses suppressed, {len(bounced)} of them for bounces"
+              + (" (`newsletter subscribers list` shows why; `subscribers enable` takes one back)" if suppressed else ""))
+    for email, reason in list(bounced.items())[:20]:
+        out.print(cell(f"bounced: {email}: {reason}", WARNING_CHARS))
     jobs = Table("job", "next run (UTC)", "group", title="Next scheduled runs (`newsletter run`)")
     for job in next_runs:
         group = f"{job['timezone']} {job['send_at']} {','.join(job['days'])} · {job['subscribers']} subscribers" if job["job"] == "send" else job["cron"]

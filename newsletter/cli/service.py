@@ -165,7 +165,10 @@ def worker(
     require_signing_key(config)
     with open_store(config):
         pass  # fail now, not in every task, when the store cannot be opened
-    from newsletter.workers import run_worker
+    try:
+        from newsletter.workers import run_worker
+    except ImportError as missing:
+        fail(f"worker: needs the celery extra ({missing.name} is not installed): pip install 'newsletter[postgres,celery]'", code=2)
 
     run_worker(config, concurrency=concurrency, name=name, loglevel=loglevel.upper())
 

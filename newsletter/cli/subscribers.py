@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.app import add_subscriber, remove_subscriber
 from newsletter.cli.common import (
@@ -123,16 +124,24 @@ def template_problems(config, names: set[str]) -> dict[str, str | None]:
 
 @subscribers_app.command("list")
 def subscribers_list(ctx: typer.Context) -> None:
-    """Show the subscribers as a table (email, mode, time zone, send time, active)."""
+    """Show the subscribers as a table (email, mode, time zone, send time, active or why suppressed, bounces)."""
     config = ctx.obj.config()
     loaded = loaded_subscribers(config)
     with open_store(config, read_only=True) as store:
-        suppressed = store.suppressed()
-    table = Table("email", "mode", "time zone", "send at", "days", "active", title=f"{len(loaded.subscribers)} subscribers")
+        suppressed = store.suppression_reasons()
+        bounced = store.bounce_counts()
+    table = Table("email", "mode", "time zone", "send at", "days", "active", "bounces",
+                  title=f"{len(loaded.subscribers)} subscribers")
     for s in loaded.subscribers:
-        active = "unsubscribed" if s.email in suppressed else ("yes" if s.active else "no")
+        reason = suppressed.get(s.email)
+        if reason is not None:
+            active = f"suppressed: {reason}" if "bounce" in reason else f"unsubscribed ({reason})"
+        else:
+            active = "yes" if s.active else "no"
         days = "every day" if len(s.days) == 7 else ",".join(s.days)
-        table.add_row(cell(s.email), s.mode, cell(s.timezone), s.send_at.strftime("%H:%M"), days, active)
+        counts = bounced.get(s.email)
+        bounces = f"{counts['hard']} hard, {counts['soft']} soft" if counts else ""
+        table.add_row(cell(s.email), s.mode, cell(s.timezone), s.send_at.strftime("%H:%M"), days, Text(active), bounces)
     out.print(table)
 
 

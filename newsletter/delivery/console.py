@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from newsletter.delivery.base import Backend, BackendSettings, OutgoingMessage, SendResult
+from newsletter.delivery.base import Backend, BackendSettings, OutgoingMessage, ResultCallback, SendResult
 
 RULE = "-" * 79
 
@@ -17,6 +17,7 @@ class ConsoleBackend(Backend):
 
     name = "console"
     real_mail = False
+    streams_results = True
     Settings = BackendSettings
 
     def __init__(self, settings: BackendSettings, *, base_dir: Path, stream: TextIO | None = None) -> None:
@@ -26,11 +27,15 @@ class ConsoleBackend(Backend):
     def destination(self) -> str:
         return "the console (standard output)"
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
         stream = self.stream or sys.stdout
-        for message in messages:
+        results = []
+        for index, message in enumerate(messages):
             text = message.data.decode("utf-8", errors="replace").replace("\r\n", "\n")
             stream.write(f"{RULE}\nMAIL FROM: {message.sender}\nRCPT TO: {message.recipient}\n\n{text}")
             stream.write("\n" if text.endswith("\n") else "\n\n")
-        stream.flush()
-        return [SendResult(m.message_id, True, "printed") for m in messages]
+            stream.flush()
+            results.append(SendResult(message.message_id, True, "printed"))
+            if on_result is not None:
+                on_result(index, results[-1])
+        return results

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from newsletter.delivery.base import Backend, BackendSettings, OutgoingMessage, SendResult
+from newsletter.delivery.base import Backend, BackendSettings, OutgoingMessage, ResultCallback, SendResult
 
 
 class MemorySettings(BackendSettings):
@@ -22,20 +22,24 @@ class MemoryBackend(Backend):
 
     name = "memory"
     real_mail = False
+    streams_results = True
     Settings = MemorySettings
     outbox: ClassVar[list[OutgoingMessage]] = []
 
     def destination(self) -> str:
         return "MemoryBackend.outbox"
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[OutgoingMessage], on_result: ResultCallback | None = None) -> list[SendResult]:
         results = []
-        for message in messages:
+        for index, message in enumerate(messages):
             if message.recipient in self.settings.fail_recipients:
-                results.append(SendResult(message.message_id, False, "550 mailbox unavailable", permanent=True))
+                result = SendResult(message.message_id, False, "550 mailbox unavailable", permanent=True)
             elif message.recipient in self.settings.defer_recipients:
-                results.append(SendResult(message.message_id, False, "451 try again later"))
+                result = SendResult(message.message_id, False, "451 try again later")
             else:
                 self.outbox.append(message)
-                results.append(SendResult(message.message_id, True, "250 kept in memory"))
+                result = SendResult(message.message_id, True, "250 kept in memory")
+            results.append(result)
+            if on_result is not None:
+                on_result(index, result)
         return results

@@ -16,6 +16,7 @@ from pathlib import Path
 from newsletter.models import Paper
 from newsletter.sources import arxiv, hf_api, hf_page, jsonl
 from newsletter.sources.problems import MAX_WARNINGS, Warnings
+from newsletter.tex import decode_paper
 
 FORMATS = ("hf-page", "hf-api", "arxiv", "jsonl")
 PARSERS = {"hf-page": hf_page.parse, "hf-api": hf_api.parse, "arxiv": arxiv.parse, "jsonl": jsonl.parse}
@@ -123,7 +124,7 @@ def parse_bytes(
     warnings = Warnings(MAX_WARNINGS)
     warnings.extend(decode_warnings)
     warnings.extend(problems)
-    return ParseResult(name, format, papers, warnings.lines(name), warnings.more)
+    return ParseResult(name, format, [decode_paper(paper) for paper in papers], warnings.lines(name), warnings.more)
 
 
 def decode(data: bytes, name: str) -> tuple[str, list[str]]:

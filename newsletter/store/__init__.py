@@ -11,10 +11,11 @@ from __future__ import annotations
 from newsletter.store.engine import StoreBase, engine_url
 from newsletter.store.feedback import FEEDBACK_KINDS, Feedback, FeedbackMixin
 from newsletter.store.fetches import FetchesMixin, FetchStatus
-from newsletter.store.ledger import LEDGER_STATES, LedgerEntry, LedgerMixin
+from newsletter.store.ledger import HELD, LEDGER_STATES, SETTLED, EditionRecord, LedgerEntry, LedgerMixin, Outcome, State
 from newsletter.store.papers import IngestStats, PaperSet, PapersMixin, _paper_row, merge_papers
 from newsletter.store.schema import (
     SCHEMA_VERSION,
+    bounces_table,
     deliveries_table,
     metadata,
     papers_table,
@@ -23,13 +24,19 @@ from newsletter.store.schema import (
 )
 from newsletter.store.subscriber_files import SubscriberFilesMixin
 from newsletter.store.summaries import SummariesMixin
-from newsletter.store.suppressions import SuppressionsMixin
+from newsletter.store.suppressions import BounceRecord, SuppressionsMixin
 from newsletter.store.vectors import VectorsMixin
 
 __all__ = [
+    "BounceRecord",
     "FEEDBACK_KINDS",
     "Feedback",
+    "HELD",
     "LEDGER_STATES",
+    "SETTLED",
+    "EditionRecord",
+    "Outcome",
+    "State",
     "SCHEMA_VERSION",
     "FetchStatus",
     "IngestStats",
@@ -37,6 +44,7 @@ __all__ = [
     "PaperSet",
     "Store",
     "_paper_row",
+    "bounces_table",
     "deliveries_table",
     "engine_url",
     "merge_papers",

@@ -163,6 +163,8 @@ class StoreBase:
         if path is not None:
             _checksqlite_file(path, read_only=read_only)
         options = {"creator": _read_only_connector(path)} if read_only and path is not None else {}
+        if path is None:  # PostgreSQL: a pooled connection is checked before use, so one a restart broke is re-made
+            options["pool_pre_ping"] = True
         try:
             self.engine: Engine = create_engine(engine_url(url), **options)
         except ImportError as missing:
@@ -183,6 +185,25 @@ class StoreBase:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def try_cluster_lock(self, key: int) -> Connection | None:
+        """PostgreSQL: a session advisory lock on `key`, held while the returned connection stays open.
+
+        None when another session (on any host) holds it. SQLite stores are one
+        host's files: the caller's lock file serves, so this returns None there too
+        (check `self._postgres` first).
+        """
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if got:
+            return conn
+        conn.close()
+        return None
 
     def __enter__(self):
         return self

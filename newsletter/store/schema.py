@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -107,7 +107,20 @@ subscriber_files_table = Table(
     Column("subscriber", Text, nullable=False),
 )
 
-# schema 5: one-sentence TL;DRs, made once per paper (newsletter/summaries.py)
+# schema 5: every bounce read from a DSN, once per (report, address); soft-bounce streaks are counted from it
+bounces_table = Table(
+    "bounces",
+    metadata,
+    Column("report_id", String, primary_key=True),  # the DSN's Message-ID, or a hash of its bytes
+    Column("email", String, primary_key=True),
+    Column("kind", String, nullable=False),  # hard | soft
+    Column("reason", Text, nullable=False, default=""),
+    Column("edition_date", Date),  # the bounced edition, when its Message-ID is in the ledger
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_bounces_email", "email"),
+)
+
+# schema 6: one-sentence TL;DRs, made once per paper (newsletter/summaries.py)
 summaries_table = Table(
     "summaries",
     metadata,
@@ -117,7 +130,7 @@ summaries_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# schema 5: how each `[sources] fetch` entry last went, so an empty day can say "fetching failed since …"
+# schema 6: how each `[sources] fetch` entry last went, so an empty day can say "fetching failed since …"
 fetch_status_table = Table(
     "fetch_status",
     metadata,
@@ -185,7 +198,12 @@ def _upgrade_to_4(conn: Connection) -> None:
 
 
 def _upgrade_to_5(conn: Connection) -> None:
-    """Schema 5: the summaries and fetch_status tables."""
+    """Schema 5: the `bounces` table (newsletter/bounces.py)."""
+    bounces_table.create(conn, checkfirst=True)
+
+
+def _upgrade_to_6(conn: Connection) -> None:
+    """Schema 6: the summaries and fetch_status tables."""
     summaries_table.create(conn, checkfirst=True)
     fetch_status_table.create(conn, checkfirst=True)
 
@@ -196,5 +214,6 @@ _UPGRADES: dict[int, Callable[[Connection], None]] = {
     3: _upgrade_to_3,
     4: _upgrade_to_4,
     5: _upgrade_to_5,
+    6: _upgrade_to_6,
 }
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
