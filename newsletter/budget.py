@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from newsletter.models import Pick
-from newsletter.render import RenderedEdition, cut_words
+from newsletter.render import RenderedEdition
 
 HTML_BUDGET = 100_000  # bytes of HTML (UTF-8), a margin below Gmail's ~102 KB
 ABSTRACT_STEPS = (40, 25, 15, 8, 0)  # words, tried in turn before any pick is dropped (0: title and byline only)
@@ -42,6 +42,14 @@ class Fitted:
 
 def html_size(edition: RenderedEdition) -> int:
     return len(edition.html.encode("utf-8"))
+
+
+def cut_words(text: str, limit: int) -> tuple[str, bool]:
+    """The first `limit` words of `text` (whitespace collapsed) and whether anything was cut."""
+    words = text.split(None, limit)
+    if len(words) <= limit:
+        return " ".join(words), False
+    return " ".join(words[:limit]).rstrip(".,;:") + "…", True
 
 
 def shortened(picks: list[Pick], words: int) -> list[Pick]:

@@ -55,15 +55,17 @@ def picks(count: int) -> list[Pick]:
     return [Pick(paper, 1.0, ["matches “language models”"]) for paper in papers(count)]
 
 
-def test_forty_papers_fit_by_shortening_abstracts(renderer, caplog):
+def test_forty_papers_lose_their_abstracts_before_any_pick(renderer, caplog):
+    # the issue-21 cards (byline, arXiv and Hugging Face links, why) cost ~2.6 KB each without an abstract,
+    # so 40 of them no longer all fit in 100 KB: abstracts go first, then only the few lowest picks
     forty = picks(40)
     assert html_size(render_with(renderer)(forty, 0)) > HTML_BUDGET  # the problem is real
     with caplog.at_level(logging.WARNING, logger="newsletter.budget"):
         fitted = fit(render_with(renderer), forty, who="reader@example.org")
     assert html_size(fitted.edition) <= HTML_BUDGET
-    assert fitted.dropped == 0 and len(fitted.picks) == 40 and fitted.edition.count == 40
+    assert fitted.dropped <= 5 and len(fitted.picks) == fitted.edition.count == 40 - fitted.dropped
     assert fitted.abstract_words is not None
-    assert "abstracts cut to" in caplog.text and "reader@example.org" in caplog.text
+    assert "reader@example.org" in caplog.text and "did not fit" in fitted.edition.html
     assert all(pick.paper.abstract == ABSTRACT for pick in forty)  # the papers themselves are not cut
 
 
@@ -74,7 +76,7 @@ def test_more_than_fit_drops_the_lowest_picks_and_says_so(renderer, caplog, coun
         fitted = fit(render_with(renderer), many)
     assert html_size(fitted.edition) <= HTML_BUDGET
     kept = len(fitted.picks)
-    assert 40 <= kept < count and fitted.picks == many[:kept]  # the best ones stay, in order
+    assert 30 <= kept < count and fitted.picks == many[:kept]  # the best ones stay, in order (~2.6 KB a card)
     assert fitted.dropped == count - kept
     note = f"{count - kept} more papers did not fit in this email."
     assert note in fitted.edition.html and note in fitted.edition.text
@@ -98,7 +100,7 @@ def test_sent_editions_record_only_the_papers_that_fit(config):
         assert summary.sent == 1
         entry = store.ledger_entries(DAY, [SUBSCRIBER.email])[SUBSCRIBER.email]
         sent = store.sent_paper_ids([SUBSCRIBER.email])[SUBSCRIBER.email]
-    assert 30 <= len(entry.paper_ids) < 100 and set(entry.paper_ids) == sent  # fewer than 40 since cards carry feedback links
+    assert 25 <= len(entry.paper_ids) < 100 and set(entry.paper_ids) == sent  # cards with web and feedback links: ~3.3 KB each
     (eml,) = (config.base_dir / "outbox").glob("*.eml")
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     html = message.get_body(("html",)).get_content()
