@@ -12,6 +12,7 @@ import pytest
 from imapclient import IMAPClient
 
 from newsletter.bounces import parse_report, process
+from newsletter.store.ledger import EditionRecord, Outcome, State
 from newsletter.store import BounceRecord, Store
 from tests.conftest import run_cli
 from tests.imap_server import imap_server  # noqa: F401
@@ -126,8 +127,8 @@ def test_soft_bounces_suppress_after_n_editions_in_a_row(store):
     address = "full@example.org"
 
     def sent(n):
-        store.record_pending([(address, day + timedelta(days=n), f"<ed{n}@example.org>", [], "S")])
-        store.mark(day + timedelta(days=n), [(address, "sent", None)])
+        store.record_pending([EditionRecord(address, day + timedelta(days=n), f"<ed{n}@example.org>", [], "S")])
+        store.record_outcomes(day + timedelta(days=n), [Outcome(address, State.SENT, "250 ok")])
 
     for n in range(5):
         sent(n)
