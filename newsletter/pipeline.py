@@ -332,7 +332,19 @@ def owner_gone(owner: str | None) -> bool:
         return True
     except OSError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but not been reaped yet (state Z): dead, though `kill(pid, 0)` still finds it.
+
+    Right after kill -9 the init process here takes a moment to reap, and a rerun must not wait for it.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,23 @@ def test_skip_empty_false_sends_a_short_no_papers_edition(config, store):
     [message] = backend.outbox
     text = email.message_from_bytes(message.data, policy=policy.default).get_body(("plain",)).get_content()
     assert "No new papers today" in text
+
+
+def test_an_owner_that_exited_but_is_not_reaped_yet_is_gone():
+    """Right after kill -9 the dead sender is a zombie until reaped: a rerun must take its claims over at once."""
+    import subprocess
+    import sys
+    import time
+
+    from newsletter.pipeline import _machine, owner_gone
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once; not waited for, so a zombie
+    owner = f"send@{_machine()}/{child.pid}/abc123"
+    try:
+        deadline = time.monotonic() + 20
+        while not owner_gone(owner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert owner_gone(owner)
+        assert not owner_gone(new_owner("send"))  # this process is alive
+    finally:
+        child.wait()
