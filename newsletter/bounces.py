@@ -25,7 +25,6 @@ import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import policy
 from pathlib import Path
 
 from flufl.bounce import all_failures

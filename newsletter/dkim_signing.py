@@ -22,7 +22,6 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter.models import ARXIV_ID, normalise_title, paper_id, strip_arxiv_version
+from newsletter.models import normalise_title, paper_id
 
 if TYPE_CHECKING:
     from newsletter.store import Store

@@ -263,10 +263,10 @@ class PaperIndex:
     def _near(self, terms: tuple[str, ...]) -> np.ndarray:
         """Papers where every word of `terms` is within APART_WINDOW words of the first, in one field."""
         found = []
-        for field in (0, 1):
-            anchors = self._positions_of(field, terms[0])
+        for part in (0, 1):
+            anchors = self._positions_of(part, terms[0])
             for term in terms[1:]:
-                others = self._positions_of(field, term)
+                others = self._positions_of(part, term)
                 if not len(anchors) or not len(others):
                     anchors = anchors[:0]
                     break

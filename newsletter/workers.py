@@ -160,7 +160,7 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
         # the database is away: try again in 1, 2, 4 … 30 s (what was sent is recorded by the recorder's own retries)
         delay = min(30.0, 2.0 ** self.request.retries)
         log.warning("%s: database unreachable (%s); retrying the shard in %g s", edition_date, error.orig, delay)
-        raise self.retry(exc=error, countdown=delay)
+        raise self.retry(exc=error, countdown=delay) from error
     if summary.stopped:
         # nothing else can get through (e.g. authentication refused): the rest stays pending, for an operator
         log.error("%s: sending stopped: %s", edition_date, summary.stopped)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from newsletter.models import Pick, Subscriber
 from newsletter.store.schema import _as_utc, _chunks, _now, _sqlite_value, deliveries_table, sent_papers_table
