@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from newsletter.app import SCHEDULER_LOCK
 from newsletter.config import load_config
 from newsletter.store import Store
 from newsletter.workers import shard_size
@@ -40,13 +42,16 @@ def test_a_second_scheduler_on_one_postgresql_store_refuses_to_start(example_dir
     first = subprocess.Popen([sys.executable, "-m", "newsletter", "run"], cwd=example_dir, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        second = None
-        while time.monotonic() < deadline:
-            second = run_cli("run", cwd=other_host, timeout=60)
-            if "scheduler lock" in second.stderr or first.poll() is not None:
-                break
-            time.sleep(0.5)  # the first one may not hold the lock yet
+        # start the second only once the first holds the store's scheduler lock (else the second may win the race)
+        deadline = time.monotonic() + 90
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            while time.monotonic() < deadline and first.poll() is None:
+                held = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
+                                    (SCHEDULER_LOCK & 0xFFFFFFFF,)).fetchone()[0]
+                if held:
+                    break
+                time.sleep(0.2)
+        second = run_cli("run", cwd=other_host, timeout=60)
         assert first.poll() is None, first.stderr.read()
         assert second.returncode == 1 and "holds the scheduler lock of this store" in second.stderr, second.stderr
     finally:
