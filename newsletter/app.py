@@ -160,7 +160,8 @@ def make_service(config: Config, store: Store):
                               claim=Claim(new_owner("run"), config.delivery.lease_seconds))
         if summary.stopped:
             logging.getLogger("newsletter.scheduler").error("%s %s: sending stopped: %s", group.job_id, day, summary.stopped)
-        skipped = [email for email in summary.empty if email not in set(summary.notes)]  # a note was sent to the others
+        noted = set(summary.notes)  # a note was sent to those
+        skipped = [email for email in summary.empty if email not in noted]
         log_empty(members(group), skipped, day)
         return JobStats(sent=summary.sent, failed=summary.failed, skipped=len(skipped) + summary.already_sent)
 
