@@ -369,7 +369,11 @@ def status(
     day: Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: all dates).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
+    """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs.
+
+    With Celery: the editions queued per date (waiting for a worker, in shards a worker runs, overdue ones the
+    broker may have lost) and, per worker, its shards and the editions it holds.
+    """
     config = ctx.obj.config()
     edition_day = parse_day(day)
     with open_store(config, read_only=True) as store:
