@@ -83,8 +83,12 @@ def broker_url(config: Config) -> str:
 def configure(config: Config) -> Celery:
     """Point the app at the config's broker, with its visibility timeout."""
     settings = config.model.celery
+    url = broker_url(config)
+    if app.conf.broker_url and app.conf.broker_url != url:
+        # another broker than before in this process: drop the pooled connections to the old one (as after a fork)
+        app._after_fork()
     app.conf.update(
-        broker_url=broker_url(config),
+        broker_url=url,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             # look for shards of dead workers every 1-10 s (a small Redis query), not every 100 s
