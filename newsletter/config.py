@@ -108,15 +108,15 @@ class NewsletterSection(_Section):
             raise ValueError(f"expected an http(s) URL, got {value!r}")
         return value.rstrip("/")
 
-    @property
+    @functools.cached_property  # parsed once: every message asks for these
     def sender_address(self) -> str:
         return parseaddr(self.sender)[1]
 
-    @property
+    @functools.cached_property
     def domain(self) -> str:
         return self.sender_address.rpartition("@")[2]
 
-    @property
+    @functools.cached_property
     def list_identifier(self) -> str:
         """The List-Id value without brackets: configured, or `papers.example.org` for papers@example.org."""
         if self.list_id:
@@ -275,7 +275,7 @@ class DeliverySection(BaseModel):
     executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
     # how long a run's claim on its editions holds without its heartbeat (renewed every quarter of it)
     lease_seconds: float = Field(default=60.0, ge=1)
-    processes: int | None = Field(default=1, ge=1)  # local send: worker processes (None: one per core)
+    processes: int | None = Field(default=None, ge=1)  # local send: worker processes (None: one per core)
 
     @property
     def backend_options(self) -> dict[str, Any]:

@@ -144,8 +144,8 @@ def send(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
     no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
     workers: Annotated[Optional[str], typer.Option(
-        "--workers", help="local: send from this process; celery: enqueue shards for `newsletter worker` "
-        "(default: [delivery] executor).")] = None,
+        "--workers", help="local: send from this machine, one worker process per core ([delivery] processes); "
+        "celery: enqueue shards for `newsletter worker` (default: [delivery] executor).")] = None,
 ) -> None:
     """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
 
