@@ -260,9 +260,9 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     subscribers = [s for s in _current_subscribers(config) if s.email in wanted]
     claim = Claim(owner=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
     day = date.fromisoformat(edition_date)
-    store = _store(config)
     shard = self.request.id
     try:
+        store = _store(config)  # a pool process's first shard opens the store: the database may be away right then
         store.pick_up(day, shard, claim.owner, claim.lease_seconds)  # `status` shows the shard as this worker's
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
         if summary.stopped:
