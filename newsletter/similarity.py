@@ -42,6 +42,7 @@ from scipy.sparse import csr_matrix
 
 from newsletter.embeddings import paper_text
 from newsletter.models import Paper
+from newsletter.tfidf import Tfidf
 
 EMBEDDING_WEIGHT = 0.5
 LEXICAL_TERMS = 32
@@ -81,6 +82,7 @@ class Profile:
     example_vectors: np.ndarray | None = None  # centred, unit
     example_lexical: csr_matrix | None = None
     query: np.ndarray | None = None  # the row against SimilarSpace.matrix (set by SimilarSpace.profile)
+    labels: dict[int, str] = field(default_factory=dict)  # reasons found so far, by candidate position
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -93,17 +95,15 @@ class SimilarSpace:
     """The day's candidates as centred embeddings and tf-idf rows; built once per edition index."""
 
     def __init__(self, papers: list[Paper], vectors: np.ndarray, *, embedding_weight: float = EMBEDDING_WEIGHT):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         self.papers = papers
         self.embedding_weight = embedding_weight  # 1.0: embedding only, 0.0: tf-idf only (benchmark variants)
         vectors = np.asarray(vectors, dtype=np.float32)
         self.mean = vectors.mean(axis=0) if len(vectors) else np.zeros(vectors.shape[1], dtype=np.float32)
         self.vectors = _unit(vectors - self.mean)
-        self.vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", dtype=np.float32)
         texts = [paper_text(paper.title, paper.abstract) for paper in papers]
         try:
-            self.lexical = self.vectorizer.fit_transform(texts).tocsr()
+            self.vectorizer: Tfidf | None = Tfidf(texts)
+            self.lexical = self.vectorizer.rows
         except ValueError:  # no words at all (empty day, or only stop words)
             self.vectorizer = None
             self.lexical = csr_matrix((len(papers), 1), dtype=np.float32)
@@ -126,7 +126,7 @@ class SimilarSpace:
     def _lexical(self, texts: list[str]) -> csr_matrix:
         if self.vectorizer is None or not texts:
             return csr_matrix((len(texts), self.lexical.shape[1]), dtype=np.float32)
-        return self.vectorizer.transform(texts).tocsr()
+        return self.vectorizer.transform(texts)
 
     def profile(self, positives: list[Example], negatives: list[Example] = ()) -> Profile | None:
         """The profile of these examples; None when there is no positive one."""
@@ -229,13 +229,18 @@ class SimilarSpace:
         return positions, scores
 
     def reasons(self, profile: Profile, candidates: list[int]) -> list[str]:
-        """Why each candidate was picked: the example it is closest to (embedding and words alike)."""
-        if not candidates:
-            return []
-        closeness = profile.example_vectors @ self.vectors[candidates].T
-        if profile.example_lexical is not None and profile.example_lexical.shape[0]:
-            closeness = closeness + (profile.example_lexical @ self.lexical[candidates].T).toarray()
-        return [profile.examples[int(i)].label for i in np.argmax(closeness, axis=0)]
+        """Why each candidate was picked: the example it is closest to (embedding and words alike).
+
+        Kept on the profile: readers who share a library share its profile, and mostly its picks."""
+        labels = profile.labels
+        missing = [i for i in dict.fromkeys(candidates) if i not in labels]
+        if missing:
+            closeness = profile.example_vectors @ self.vectors[missing].T
+            if profile.example_lexical is not None and profile.example_lexical.shape[0]:
+                closeness = closeness + (profile.example_lexical @ self.lexical[missing].T).toarray()
+            for i, best in zip(missing, np.argmax(closeness, axis=0).tolist()):
+                labels[i] = profile.examples[best].label
+        return [labels[i] for i in candidates]
 
 
 def _top_block(
