@@ -52,7 +52,7 @@ class Relevance:
         self._spec = embedder
         self._embedder: Embedder | None = None if isinstance(embedder, str) else embedder
         self.libraries = LibraryCache(store)
-        self._library_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._library_examples_by: dict[tuple[str, str], list[Example]] = {}
         self._spaces: weakref.WeakKeyDictionary[PaperIndex, tuple[SimilarSpace, dict[str, int]]] = weakref.WeakKeyDictionary()
         self._reported: set[str] = set()
         # profiles by (space, library content, clicks): subscribers sharing a library and clicks share one
@@ -89,11 +89,15 @@ class Relevance:
         return found
 
     def _library_examples(self, library: Library) -> list[Example]:
+        """The library's entries as examples, embedded once per file content (readers of one file share them)."""
         key = (library.digest, self.embedder.name)
-        vectors = self._library_vectors.get(key)
-        if vectors is None:
-            vectors = self._library_vectors[key] = self.embedder.embed([item.text for item in library.items])
-        return [Example(item.title, item.text, vector) for item, vector in zip(library.items, vectors)]
+        examples = self._library_examples_by.get(key)
+        if examples is None:
+            vectors = self.embedder.embed([item.text for item in library.items])
+            examples = self._library_examples_by[key] = [
+                Example(item.title, item.text, vector) for item, vector in zip(library.items, vectors)
+            ]
+        return examples
 
     # -- examples -----------------------------------------------------------------
 

@@ -10,8 +10,6 @@ stop words (scikit-learn's list); tf is 1 + ln(count), idf ln((1 + n) / (1 + df)
 from __future__ import annotations
 
 import re
-from collections import Counter
-
 import numpy as np
 from scipy.sparse import csr_matrix
 
@@ -45,36 +43,39 @@ class Tfidf:
     """The vocabulary and idf of the texts it was fitted on; `transform` weighs other texts the same way."""
 
     def __init__(self, texts: list[str]):
-        counts = [self._counts(text) for text in texts]
-        document_frequency = Counter(term for found in counts for term in found)
-        if not document_frequency:
+        words = [self._words(text) for text in texts]
+        terms = sorted({word for found in words for word in found})
+        if not terms:
             raise ValueError("empty vocabulary: the texts hold no words but stop words")
-        terms = sorted(document_frequency)
         self.vocabulary = {term: i for i, term in enumerate(terms)}
-        df = np.array([document_frequency[term] for term in terms], dtype=np.float64)
+        self.idf = np.ones(len(terms), dtype=np.float32)
+        counts = self._counts(words)
+        df = np.bincount(counts.indices, minlength=len(terms)).astype(np.float64)
         self.idf = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
-        self.rows = self._rows(counts)
+        self.rows = self._weigh(counts)
 
     @staticmethod
-    def _counts(text: str) -> Counter:
-        return Counter(word for word in TOKEN.findall(text.lower()) if word not in STOP_WORDS)
+    def _words(text: str) -> list[str]:
+        return [word for word in TOKEN.findall(text.lower()) if word not in STOP_WORDS]
 
     def transform(self, texts: list[str]) -> csr_matrix:
-        return self._rows([self._counts(text) for text in texts])
+        return self._weigh(self._counts([self._words(text) for text in texts]))
 
-    def _rows(self, counts: list[Counter]) -> csr_matrix:
-        vocabulary = self.vocabulary
-        columns, values, starts = [], [], [0]
-        for found in counts:
-            known = sorted((vocabulary[term], count) for term, count in found.items() if term in vocabulary)
-            columns.extend(column for column, _ in known)
-            values.extend(count for _, count in known)
-            starts.append(len(columns))
-        columns = np.array(columns, dtype=np.int32)
-        data = (1 + np.log(np.array(values, dtype=np.float32))) * self.idf[columns]
-        starts = np.array(starts, dtype=np.int64)
-        owner = np.repeat(np.arange(len(counts)), np.diff(starts))
-        norms = np.sqrt(np.bincount(owner, data.astype(np.float64) ** 2, minlength=len(counts)))
+    def _counts(self, words: list[list[str]]) -> csr_matrix:
+        """Each text's count of each known word (a sorted CSR matrix)."""
+        size, lookup = len(self.vocabulary), self.vocabulary.get
+        flat = np.fromiter((lookup(word, -1) for found in words for word in found), dtype=np.int64,
+                           count=sum(len(found) for found in words))
+        owner = np.repeat(np.arange(len(words), dtype=np.int64), [len(found) for found in words])
+        known = flat >= 0
+        keys, counts = np.unique(owner[known] * size + flat[known], return_counts=True)
+        starts = np.concatenate([[0], np.cumsum(np.bincount(keys // size, minlength=len(words)))])
+        return csr_matrix((counts.astype(np.float32), (keys % size).astype(np.int32), starts), shape=(len(words), size))
+
+    def _weigh(self, counts: csr_matrix) -> csr_matrix:
+        """Sublinear tf times idf, each row scaled to unit length."""
+        data = (1 + np.log(counts.data)) * self.idf[counts.indices]
+        owner = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        norms = np.sqrt(np.bincount(owner, data.astype(np.float64) ** 2, minlength=counts.shape[0]))
         norms[norms == 0] = 1.0  # a text with none of the words stays a zero row
-        data /= norms[owner].astype(np.float32)
-        return csr_matrix((data, columns, starts), shape=(len(counts), len(vocabulary)))
+        return csr_matrix((data / norms[owner].astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
