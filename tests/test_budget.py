@@ -20,7 +20,7 @@ import pytest
 from newsletter.budget import HTML_BUDGET, fit, html_size, shortened
 from newsletter.feedback import feedback_url
 from newsletter.models import Paper, Pick, Subscriber
-from newsletter.pipeline import run_edition
+from newsletter.pipeline import EditionBuilder, run_edition
 from newsletter.render import Renderer, RenderSettings
 from newsletter.sources import parse_file
 from newsletter.store import Store
@@ -75,9 +75,12 @@ def render_with(renderer, calls=None):
     return render
 
 
+def cards(html: str) -> list:
+    return lxml.html.document_fromstring(html).xpath("//*[contains(concat(' ', @class, ' '), ' card ')]")
+
+
 def card_titles(html: str) -> list[str]:
-    doc = lxml.html.document_fromstring(html)
-    return [" ".join(h2.text_content().split()) for h2 in doc.xpath("//*[contains(concat(' ', @class, ' '), ' card ')]//h2")]
+    return [" ".join(card.xpath(".//h2")[0].text_content().split()) for card in cards(html)]
 
 
 def test_forty_long_papers_all_fit_with_shortened_abstracts(renderer, caplog):
@@ -89,10 +92,10 @@ def test_forty_long_papers_all_fit_with_shortened_abstracts(renderer, caplog):
     assert html_size(fitted.edition) < HTML_BUDGET
     assert fitted.dropped == 0 and fitted.picks == forty and fitted.edition.count == 40
     assert card_titles(html) == [pick.paper.title for pick in forty]  # every card, in order
-    # abstracts were shortened, not left out: each card still opens its abstract (8 words or more)
-    assert fitted.abstract_words is not None and fitted.abstract_words >= 8
-    for pick in forty:
-        assert " ".join(pick.paper.abstract.split()[:8]).rstrip(".,;:") in " ".join(html.split())
+    # abstracts were shortened, not left out: each card still opens its abstract (15 words: 2.1 KB a card without)
+    assert fitted.abstract_words is not None and fitted.abstract_words >= 15
+    for pick, card in zip(forty, cards(html), strict=True):
+        assert " ".join(pick.paper.abstract.split()[:15]).rstrip(".,;:") in " ".join(card.text_content().split())
     assert "did not fit" not in html and "Unsubscribe" in html[-3000:]
     assert "ada@example.org" in caplog.text and f"abstracts cut to {fitted.abstract_words} words" in caplog.text
     assert "dropped" not in caplog.text
@@ -126,7 +129,7 @@ def test_a_normal_edition_is_rendered_once_and_untouched(renderer, caplog):
     assert "did not fit" not in fitted.edition.html
 
 
-def test_sent_editions_record_only_the_papers_that_fit(config):
+def test_sent_editions_record_only_the_papers_that_fit_and_the_web_page_has_them_all(config):
     subscriber = Subscriber(email=SUBSCRIBER.email, name=SUBSCRIBER.name, max_items=100)  # trending: every paper qualifies
     with Store(config.store_url) as store:
         store.add_papers(long_papers())
@@ -134,11 +137,22 @@ def test_sent_editions_record_only_the_papers_that_fit(config):
         assert summary.sent == 1
         entry = store.ledger_entries(DAY, [subscriber.email])[subscriber.email]
         sent = store.sent_paper_ids([subscriber.email])[subscriber.email]
-    assert 40 <= len(entry.paper_ids) < 100 and set(entry.paper_ids) == sent
+        builder = EditionBuilder(config, store)
+        web, _ = builder.recorded(subscriber, DAY)  # the "View in browser" page
+        again, _ = builder.build(subscriber, DAY, builder.picks_from_ledger(entry), entry.message_id)  # a resend
+    kept = entry.paper_ids
+    assert 40 <= len(kept) < 100 and set(kept) == sent  # the left-out ones can come another day
+    assert [pick["id"] for pick in entry.picks[len(kept):]] == [p.id for p in long_papers()[len(kept):]]
     (eml,) = (config.base_dir / "outbox").glob("*.eml")
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     assert not message.defects
     html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
     assert len(html.encode()) < HTML_BUDGET
-    assert len(card_titles(html)) == len(entry.paper_ids)
-    assert f"{100 - len(entry.paper_ids)} more papers did not fit" in " ".join(html.split())
+    assert len(card_titles(html)) == len(kept)
+    assert f"{100 - len(kept)} more papers did not fit" in " ".join(html.split())
+    link = lxml.html.document_fromstring(html).xpath("//a[starts-with(., 'See all 100 in your browser')]/@href")
+    assert link and link[0].startswith(f"{config.newsletter.base_url}/view/{DAY}?token=")
+    assert f"All 100 papers are on the web page: {link[0]}" in " ".join(text.split())  # wrapped: the URL on its own line
+    assert card_titles(web.html) == [paper.title for paper in long_papers()] and "did not fit" not in web.html
+    assert again.html.splitlines() == html.splitlines() and [p.paper.id for p in again.picks] == kept  # a rebuild: the same email
