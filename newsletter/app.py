@@ -189,6 +189,8 @@ def make_service(config: Config, store: Store):
     bounces = config.model.bounces
     if bounces is not None and bounces.poll:
         cron_jobs["bounces"] = (bounces.poll, lambda: read_bounces(config, store))
+    if config.delivery.executor == "celery":
+        cron_jobs["requeue"] = (REQUEUE_CRON, lambda: requeue_lost_shards(config, store))
     return Service(
         settings,
         cron_jobs=cron_jobs,
@@ -199,6 +201,17 @@ def make_service(config: Config, store: Store):
         lock_path=config.lock_path,
         cluster_lock=(lambda: _scheduler_lock(store)) if store._postgres else None,
     )
+
+
+REQUEUE_CRON = "* * * * *"  # with Celery: look for shards the broker lost every minute
+
+
+def requeue_lost_shards(config: Config, store: Store):
+    """The `requeue` job: re-enqueue the editions of shards the broker lost; JobStats sent = editions re-enqueued."""
+    from newsletter.scheduler import JobStats
+    from newsletter.workers import requeue_lost
+
+    return JobStats(sent=requeue_lost(config, store).editions)
 
 
 SCHEDULER_LOCK = 0x6E6C7363  # pg advisory lock key: one `newsletter run` per PostgreSQL store

@@ -108,15 +108,15 @@ class NewsletterSection(_Section):
             raise ValueError(f"expected an http(s) URL, got {value!r}")
         return value.rstrip("/")
 
-    @property
+    @functools.cached_property  # parsed once: every message asks for these
     def sender_address(self) -> str:
         return parseaddr(self.sender)[1]
 
-    @property
+    @functools.cached_property
     def domain(self) -> str:
         return self.sender_address.rpartition("@")[2]
 
-    @property
+    @functools.cached_property
     def list_identifier(self) -> str:
         """The List-Id value without brackets: configured, or `papers.example.org` for papers@example.org."""
         if self.list_id:
@@ -275,7 +275,7 @@ class DeliverySection(BaseModel):
     executor: Literal["local", "celery"] = "local"  # celery: `send` and `run` enqueue shards for `newsletter worker`
     # how long a run's claim on its editions holds without its heartbeat (renewed every quarter of it)
     lease_seconds: float = Field(default=60.0, ge=1)
-    processes: int | None = Field(default=1, ge=1)  # local send: worker processes (None: one per core)
+    processes: int | None = Field(default=None, ge=1)  # local send: worker processes (None: one per core)
 
     @property
     def backend_options(self) -> dict[str, Any]:
@@ -287,11 +287,14 @@ class CelerySection(_Section):
 
     broker_url: str = "redis://127.0.0.1:6379/0"
     shard_size: int | None = Field(default=None, ge=1)  # None: from the number of editions (see workers.shard_size)
-    lease_seconds: float = Field(default=60.0, gt=0)  # renewed by each worker's heartbeat while it sends
-    visibility_timeout: float = Field(default=120.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)  # renewed by each worker's heartbeat (every quarter of it)
+    # default: twice the lease, at least 60 s; it is how long a dead worker's shard waits in Redis
+    visibility_timeout: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _visibility_outlasts_lease(self) -> CelerySection:
+        if self.visibility_timeout is None:
+            self.visibility_timeout = max(60.0, 2 * self.lease_seconds)
         if self.visibility_timeout <= self.lease_seconds:
             raise ValueError(
                 f"visibility_timeout ({self.visibility_timeout:g} s) must be longer than lease_seconds "

@@ -223,9 +223,14 @@ class EditionBuilder:
 
     def edition(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
         """What `send` would deliver to this subscriber for `day` (recorded picks if any), or None."""
-        entry = self.store.ledger_entries(day, [subscriber.email]).get(subscriber.email)
+        entry = self.recorded_entry(subscriber, day)
         picks = self.picks_from_ledger(entry) if entry else self.select(subscriber, day)
         return self.build(subscriber, day, picks, entry.message_id if entry else None) if picks else None
+
+    def recorded_entry(self, subscriber: Subscriber, day: date) -> LedgerEntry | None:
+        """The ledger's edition for this subscriber and date; None when there is none yet (no row, or only `queued`)."""
+        entry = self.store.ledger_entries(day, [subscriber.email]).get(subscriber.email)
+        return None if entry is None or entry.state == State.QUEUED else entry
 
     def recorded(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
         """The edition the ledger recorded for this subscriber and date, rebuilt from its picks; None if there is none.
@@ -233,7 +238,7 @@ class EditionBuilder:
         This is the "View in browser" page: the same picks, renderer and stored summaries as the mail,
         and the picks the size budget left out of it too (a web page is not clipped at 102 KB).
         """
-        entry = self.store.ledger_entries(day, [subscriber.email]).get(subscriber.email)
+        entry = self.recorded_entry(subscriber, day)
         if entry is None:
             return None
         picks = self.picks_from_ledger(entry)
@@ -463,6 +468,9 @@ def _send_chunk(
 ) -> None:
     summary.processed += len(chunk)
     entries = store.ledger_entries(day, [s.email for s in chunk])
+    # in a Celery shard, not built yet: built and claimed like an edition with no row (whoever claims first sends it)
+    queued = {email for email, entry in entries.items() if entry.state == State.QUEUED}
+    entries = {email: entry for email, entry in entries.items() if email not in queued}
     now = datetime.now(timezone.utc)
     candidates = []
     for subscriber in chunk:
@@ -483,6 +491,10 @@ def _send_chunk(
         return
     if broken:
         store.record_failed([record for record, _ in broken], [reason for _, reason in broken])
+    broken_emails = {record.email for record, _ in broken}
+    nothing = [s.email for s in candidates if s.email in queued and s.email not in built and s.email not in broken_emails]
+    if nothing:  # no picks and no note: no edition, as if never queued
+        store.drop_queued(day, nothing)
     if not built:
         return
     fresh = [item.record for email, item in built.items() if email not in entries]

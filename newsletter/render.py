@@ -25,7 +25,7 @@ import mjml
 from newsletter import mjml_source
 from newsletter.display import ABSTRACT_CHARS, AUTHOR_CHARS, LINK_CHARS, NAME_CHARS, ORGANIZATION_CHARS, SUBJECT_CHARS, TITLE_CHARS, shown
 from newsletter.keywords import parse_keywords
-from newsletter.models import Pick, Subscriber
+from newsletter.models import Paper, Pick, Subscriber
 
 # an installed wheel ships the templates inside the package; a checkout keeps them in the repository's templates/
 _PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -215,19 +215,23 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
     Words are never split, so only a word longer than the line (a URL) passes `width`,
     on a line of its own after the indent.
     """
-    lines = []
-    for line in text.split("\n"):
-        if len(line) <= width:
-            lines.append(line)
-            continue
-        indent = line[: len(line) - len(line.lstrip())]
-        current = ""
-        for word in line.split():
-            if current and len(current) + 1 + len(word) > width:
-                lines.append(current)
-                current = ""
-            current = f"{current} {word}" if current else indent + word
-        lines.append(current)
+    return "\n".join(
+        line if len(line) <= width or len(line.split(maxsplit=1)) == 1 else wrap_line(line, width)  # a lone link stays
+        for line in text.split("\n")
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def wrap_line(line: str, width: int) -> str:
+    """One long line wrapped (see `wrap_text`); cached: the same abstracts come round edition after edition."""
+    indent = line[: len(line) - len(line.lstrip())]
+    lines, current = [], ""
+    for word in line.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = ""
+        current = f"{current} {word}" if current else indent + word
+    lines.append(current)
     return "\n".join(lines)
 
 
@@ -273,29 +277,50 @@ class Item:
     @classmethod
     def of(cls, number: int, pick: Pick, tldr: str | None = None, links: tuple[str, str] = ("", "")) -> "Item":
         """The view of the `number`th pick; `tldr` is its stored summary, if any; `links` its feedback URLs."""
-        paper = pick.paper
-        summary, cut = cut_summary(shown(paper.abstract, ABSTRACT_CHARS))
-        cut = cut or len(paper.abstract or "") > ABSTRACT_CHARS
-        if tldr:
-            summary, cut = shown(tldr, ABSTRACT_CHARS), bool(paper.abstract)
-        arxiv = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else ""
         return cls(
-            number=number,
-            title=shown(paper.title, TITLE_CHARS),
-            link=arxiv or safe_link(paper.url or ""),
-            arxiv_url=arxiv,
-            hf_url=HF_PAPER.format(paper.arxiv_id) if paper.arxiv_id else "",
-            byline=byline(paper.authors, paper.author_count, paper.organization),
-            published=format_date(paper.published) if paper.published else "",
-            upvotes=paper.upvotes,
-            summary=summary,
-            tldr=bool(tldr),
-            cut=cut,
+            number, *paper_view(pick.paper, tldr),
             why=shown("; ".join(pick.reasons), WHY_CHARS),
             followed=any(reason.endswith("whom you follow") for reason in pick.reasons),
             more_url=links[0],
             fewer_url=links[1],
         )
+
+
+_PAPER_VIEWS: dict[tuple, tuple] = {}
+PAPER_VIEWS_KEPT = 20_000
+
+
+def paper_view(paper: Paper, tldr: str | None) -> tuple:
+    """An `Item`'s fields that depend on the paper alone (title to upvotes), cleaned for display.
+
+    Memoised on everything they are made from: the same papers come round for subscriber after
+    subscriber, and cleaning an abstract of up to 8,000 characters is most of an item's cost.
+    """
+    key = (paper.id, paper.title, paper.abstract, tuple(paper.authors), paper.author_count, paper.organization,
+           paper.published, paper.upvotes, paper.url, paper.arxiv_id, tldr)
+    view = _PAPER_VIEWS.get(key)
+    if view is None:
+        summary, cut = cut_summary(shown(paper.abstract, ABSTRACT_CHARS))
+        cut = cut or len(paper.abstract or "") > ABSTRACT_CHARS
+        if tldr:
+            summary, cut = shown(tldr, ABSTRACT_CHARS), bool(paper.abstract)
+        arxiv = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else ""
+        view = (
+            shown(paper.title, TITLE_CHARS),
+            arxiv or safe_link(paper.url or ""),
+            arxiv,
+            HF_PAPER.format(paper.arxiv_id) if paper.arxiv_id else "",
+            byline(paper.authors, paper.author_count, paper.organization),
+            format_date(paper.published) if paper.published else "",
+            paper.upvotes,
+            summary,
+            bool(tldr),
+            cut,
+        )
+        if len(_PAPER_VIEWS) >= PAPER_VIEWS_KEPT:
+            _PAPER_VIEWS.clear()
+        _PAPER_VIEWS[key] = view
+    return view
 
 
 class Renderer:

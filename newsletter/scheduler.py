@@ -390,8 +390,9 @@ class Service:
             except Exception:
                 log.exception("%s: failed after %.1f s", name, clock.monotonic() - started)
                 return None
-            log.info("%s: sent %d, failed %d, skipped %d (%.1f s)", name, stats.sent, stats.failed, stats.skipped,
-                     clock.monotonic() - started)
+            busy = stats.sent or stats.failed or stats.skipped  # a job that found nothing (most minutes) is not news
+            log.log(logging.INFO if busy else logging.DEBUG, "%s: sent %d, failed %d, skipped %d (%.1f s)", name,
+                    stats.sent, stats.failed, stats.skipped, clock.monotonic() - started)
             return stats
 
     def _reload(self) -> None:

@@ -23,15 +23,26 @@ Delivery settings, chosen deliberately (the README's "Scaling out" explains them
 - `lease_seconds`: how long a claim holds without its worker's heartbeat (which
   renews it every quarter of it while the worker lives); after it, another
   worker takes the editions over.
+
+The ledger knows everything queued: `enqueue` writes each shard's editions as
+`queued` rows naming the shard (the task id) before the task is published, and
+a worker marks them as it starts the shard. `requeue_lost` (run by every
+`send --workers celery` and every minute by `newsletter run`) re-enqueues the
+unsettled editions of shards that the broker no longer has and no live worker
+runs, e.g. after Redis restarted without persistence. The claims make a shard
+enqueued twice harmless, so a false alarm costs work, never a second email.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass
-from datetime import date
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from celery import Celery
@@ -39,12 +50,15 @@ from sqlalchemy.exc import OperationalError
 
 from newsletter.config import Config, load_config, load_subscribers
 from newsletter.models import Subscriber
+from newsletter.message import make_message_id
 from newsletter.pipeline import Claim, RunSummary, due_chunks, due_emails, run_edition
 from newsletter.render import template_names
-from newsletter.store import SETTLED, State, Store
+from newsletter.store import SETTLED, LedgerEntry, State, Store
 
 BROKER_ENV = "NEWSLETTER_BROKER_URL"
 QUEUE = "newsletter"
+# a queued shard is judged lost only once its rows are this old: the rows are written just before the task is published
+LOST_AFTER_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +83,12 @@ def broker_url(config: Config) -> str:
 def configure(config: Config) -> Celery:
     """Point the app at the config's broker, with its visibility timeout."""
     settings = config.model.celery
+    url = broker_url(config)
+    if app.conf.broker_url and app.conf.broker_url != url:
+        # another broker than before in this process: drop the pooled connections to the old one (as after a fork)
+        app._after_fork()
     app.conf.update(
-        broker_url=broker_url(config),
+        broker_url=url,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             # look for shards of dead workers every 1-10 s (a small Redis query), not every 100 s
@@ -88,6 +106,9 @@ class Enqueued:
     shards: int
     editions: int
     summary: RunSummary
+    already_queued: int = 0  # in a shard the broker still has (or a live worker runs): left alone
+    requeued: int = 0  # of `editions`, those taken from lost shards
+    dates: set[date] = field(default_factory=set)
 
 
 def shard_size(config: Config, editions: int) -> int:
@@ -96,24 +117,112 @@ def shard_size(config: Config, editions: int) -> int:
     return config.model.celery.shard_size or max(25, min(1000, math.ceil(editions / 32)))
 
 
+def present_shards() -> set[str] | None:
+    """The task ids the broker has (waiting, or delivered and not acknowledged); None when it cannot say (not Redis)."""
+    with app.connection_for_write() as connection:
+        if connection.transport.driver_type != "redis":
+            return None
+        channel = connection.default_channel
+        client = channel.client
+        found: set[str] = set()
+        for priority in channel.priority_steps:
+            for raw in client.lrange(channel._q_for_pri(QUEUE, priority), 0, -1):
+                found.add(json.loads(raw)["headers"]["id"])
+        for raw in client.hvals(channel.unacked_key):
+            found.add(json.loads(raw)[0]["headers"]["id"])
+        return found
+
+
+def _lost(entry: LedgerEntry, present: set[str] | None, now: datetime, visibility_timeout: float) -> bool:
+    """Whether an unsettled row's shard is gone: the broker does not have it, and no live worker has the row.
+
+    When the broker cannot be asked, a shard not started within `visibility_timeout` counts as lost.
+    """
+    if entry.shard is None or entry.picked_up(now) or (entry.state == State.SENDING and not entry.lease_expired(now)):
+        return False
+    if now - entry.updated_at < timedelta(seconds=LOST_AFTER_SECONDS):
+        return False
+    if present is None:
+        return now - entry.updated_at > timedelta(seconds=visibility_timeout)
+    return entry.shard not in present
+
+
+def _publish(config: Config, store: Store, producer, day: date, new: list[str], replacing: dict[str, str | None]) -> list[str]:
+    """Record one shard's editions as queued, then publish its task; the editions it got."""
+    shard = str(uuid.uuid4())
+    domain = config.newsletter.domain
+    got = store.queue(day, shard, [(email, make_message_id(email, day, domain)) for email in new], replacing)
+    if got:
+        send_shard.apply_async((str(config.path), day.isoformat(), got), task_id=shard, producer=producer)
+    return got
+
+
 def enqueue(config: Config, store: Store, subscribers: list[Subscriber], *, day: date | None = None, only: str | None = None) -> Enqueued:
-    """Queue a `send_shard` task per `shard_size` due subscribers (those whose edition is settled left out)."""
+    """Queue a `send_shard` task per `shard_size` due subscribers.
+
+    Left out: editions settled, held by a live sender, or in a shard the broker
+    still has. Editions of lost shards are queued again (see `requeue_lost`).
+    """
     summary = RunSummary()
     configure(config)
-    shards = editions = 0
+    queued = Enqueued(0, 0, summary)
     size = shard_size(config, len(subscribers))
+    visibility = config.model.celery.visibility_timeout
+    present = present_shards()
     with app.producer_or_acquire() as producer:
         for edition_day, chunk in due_chunks(store, subscribers, summary, day=day, only=only, size=size):
-            emails = [s.email for s in chunk]
-            settled = {email for email, entry in store.ledger_entries(edition_day, emails).items() if entry.state in SETTLED}
-            summary.already_sent += len(settled)
-            shard = [email for email in emails if email not in settled]
-            if shard:
-                send_shard.apply_async((str(config.path), edition_day.isoformat(), shard), producer=producer)
-                shards += 1
-                editions += len(shard)
-    log.info("enqueued %d editions in %d shards (%d already settled)", editions, shards, summary.already_sent)
-    return Enqueued(shards, editions, summary)
+            entries = store.ledger_entries(edition_day, [s.email for s in chunk])
+            now = datetime.now(timezone.utc)
+            new: list[str] = []
+            replacing: dict[str, str | None] = {}
+            for subscriber in chunk:
+                entry = entries.get(subscriber.email)
+                if entry is None:
+                    new.append(subscriber.email)
+                elif entry.state in SETTLED:
+                    summary.already_sent += 1
+                elif entry.state == State.SENDING and not entry.lease_expired(now) and entry.shard is None:
+                    summary.claimed_elsewhere += 1  # a local run is sending it
+                elif entry.shard is not None and not _lost(entry, present, now, visibility):
+                    queued.already_queued += 1
+                else:
+                    replacing[subscriber.email] = entry.shard
+            got = _publish(config, store, producer, edition_day, new, replacing) if new or replacing else []
+            if got:
+                queued.shards += 1
+                queued.editions += len(got)
+                queued.requeued += len(set(got) & set(replacing))
+                queued.dates.add(edition_day)
+    log.info("enqueued %d editions in %d shards (%d already settled, %d already queued)",
+             queued.editions, queued.shards, summary.already_sent, queued.already_queued)
+    return queued
+
+
+def requeue_lost(config: Config, store: Store, *, not_dates: Iterable[date] = ()) -> Enqueued:
+    """Queue again the unsettled editions of every lost shard (any date but `not_dates`): the broker lost them
+    (e.g. Redis restarted without persistence) and no live worker has them."""
+    configure(config)
+    skip = set(not_dates)
+    now = datetime.now(timezone.utc)
+    present = present_shards()
+    visibility = config.model.celery.visibility_timeout
+    lost = [e for e in store.in_shards() if e.edition_date not in skip and _lost(e, present, now, visibility)]
+    queued = Enqueued(0, 0, RunSummary())
+    size = shard_size(config, len(lost))
+    with app.producer_or_acquire() as producer:
+        for day in sorted({entry.edition_date for entry in lost}):
+            of_day = [entry for entry in lost if entry.edition_date == day]
+            for start in range(0, len(of_day), size):
+                got = _publish(config, store, producer, day, [], {e.email: e.shard for e in of_day[start:start + size]})
+                if got:
+                    queued.shards += 1
+                    queued.editions += len(got)
+                    queued.dates.add(day)
+    queued.requeued = queued.editions
+    if queued.editions:
+        log.warning("re-enqueued %d editions of lost shards in %d shards (%s)", queued.editions, queued.shards,
+                    ", ".join(sorted(str(d) for d in queued.dates)))
+    return queued
 
 
 # -- in the worker processes ---------------------------------------------------------
@@ -152,8 +261,14 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
     claim = Claim(owner=f"{self.request.hostname}/{os.getpid()}", lease_seconds=config.model.celery.lease_seconds)
     day = date.fromisoformat(edition_date)
     store = _store(config)
+    shard = self.request.id
     try:
+        store.pick_up(day, shard, claim.owner, claim.lease_seconds)  # `status` shows the shard as this worker's
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
+        if summary.stopped:
+            store.put_down(day, shard, claim.owner)
+        else:  # what is still queued was not due any more (unsubscribed, file removed) or had nothing to send
+            store.drop_queued(day, shard=shard)
         due = due_emails(store, subscribers, day)
         held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in (State.PENDING, State.SENDING)]
     except OperationalError as error:

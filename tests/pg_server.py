@@ -32,15 +32,27 @@ _databases = itertools.count(1)
 
 @dataclass(frozen=True)
 class PgServer:
-    """A running test server: where to reach it and how long it took to start."""
+    """A running test server: where to reach it and how long it took to start (and how to stop and start it again)."""
 
     host: str
     port: int
     user: str
     started_in: float
+    data: Path | None = None
+    options: str = ""
+    pg_ctl: str = ""
+    as_user: str | None = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        """Stop at once (`-m immediate`: every session is cut, as when the server or its machine dies)."""
+        _run([self.pg_ctl, "stop", "-D", str(self.data), "-m", "immediate", "-w"], self.as_user)
+
+    def start(self) -> None:
+        _run([self.pg_ctl, "start", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.data.parent / "server.log"),
+              "-o", self.options], self.as_user)
 
 
 def _binaries() -> Path | None:
@@ -96,9 +108,11 @@ def postgres_server(*, durable: bool = False) -> Iterator[PgServer]:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         _run([pg_ctl, "start", "-D", str(data), "-w", "-t", "60", "-l", str(base / "server.log"), "-o", options], as_user)
         try:
-            yield PgServer("127.0.0.1", port, "postgres", time.perf_counter() - start)
+            yield PgServer("127.0.0.1", port, "postgres", time.perf_counter() - start, data, options, pg_ctl, as_user)
         finally:
-            _run([pg_ctl, "stop", "-D", str(data), "-m", "immediate", "-w"], as_user)
+            stop = [pg_ctl, "stop", "-D", str(data), "-m", "immediate", "-w"]
+            # not checked: a test may have stopped it already
+            subprocess.run((["runuser", "-u", as_user, "--"] if as_user else []) + stop, capture_output=True, timeout=120)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

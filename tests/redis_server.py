@@ -45,6 +45,35 @@ def _wait_ready(port: int, process: subprocess.Popen, log: Path, timeout: float 
     raise RuntimeError(f"redis-server did not answer on port {port} within {timeout:g} s")
 
 
+class RedisProcess:
+    """One redis-server on a fixed loopback port, persistence off, that a test can stop and start again
+    (what a restart of a Redis without `appendonly` does: the queue is gone)."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise LookupError("redis-server not installed: apt-get install redis-server")
+        self.binary, self.folder, self.port = binary, folder, port or _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = folder / "redis.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--logfile", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_ready(self.port, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.kill()  # no shutdown save either
+        self.process.wait()
+        self.process = None
+
+
 @contextmanager
 def run_redis() -> Iterator[str]:
     """Run a private Redis server until the block ends; yields its URL (database 0).

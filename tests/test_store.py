@@ -295,7 +295,7 @@ def test_claim_takes_pending_rows_once(store: Store):
     assert (entry.state, entry.claimed_by) == ("sending", "w1")
     assert before + timedelta(seconds=59) < entry.lease_until < datetime.now(timezone.utc) + timedelta(seconds=61)
     assert store.ledger_entries(other_day)["a@x.org"].state == "pending"
-    assert store.ledger_counts(day) == {"pending": 0, "sending": 3, "sent": 1, "failed": 0, "uncertain": 0, "review": 0}
+    assert store.ledger_counts(day) == {"pending": 0, "sending": 3, "sent": 1, "failed": 0, "uncertain": 0, "review": 0, "queued": 0}
     assert store.claim(day, [], owner="w1", lease_seconds=60).emails == []
 
 

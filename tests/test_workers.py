@@ -164,6 +164,16 @@ def queued_shards(url: str) -> list[tuple[str, str, list[str]]]:
     return shards
 
 
+def queued_task_ids(url: str) -> list[str]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return [json.loads(item)["headers"]["id"] for item in client.lrange("newsletter", 0, -1)]
+    finally:
+        client.close()
+
+
 def test_send_enqueues_one_shard_per_shard_size_and_skips_settled_editions(example_dir: Path, redis_url: str):
     subscribers = example_dir / "examples" / "subscribers"
     for n in range(7):
@@ -188,7 +198,11 @@ def test_send_enqueues_one_shard_per_shard_size_and_skips_settled_editions(examp
     expected = {"ada@example.org", "alan@example.org", "grace@example.org", *(f"extra{n}@example.org" for n in range(5))}
     assert queued == sorted(expected)
     with Store(config.store_url) as store:
-        assert store.ledger_counts(DAY) == {"pending": 0, "sending": 0, "sent": 1, "failed": 0, "uncertain": 0, "review": 0}
+        assert store.ledger_counts(DAY) == {"pending": 0, "sending": 0, "sent": 1, "failed": 0, "uncertain": 0, "review": 0,
+                                            "queued": 8}
+        rows = store.ledger_rows(edition_date=DAY, state=State.QUEUED)
+    assert {row.email for row in rows} == expected  # the ledger knows every queued edition, and its shard (the task id)
+    assert len({row.shard for row in rows}) == 3 and {row.shard for row in rows} == set(queued_task_ids(redis_url))
 
 
 def test_the_scheduler_enqueues_its_group_when_the_executor_is_celery(example_dir: Path, redis_url: str):

@@ -9,6 +9,7 @@ SIGTERM or killed with SIGKILL as a machine failure would.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -40,13 +41,18 @@ def write_setup(
     store_url: str,
     broker_url: str,
     smtp_port: int,
-    shard_size: int = 500,
+    shard_size: int | None = 500,
     chunk_size: int = 100,
-    lease_seconds: float = 600,
-    visibility_timeout: float = 3600,
+    lease_seconds: float | None = 600,
+    visibility_timeout: float | None = 3600,
     smtp_concurrency: int = 2,
 ) -> Path:
-    """A config plus `subscribers` subscriber files in `folder`, and 50 papers for `day` in the store; the config path."""
+    """A config plus `subscribers` subscriber files in `folder`, and 50 papers for `day` in the store; the config path.
+
+    `shard_size`, `lease_seconds`, `visibility_timeout` None: not in the config (the program's defaults).
+    """
+    celery = {"shard_size": shard_size, "lease_seconds": lease_seconds, "visibility_timeout": visibility_timeout}
+    celery_lines = "".join(f"{key} = {value}\n" for key, value in celery.items() if value is not None)
     directory = folder / "subscribers"
     directory.mkdir(parents=True, exist_ok=True)
     for n in range(subscribers):
@@ -81,10 +87,7 @@ max_per_connection = 1000
 
 [celery]
 broker_url = "{broker_url}"
-shard_size = {shard_size}
-lease_seconds = {lease_seconds}
-visibility_timeout = {visibility_timeout}
-""")
+{celery_lines}""")
     with Store(store_url) as store:
         store.add_papers(
             Paper.create(
@@ -101,13 +104,19 @@ visibility_timeout = {visibility_timeout}
 
 @dataclass
 class CountingSink:
-    """An aiosmtpd server on a free loopback port counting the Message-IDs it accepts."""
+    """An aiosmtpd server on a free loopback port counting the Message-IDs it accepts.
+
+    `delay`: seconds each message takes before its 250 (a slow relay), so a fault lands mid-shard.
+    """
 
     port: int = field(default_factory=free_port)
     received: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         found = MESSAGE_ID.search(envelope.content, 0, 8192)
         with self.lock:
             self.received[found[1].decode() if found else None] += 1

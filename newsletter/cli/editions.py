@@ -56,7 +56,7 @@ def select_cmd(
     edition_day = edition_date(sub, day)
     with open_store(config, read_only=True) as store:
         builder = EditionBuilder(config, store, key=b"select-signs-nothing")
-        entry = None if fresh else store.ledger_entries(edition_day, [sub.email]).get(sub.email)
+        entry = None if fresh else builder.recorded_entry(sub, edition_day)
         picks = builder.picks_from_ledger(entry) if entry else builder.select(sub, edition_day)
         why = why_no_papers(config, store, [sub], edition_day).get(sub.email) if not picks else None
     recorded = None
@@ -146,8 +146,8 @@ def send(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try editions that failed before again.")] = False,
     no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Skip ingesting [sources] inputs first.")] = False,
     workers: Annotated[Optional[str], typer.Option(
-        "--workers", help="local: send from this process; celery: enqueue shards for `newsletter worker` "
-        "(default: [delivery] executor).")] = None,
+        "--workers", help="local: send from this machine, one worker process per core ([delivery] processes); "
+        "celery: enqueue shards for `newsletter worker` (default: [delivery] executor).")] = None,
 ) -> None:
     """One edition run: ingest [sources] inputs, then select, render and deliver to everyone due.
 
@@ -247,20 +247,77 @@ def enqueue_shards(config: Config, store: Store, subscribers, *, day: Optional[d
     """`send --workers celery`: queue the shards, say how many, and how to follow them."""
     try:
         from kombu.exceptions import OperationalError as BrokerError
+        from redis.exceptions import RedisError
 
-        from newsletter.workers import broker_url, enqueue
+        from newsletter.workers import broker_url, enqueue, requeue_lost
     except ImportError as missing:
         fail(f"--workers celery: needs the celery extra ({missing.name} is not installed): "
              "pip install 'newsletter[postgres,celery]'", code=2)
 
     try:
         queued = enqueue(config, store, subscribers, day=day, only=only)
-    except BrokerError as error:
+        # shards of other dates the broker lost (the ones of these dates were just re-enqueued above)
+        lost = requeue_lost(config, store, not_dates=queued.summary.dates) if not only else None
+    except (BrokerError, RedisError) as error:
         fail(f"{broker_url(config)}: cannot reach the broker: {error}")
     dates = ", ".join(sorted(str(d) for d in queued.summary.dates)) or "none"
     out.print(f"Enqueued {queued.editions} editions in {queued.shards} shards for `newsletter worker` "
-              f"(edition dates: {dates}; {queued.summary.already_sent} already settled). "
+              f"(edition dates: {dates}; {queued.summary.already_sent} already settled"
+              f"{f', {queued.already_queued} already queued' if queued.already_queued else ''}"
+              f"{f', {queued.requeued} of them from shards the broker lost' if queued.requeued else ''}). "
               "Follow with `newsletter status`.", markup=False)
+    if lost and lost.editions:
+        out.print(f"Re-enqueued {lost.editions} editions of lost shards in {lost.shards} shards "
+                  f"(edition dates: {', '.join(sorted(str(d) for d in lost.dates))}).", markup=False)
+
+
+def queue_report(groups: list[dict], now: datetime, visibility_timeout: float) -> tuple[list[dict], list[dict]]:
+    """`status`: queued editions per date (waiting in the broker, overdue), and per worker what it runs.
+
+    Overdue: queued longer than `visibility_timeout` and no worker has started its shard (or its worker's lease ran
+    out): the broker may have lost it; `send --workers celery` or `run`'s sweep re-enqueues lost shards.
+    """
+    dates: dict[str, dict] = {}
+    workers: dict[str, dict] = {}
+    for group in groups:
+        live = group["lease_until"] is not None and group["lease_until"] > now
+        owner = group["owner"] if live else None
+        if group["state"] == State.QUEUED:
+            day = dates.setdefault(group["date"].isoformat(), {"date": group["date"].isoformat(), "queued": 0, "waiting": 0,
+                                                               "picked_up": 0, "overdue": 0, "shards": set(), "oldest_seconds": 0})
+            age = (now - group["oldest"]).total_seconds()
+            day["queued"] += group["editions"]
+            day["shards"].add(group["shard"])
+            day["oldest_seconds"] = max(day["oldest_seconds"], round(age))
+            if owner:
+                day["picked_up"] += group["editions"]
+            else:
+                day["waiting"] += group["editions"]
+                day["overdue"] += group["editions"] if age > visibility_timeout else 0
+        if owner:
+            worker = workers.setdefault(owner, {"owner": owner, "shards": set(), "queued": 0, "sending": 0})
+            worker["queued" if group["state"] == State.QUEUED else "sending"] += group["editions"]
+            if group["shard"]:
+                worker["shards"].add(group["shard"])
+    for item in [*dates.values(), *workers.values()]:
+        item["shards"] = len(item["shards"])
+    return sorted(dates.values(), key=lambda d: d["date"]), sorted(workers.values(), key=lambda w: w["owner"])
+
+
+def print_queue(queued: list[dict], workers: list[dict]) -> None:
+    for day in queued:
+        line = (f"queued: {day['queued']} editions of {day['date']} in {day['shards']} shards: {day['waiting']} waiting "
+                f"for a worker, {day['picked_up']} in shards a worker runs (oldest queued {day['oldest_seconds']} s ago)")
+        out.print(line, markup=False)
+        if day["overdue"]:
+            out.print(f"overdue: {day['overdue']} queued editions of {day['date']} were not picked up within the visibility "
+                      "timeout: the broker may have lost them; `newsletter send --workers celery` (or `run`, every minute) "
+                      "re-enqueues lost shards", markup=False)
+    if workers:
+        table = Table("worker", "shards", "queued (its shards)", "claimed, in flight (sending)", title="Workers")
+        for worker in workers:
+            table.add_row(cell(worker["owner"]), str(worker["shards"]), str(worker["queued"]), str(worker["sending"]))
+        out.print(table)
 
 
 def print_summary(config: Config, summary, reasons: dict[str, str] | None = None) -> None:
@@ -314,13 +371,18 @@ def status(
     day: Annotated[Optional[str], typer.Option("--date", help="Edition date YYYY-MM-DD (default: all dates).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs."""
+    """Ledger counts per state, the failed editions with their reasons, and the next scheduled runs.
+
+    With Celery: the editions queued per date (waiting for a worker, in shards a worker runs, overdue ones the
+    broker may have lost) and, per worker, its shards and the editions it holds.
+    """
     config = ctx.obj.config()
     edition_day = parse_day(day)
     with open_store(config, read_only=True) as store:
         counts = store.ledger_counts(edition_day)
         problems_rows = store.ledger_rows(edition_date=edition_day, state=[State.FAILED, *HELD])
         sending = store.ledger_rows(edition_date=edition_day, state=State.SENDING)
+        groups = store.queue_groups(edition_day)
         next_runs = make_service(config, store).next_runs()
         suppressed = store.suppression_reasons()
     bounced = {email: reason for email, reason in sorted(suppressed.items()) if "bounce" in reason}
@@ -335,10 +397,11 @@ def status(
         claims[key] = claims.get(key, 0) + 1
     held_by = [{"owner": owner, "date": when, "editions": n, "lease_expired": expired}
                for (owner, when, expired), n in sorted(claims.items())]
+    queued, workers = queue_report(groups, now, config.model.celery.visibility_timeout)
     if as_json:
         print(json.dumps({"date": edition_day.isoformat() if edition_day else None, "counts": counts,
-                          "problems": problems, "sending": held_by, "next_runs": next_runs, "suppressed": len(suppressed),
-                          "bounced": bounced}, indent=2))
+                          "problems": problems, "sending": held_by, "queued": queued, "workers": workers,
+                          "next_runs": next_runs, "suppressed": len(suppressed), "bounced": bounced}, indent=2))
         return
     table = Table("state", "editions", title=f"Ledger{' for ' + str(edition_day) if edition_day else ''}")
     for state, count in counts.items():
@@ -347,6 +410,7 @@ def status(
     for claim in held_by:
         how = "lease expired: its run stopped; the next send takes them over" if claim["lease_expired"] else "live"
         out.print(f"sending: {claim['editions']} editions of {claim['date']} held by {claim['owner']} ({how})", markup=False)
+    print_queue(queued, workers)
     for item in problems:
         out.print(cell(f"{item['state']}: {item['email']} {item['date']}: {item['reply']}", WARNING_CHARS))
     if any(item["state"] != State.FAILED for item in problems):

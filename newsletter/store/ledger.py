@@ -2,7 +2,8 @@
 
 Every ledger rule lives here:
 
-    (no row) ──claim──► sending ──result──► sent | failed | uncertain
+    (no row) ──enqueue──► queued    (a Celery shard will build and send it: `shard` names the task)
+    (no row) | queued ──claim──► sending ──result──► sent | failed | uncertain
     pending ───claim──► sending     (a run holds the row: `claimed_by`, `lease_until`)
     sending ──release─► pending     (the run stopped before handing it over)
     sending, lease expired ──claim──► sending   (its run died: the edition is sent again,
@@ -15,6 +16,13 @@ run's heartbeat); only an expired lease means the run is gone. `uncertain`
 means the server may have the message (a timeout after the final "."), so it is
 never sent again unless someone asks. `review` is what older versions' hold
 option left; it is treated like `uncertain`.
+
+`queued` rows are the ledger's copy of the broker's queue: written before a
+shard's task is published, so a shard the broker loses is found again
+(newsletter/workers.py `requeue_lost`). They hold no edition yet (whoever claims
+one builds it, exactly like an edition with no row), are not settled, and any
+sender may claim them; a worker that starts the shard marks its queued rows
+with its name and a lease (`pick_up`), renewed by its heartbeat.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 
 from newsletter.models import Pick, Subscriber
 from newsletter.store.schema import _as_utc, _chunks, _now, _sqlite_value, deliveries_table, sent_papers_table
@@ -35,6 +43,7 @@ class State(StrEnum):
     """Where one (subscriber, edition date) stands."""
 
     PENDING = "pending"  # recorded, nobody holds it: the next run sends it
+    QUEUED = "queued"  # in a Celery shard (`shard`), not built yet: claimed like an edition with no row
     SENDING = "sending"  # a run holds it under a lease and has it (or is about to hand it) to the backend
     SENT = "sent"  # the backend accepted it
     FAILED = "failed"  # refused, or the edition could not be built; `send --retry-failed` tries again
@@ -116,6 +125,7 @@ class LedgerEntry:
     updated_at: datetime
     claimed_by: str | None = None
     lease_until: datetime | None = None
+    shard: str | None = None
 
     @property
     def paper_ids(self) -> list[str]:
@@ -128,6 +138,10 @@ class LedgerEntry:
 
     def lease_expired(self, now: datetime) -> bool:
         return self.state == State.SENDING and (self.lease_until is None or self.lease_until <= now)
+
+    def picked_up(self, now: datetime) -> bool:
+        """A `queued` row whose shard a live worker runs (its lease is renewed by that worker's heartbeat)."""
+        return self.state == State.QUEUED and self.claimed_by is not None and self.lease_until is not None and self.lease_until > now
 
 
 @dataclass
@@ -155,6 +169,7 @@ def _ledger_from_row(row) -> LedgerEntry:
         updated_at=_as_utc(row.updated_at),
         claimed_by=row.claimed_by,
         lease_until=_as_utc(row.lease_until),
+        shard=row.shard,
     )
 
 
@@ -331,8 +346,35 @@ class LedgerMixin:
                 for record in chunk
             ]
             inserted.update(conn.execute(self._insert_new(table).returning(table.c.subscriber_email), rows).scalars())
+        inserted |= self._claim_queued(conn, [record for record in records if record.email not in inserted], owner, lease, now)
         self._remember_papers(conn, [record for record in records if record.email in inserted])
         return inserted
+
+    def _claim_queued(self, conn, records: list[EditionRecord], owner: str, lease: datetime, now: datetime) -> set[str]:
+        """`queued` rows of these new editions become `sending` for `owner`, with the edition; the emails taken."""
+        table = deliveries_table
+        taken: set[str] = set()
+        for day in sorted({record.edition_date for record in records}):
+            of_day = {record.email: record for record in records if record.edition_date == day}
+            for chunk in _chunks(list(of_day)):
+                free = conn.execute(
+                    select(table.c.subscriber_email)
+                    .where(table.c.edition_date == day, self._among(table.c.subscriber_email, chunk), table.c.state == State.QUEUED)
+                    .with_for_update(skip_locked=True)
+                ).scalars().all()
+                if not free:
+                    continue
+                conn.execute(
+                    update(table)
+                    .where(table.c.edition_date == day, table.c.subscriber_email == bindparam("b_email"),
+                           table.c.state == State.QUEUED)
+                    .values(state=State.SENDING, message_id=bindparam("b_message_id"), picks=bindparam("b_picks"),
+                            subject=bindparam("b_subject"), claimed_by=owner, lease_until=lease, updated_at=now),
+                    [{"b_email": email, "b_message_id": of_day[email].message_id, "b_picks": _picks_json(of_day[email].picks),
+                      "b_subject": of_day[email].subject} for email in free],
+                )
+                taken.update(free)
+        return taken
 
     def _remember_papers(self, conn, records: list[EditionRecord]) -> None:
         """Note the papers of new editions as given to their subscribers (the first edition that had a paper keeps it)."""
@@ -379,7 +421,8 @@ class LedgerMixin:
         with self._writes.begin() as conn:
             return conn.execute(
                 update(table)
-                .where(table.c.edition_date.in_(days), table.c.claimed_by == owner, table.c.state == State.SENDING)
+                .where(table.c.edition_date.in_(days), table.c.claimed_by == owner,
+                       table.c.state.in_([State.SENDING, State.QUEUED]))
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
             ).rowcount
 
@@ -423,7 +466,7 @@ class LedgerMixin:
                     conn.execute(
                         update(table)
                         .where(table.c.subscriber_email == record.email, table.c.edition_date == record.edition_date,
-                               self._claimable(now, retry_failed=True, hold_expired=False))
+                               or_(table.c.state == State.QUEUED, self._claimable(now, retry_failed=True, hold_expired=False)))
                         .values(state=State.FAILED, reply=why, updated_at=now, claimed_by=None, lease_until=None)
                     )
 
@@ -474,12 +517,109 @@ class LedgerMixin:
         return found
 
     def editions_of(self, email: str, *, before: date | None = None, limit: int | None = None) -> list[LedgerEntry]:
-        """One subscriber's ledger rows, newest first (those dated before `before`, if given): the archive."""
+        """One subscriber's editions (ledger rows, not `queued` ones), newest first (those dated before `before`, if given): the archive."""
         table = deliveries_table
-        query = select(table).where(table.c.subscriber_email == email).order_by(table.c.edition_date.desc())
+        query = (select(table).where(table.c.subscriber_email == email, table.c.state != State.QUEUED)
+                 .order_by(table.c.edition_date.desc()))
         if before is not None:
             query = query.where(table.c.edition_date < before)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_ledger_from_row(row) for row in conn.execute(query)]
+
+    # -- the queue's copy: editions in Celery shards ------------------------------------------------
+
+    def queue(self, edition_date: date, shard: str, new: Sequence[tuple[str, str]], replacing: dict[str, str | None]) -> list[str]:
+        """Put editions in `shard` before its task is published; the emails this call got (others may race for them).
+
+        `new`: (email, Message-ID) of editions with no row: inserted `queued`.
+        `replacing`: email -> the shard its unsettled row was in (None: none), which
+        `requeue` found lost: the row moves to `shard` only if it is still there
+        (a queued row is un-picked too). Two enqueuers never get the same edition.
+        """
+        table = deliveries_table
+        now = _now()
+        got: list[str] = []
+        with self._writes.begin() as conn:
+            for chunk in _chunks(list(new), 1000):
+                rows = [{"subscriber_email": email, "edition_date": edition_date, "state": State.QUEUED, "message_id": message_id,
+                         "picks": "[]", "subject": "", "attempts": 0, "updated_at": now, "shard": shard} for email, message_id in chunk]
+                got.extend(conn.execute(self._insert_new(table).returning(table.c.subscriber_email), rows).scalars())
+            by_old: dict[str | None, list[str]] = {}
+            for email, old in replacing.items():
+                by_old.setdefault(old, []).append(email)
+            queued = table.c.state == State.QUEUED
+            unsettled = and_(
+                table.c.state.in_([State.QUEUED, State.PENDING, State.SENDING]),
+                or_(table.c.state != State.SENDING, table.c.lease_until.is_(None), table.c.lease_until <= now),
+            )
+            for old, emails in by_old.items():
+                was = table.c.shard.is_(None) if old is None else table.c.shard == old
+                for chunk in _chunks(emails):
+                    got.extend(conn.execute(
+                        update(table)
+                        .where(table.c.edition_date == edition_date, self._among(table.c.subscriber_email, chunk), was, unsettled)
+                        .values(shard=shard, updated_at=now,
+                                claimed_by=case((queued, None), else_=table.c.claimed_by),
+                                lease_until=case((queued, None), else_=table.c.lease_until))
+                        .returning(table.c.subscriber_email)
+                    ).scalars())
+        return got
+
+    def pick_up(self, edition_date: date, shard: str, owner: str, lease_seconds: float) -> int:
+        """A worker starts `shard`: its `queued` rows are marked with `owner` under a lease (renewed by the heartbeat)."""
+        table = deliveries_table
+        with self._writes.begin() as conn:
+            return conn.execute(
+                update(table)
+                .where(table.c.edition_date == edition_date, table.c.shard == shard, table.c.state == State.QUEUED)
+                .values(claimed_by=owner, lease_until=_now() + timedelta(seconds=lease_seconds))
+            ).rowcount
+
+    def put_down(self, edition_date: date, shard: str, owner: str) -> int:
+        """`owner` stops running `shard` before it is done: its queued rows wait for the next run of the shard."""
+        table = deliveries_table
+        with self._writes.begin() as conn:
+            return conn.execute(
+                update(table)
+                .where(table.c.edition_date == edition_date, table.c.shard == shard, table.c.state == State.QUEUED,
+                       table.c.claimed_by == owner)
+                .values(claimed_by=None, lease_until=None)
+            ).rowcount
+
+    def drop_queued(self, edition_date: date, emails: Iterable[str] | None = None, *, shard: str | None = None) -> int:
+        """Forget `queued` rows that will not be sent (nothing to send, not due any more): of these emails, or of `shard`."""
+        table = deliveries_table
+        where = [table.c.edition_date == edition_date, table.c.state == State.QUEUED]
+        if shard is not None:
+            where.append(table.c.shard == shard)
+        dropped = 0
+        with self._writes.begin() as conn:
+            if emails is None:
+                return conn.execute(delete(table).where(*where)).rowcount
+            for chunk in _chunks(list(emails)):
+                dropped += conn.execute(delete(table).where(*where, self._among(table.c.subscriber_email, chunk))).rowcount
+        return dropped
+
+    def in_shards(self) -> list[LedgerEntry]:
+        """Unsettled rows that were enqueued (`queued`, `pending` or `sending` with a shard), oldest date first."""
+        table = deliveries_table
+        query = (select(table).where(table.c.state.in_([State.QUEUED, State.PENDING, State.SENDING]), table.c.shard.is_not(None))
+                 .order_by(table.c.edition_date, table.c.shard))
+        with self.engine.connect() as conn:
+            return [_ledger_from_row(row) for row in conn.execute(query)]
+
+    def queue_groups(self, edition_date: date | None = None) -> list[dict]:
+        """`queued` and `sending` rows grouped by (date, state, holder, shard): count, oldest update, latest lease."""
+        table = deliveries_table
+        query = (select(table.c.edition_date, table.c.state, table.c.claimed_by, table.c.shard, func.count(),
+                        func.min(table.c.updated_at), func.max(table.c.lease_until))
+                 .where(table.c.state.in_([State.QUEUED, State.SENDING]))
+                 .group_by(table.c.edition_date, table.c.state, table.c.claimed_by, table.c.shard))
+        if edition_date is not None:
+            query = query.where(table.c.edition_date == edition_date)
+        with self.engine.connect() as conn:
+            return [{"date": day, "state": State(state), "owner": owner, "shard": shard, "editions": n,
+                     "oldest": _as_utc(oldest), "lease_until": _as_utc(lease)}
+                    for day, state, owner, shard, n, oldest, lease in conn.execute(query)]

@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text, inspect
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _CHUNK = 5000
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -58,6 +58,9 @@ deliveries_table = Table(
     # schema 2: who holds a `sending` row, and until when (see Store.claim)
     Column("claimed_by", Text),
     Column("lease_until", DateTime(timezone=True)),
+    # schema 7: the Celery shard (task id) an edition was enqueued in, so a shard the broker lost is found again
+    Column("shard", String),
+    Index("ix_deliveries_state", "state"),
 )
 
 sent_papers_table = Table(
@@ -208,6 +211,17 @@ def _upgrade_to_6(conn: Connection) -> None:
     fetch_status_table.create(conn, checkfirst=True)
 
 
+def _upgrade_to_7(conn: Connection) -> None:
+    """Schema 7: deliveries get `shard` (queued editions know their Celery task) and an index on `state`."""
+    present = {column["name"] for column in inspect(conn).get_columns(deliveries_table.name)}
+    if "shard" not in present:
+        kind = deliveries_table.c.shard.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {deliveries_table.name} ADD COLUMN shard {kind}")
+    for index in deliveries_table.indexes:
+        if index.name == "ix_deliveries_state":
+            index.create(conn, checkfirst=True)
+
+
 # schema version -> the step that upgrades the version before it; a new store gets the latest tables at once
 _UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _upgrade_to_2,
@@ -215,5 +229,6 @@ _UPGRADES: dict[int, Callable[[Connection], None]] = {
     4: _upgrade_to_4,
     5: _upgrade_to_5,
     6: _upgrade_to_6,
+    7: _upgrade_to_7,
 }
 _MIGRATION_LOCK = 0x6E6577736C  # pg_advisory_xact_lock key: one migrating process at a time
