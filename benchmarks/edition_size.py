@@ -1,11 +1,16 @@
 """The size of a 10-paper edition: HTML bytes, and its height in headless Chromium at 600 and 320 px.
 
+With `--budget`: bytes per paper card and the 40, 60 and 100-paper editions after the size budget
+(newsletter/budget.py), on the longest real papers of the fixtures with every link (tests/test_budget.py's
+worst case): HTML bytes, whole .eml bytes (DKIM-signed with a fresh RSA-2048 key), papers kept, abstract words.
+
 Renders one trending edition of 10 real papers (the bundled test fixtures: the Hugging Face
 daily-papers API, the arXiv listing and the arXiv export API, plus one page-dump paper without
 an id) with the built-in templates, and, with `--screenshots DIR`, saves full-page screenshots
 at both widths. Needs chromium and chromedriver (Debian: chromium chromium-driver).
 
     python benchmarks/edition_size.py --screenshots /tmp/shots
+    python benchmarks/edition_size.py --budget
 """
 
 from __future__ import annotations
@@ -88,10 +93,45 @@ def heights(html: str, shots: Path | None) -> dict[int, tuple[int, int]]:
     return found
 
 
+def budget_figures() -> None:
+    """Bytes per card, and what the budget makes of 40, 60 and 100 long papers."""
+    from newsletter.budget import fit, html_size, shortened
+    from newsletter.config import DkimSection
+    from newsletter.dkim_signing import Signer, generate_key, parse_key
+    from newsletter.message import build_message, make_message_id
+    from tests.test_budget import BASE, SUBSCRIBER, TOKEN, picks, render_with
+
+    render = render_with(Renderer(RenderSettings(newsletter_name="Papers digest", base_url=BASE,
+                                                 address="Papers digest · 1 Example Street · 12345 Example City")))
+    signer = Signer(DkimSection(domain="example.org", selector="news", private_key_file="unused.pem"),
+                    parse_key(generate_key("rsa"), "rsa"))
+    empty = html_size(render([], 0))
+    forty = picks(40)
+    for label, some in (("the abstract as the template cuts it", forty), ("no abstract", shortened(forty, 0))):
+        print(f"per card, {label}: {(html_size(render(some, 0)) - empty) / 40:,.0f} bytes of HTML")
+    print(f"without cards: {empty:,} bytes")
+    for count in (40, 60, 100):
+        many = picks(count)
+        fitted = fit(render, many)
+        edition = fitted.edition
+        eml = signer.sign(build_message(
+            sender="Papers digest <news@example.org>", to_name=SUBSCRIBER.name, to_email=SUBSCRIBER.email,
+            subject=edition.subject, html=edition.html, text=edition.text, list_name="Papers digest",
+            message_id=make_message_id(SUBSCRIBER.email, DAY, "example.org"), unsubscribe_url=f"{BASE}/u?token={TOKEN}",
+        ))
+        print(f"{count} papers: {html_size(render(many, 0)):,} bytes of HTML as written -> {html_size(edition):,} "
+              f"after the budget ({len(fitted.picks)} kept, abstracts at {fitted.abstract_words} words); "
+              f".eml {len(eml):,} bytes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screenshots", type=Path, help="folder for edition-600.png and edition-320.png")
+    parser.add_argument("--budget", action="store_true", help="bytes per card and 40/60/100-paper editions after the budget")
     args = parser.parse_args()
+    if args.budget:
+        budget_figures()
+        return
     if args.screenshots:
         args.screenshots.mkdir(parents=True, exist_ok=True)
     html = edition_html()

@@ -71,12 +71,20 @@ class Library:
     items: list[LibraryItem] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     digest: str = ""
+    _keys: tuple[frozenset[str], frozenset[str]] | None = field(default=None, repr=False, compare=False)
 
-    def paper_ids(self) -> set[str]:
-        return set().union(*(item.paper_ids() for item in self.items)) if self.items else set()
+    def paper_ids(self) -> frozenset[str]:
+        return self._blocking()[0]
 
-    def title_keys(self) -> set[str]:
-        return {normalise_title(item.title) for item in self.items}
+    def title_keys(self) -> frozenset[str]:
+        return self._blocking()[1]
+
+    def _blocking(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The entries' paper ids and normalised titles, found once per parsed file (every reader of it asks)."""
+        if self._keys is None:
+            ids = frozenset().union(*(item.paper_ids() for item in self.items))
+            self._keys = (ids, frozenset(normalise_title(item.title) for item in self.items))
+        return self._keys
 
 
 class LibraryError(Exception):

@@ -3,13 +3,16 @@
 MRML has two width bugs that only desktop Outlook shows (its conditional tables):
 a section pulled in with `<mj-include>` loses its width (no `max-width`, a 100%
 Outlook cell; the old MJML regression mjml #3019, fixed upstream in #3020), and
-the `padding` shorthand of an `<mj-wrapper>` is not taken off its sections'
-width (600px where MJML gives 576px for `padding="0 12px"`). So before
-compiling, includes are pasted into the source and wrapper padding is spelt out
-as `padding-top/right/bottom/left`, which MRML does honour. tests/test_widths.py
-compares the result with official MJML's.
+a `padding` shorthand with a unitless `0` in it (`padding="0 12px"`) is not
+taken off the width of what an `<mj-wrapper>` or `<mj-section>` holds (600px
+where MJML gives 576px; `0px 12px` works). So before compiling, includes are
+pasted into the source and a bare `0` in wrapper and section padding is
+written `0px`. tests/test_widths.py compares the result with official MJML's.
 
-Two changes to the compiled HTML. Adjacent Outlook conditional comments are
+Three changes to the compiled HTML. The indentation of the template source is
+not sent: a run of whitespace holding a line break becomes one line break
+(HTML shows either as one space; skipped when the HTML has a `<pre>` or
+`white-space:pre`), ~40 bytes a paper card. Adjacent Outlook conditional comments are
 merged into one, as official MJML does (mjml-core's mergeOutlookConditionnals;
 MRML does not): ~150 bytes a paper card, which counts against Gmail's 102 KB.
 And: `<mj-preview>` text comes out white, hidden;
@@ -27,12 +30,14 @@ from collections.abc import Callable
 
 INCLUDE = re.compile(r"<mj-include\b([^>]*?)/?>(?:\s*</mj-include>)?")
 ATTRIBUTE = re.compile(r'([\w-]+)\s*=\s*"([^"]*)"')
-WRAPPER_TAG = re.compile(r"<mj-wrapper\b[^>]*>")
+PADDED_TAG = re.compile(r"<mj-(?:wrapper|section)\b[^>]*>")
 PADDING = re.compile(r'\spadding\s*=\s*"([^"]*)"')
 BODY = re.compile(r"<mj-body\b[^>]*>(.*)</mj-body>", re.S)
 MAX_DEPTH = 10
 ADJACENT_CONDITIONALS = re.compile(r"<!\[endif\]-->\s*?<!--\[if mso \| IE\]>")
 PREVIEW_COLOUR = re.compile(r'(<div style="display:none;[^"]*?)color:#ffffff;')
+INDENTATION = re.compile(r"[ \t]*\n\s*")
+PREFORMATTED = re.compile(r"<pre\b|white-space:\s*pre", re.I)
 
 
 def expand_includes(source: str, read: Callable[[str], str], depth: int = 0) -> str:
@@ -57,42 +62,30 @@ def expand_includes(source: str, read: Callable[[str], str], depth: int = 0) -> 
     return INCLUDE.sub(paste, source)
 
 
-def spell_out_wrapper_padding(source: str) -> str:
-    """Each `<mj-wrapper padding="…">` with the shorthand written as the four sides (explicit sides win)."""
+def zero_with_units(source: str) -> str:
+    """Each `padding="…"` of an `<mj-wrapper>` or `<mj-section>` with a bare `0` written `0px`, which MRML reads."""
 
     def rewrite(match: re.Match) -> str:
         tag = match[0]
         shorthand = PADDING.search(tag)
         if not shorthand:
             return tag
-        values = shorthand[1].split()
-        if not 1 <= len(values) <= 4:
-            return tag
-        top, right, bottom, left = (values * 4)[:4] if len(values) == 1 else _sides(values)
-        given = dict(ATTRIBUTE.findall(tag))
-        sides = {"padding-top": top, "padding-right": right, "padding-bottom": bottom, "padding-left": left}
-        extra = "".join(f' {name}="{value}"' for name, value in sides.items() if name not in given)
-        start, end = shorthand.span()
-        return tag[:start] + extra + tag[end:]
+        values = " ".join("0px" if value == "0" else value for value in shorthand[1].split())
+        start, end = shorthand.span(1)
+        return tag[:start] + values + tag[end:]
 
-    return WRAPPER_TAG.sub(rewrite, source)
-
-
-def _sides(values: list[str]) -> tuple[str, str, str, str]:
-    """CSS shorthand order: 2 values = vertical horizontal; 3 = top horizontal bottom; 4 = top right bottom left."""
-    if len(values) == 2:
-        return values[0], values[1], values[0], values[1]
-    if len(values) == 3:
-        return values[0], values[1], values[2], values[1]
-    return values[0], values[1], values[2], values[3]
+    return PADDED_TAG.sub(rewrite, source)
 
 
 def prepare(source: str, read: Callable[[str], str]) -> str:
-    """The MJML to give mjml-python: includes pasted in, wrapper padding spelt out."""
-    return spell_out_wrapper_padding(expand_includes(source, read))
+    """The MJML to give mjml-python: includes pasted in, zeros in wrapper and section padding with units."""
+    return zero_with_units(expand_includes(source, read))
 
 
 def finish(html: str) -> str:
-    """The compiled HTML with adjacent Outlook conditionals merged and the hidden preview text grey, not white."""
+    """The compiled HTML without source indentation, with adjacent Outlook conditionals merged
+    and the hidden preview text grey, not white."""
+    if not PREFORMATTED.search(html):
+        html = INDENTATION.sub("\n", html)
     html = ADJACENT_CONDITIONALS.sub("", html)
     return PREVIEW_COLOUR.sub(r"\1color:#808080;mso-hide:all;", html, count=1)

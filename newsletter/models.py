@@ -270,6 +270,7 @@ class Edition:
     html: str = ""
     text: str = ""
     message_id: str = ""
+    left_out: list[Pick] = field(default_factory=list)  # picks the size budget kept out of the email
 
     @property
     def count(self) -> int:

@@ -154,8 +154,11 @@ class EditionBuilder:
         }
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
-        """The picks an earlier run recorded, so a resend carries exactly the same edition."""
-        papers = self.store.get_papers(entry.paper_ids)
+        """The picks an earlier run recorded, so a resend carries exactly the same edition.
+
+        Those the size budget left out come last, as they did: the budget cuts them again.
+        """
+        papers = self.store.get_papers([item["id"] for item in entry.picks])
         return [
             Pick(paper=papers[item["id"]], score=item["score"], reasons=list(item["reasons"]))
             for item in entry.picks
@@ -164,11 +167,12 @@ class EditionBuilder:
 
     def build(
         self, subscriber: Subscriber, day: date, picks: list[Pick], message_id: str | None = None, *,
-        note: EmptyNote | None = None, make_summaries: bool = True,
+        note: EmptyNote | None = None, make_summaries: bool = True, budget: bool = True,
     ) -> tuple[Edition, bytes]:
         """Render one edition and serialise it as an RFC 5322 message, DKIM-signed when `[dkim]` is set.
 
-        The edition's `picks` are those that fit the size budget (the ones to record as sent).
+        The edition's `picks` are those that fit the size budget (the ones to record as sent), its
+        `left_out` the rest; with `budget` False (the "View in browser" page) every pick is shown.
 
         Every backend, the preview and `render` get these bytes: this is the one place messages are made.
         A resend passes the recorded Message-ID. With `make_summaries` False (the web pages) only
@@ -189,9 +193,11 @@ class EditionBuilder:
                 omitted=omitted, **web,
             )
 
-        fitted = fit(render, picks, who=f"{subscriber.email} {day}")  # the HTML size budget (newsletter/budget.py)
-        rendered: RenderedEdition = fitted.edition
-        picks = fitted.picks
+        if budget:
+            fitted = fit(render, picks, who=f"{subscriber.email} {day}")  # the HTML size budget (newsletter/budget.py)
+            rendered, left_out, picks = fitted.edition, picks[len(fitted.picks):], fitted.picks
+        else:
+            rendered, left_out = render(picks, 0), []
         message_id = message_id or self.message_id(subscriber, day)
         data = build_message(
             sender=self.config.newsletter.sender,
@@ -209,7 +215,7 @@ class EditionBuilder:
         )
         if self.signer is not None:
             data = self.signer.sign(data)
-        edition = Edition(subscriber, day, picks, rendered.subject, rendered.html, rendered.text, message_id)
+        edition = Edition(subscriber, day, picks, rendered.subject, rendered.html, rendered.text, message_id, left_out)
         return edition, data
 
     def message_id(self, subscriber: Subscriber, day: date) -> str:
@@ -229,14 +235,15 @@ class EditionBuilder:
     def recorded(self, subscriber: Subscriber, day: date) -> tuple[Edition, bytes] | None:
         """The edition the ledger recorded for this subscriber and date, rebuilt from its picks; None if there is none.
 
-        This is the "View in browser" page: the same picks, renderer and stored summaries as the mail.
+        This is the "View in browser" page: the same picks, renderer and stored summaries as the mail,
+        and the picks the size budget left out of it too (a web page is not clipped at 102 KB).
         """
         entry = self.recorded_entry(subscriber, day)
         if entry is None:
             return None
         picks = self.picks_from_ledger(entry)
         note = None if picks else self.empty_note(subscriber, day, set())
-        return self.build(subscriber, day, picks, note=note, make_summaries=False)
+        return self.build(subscriber, day, picks, note=note, make_summaries=False, budget=False)
 
     def empty_note(self, subscriber: Subscriber, day: date, already_sent: set[str]) -> EmptyNote:
         """Why `subscriber` has nothing on `day`: no new papers, none matched, and any source whose fetches fail."""
@@ -557,7 +564,7 @@ def _build_all(
         summary.rendered += 1
         built[subscriber.email] = _Built(
             subscriber,
-            EditionRecord(subscriber.email, day, message_id, edition.picks, edition.subject),  # the picks that fit
+            EditionRecord(subscriber.email, day, message_id, edition.picks, edition.subject, edition.left_out),
             OutgoingMessage(message_id=message_id, sender=sender, recipient=subscriber.email, data=data),
         )
     return built, broken

@@ -52,7 +52,7 @@ class Relevance:
         self._spec = embedder
         self._embedder: Embedder | None = None if isinstance(embedder, str) else embedder
         self.libraries = LibraryCache(store)
-        self._library_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._library_examples_by: dict[tuple[str, str], list[Example]] = {}
         self._spaces: weakref.WeakKeyDictionary[PaperIndex, tuple[SimilarSpace, dict[str, int]]] = weakref.WeakKeyDictionary()
         self._reported: set[str] = set()
         # profiles by (space, library content, clicks): subscribers sharing a library and clicks share one
@@ -89,11 +89,15 @@ class Relevance:
         return found
 
     def _library_examples(self, library: Library) -> list[Example]:
+        """The library's entries as examples, embedded once per file content (readers of one file share them)."""
         key = (library.digest, self.embedder.name)
-        vectors = self._library_vectors.get(key)
-        if vectors is None:
-            vectors = self._library_vectors[key] = self.embedder.embed([item.text for item in library.items])
-        return [Example(item.title, item.text, vector) for item, vector in zip(library.items, vectors)]
+        examples = self._library_examples_by.get(key)
+        if examples is None:
+            vectors = self.embedder.embed([item.text for item in library.items])
+            examples = self._library_examples_by[key] = [
+                Example(item.title, item.text, vector) for item, vector in zip(library.items, vectors)
+            ]
+        return examples
 
     # -- examples -----------------------------------------------------------------
 
@@ -161,7 +165,7 @@ class Relevance:
             return {}
         examples = self.examples(wanted, feedback)
         space, titles = self.space(index)
-        profiles, blocked, owners = [], [], []
+        profiles, blocked, cuts, owners = [], [], [], []
         profiles_here = self._profiles.setdefault(space, {})
         for subscriber in wanted:
             mine = examples[subscriber.email]
@@ -172,25 +176,28 @@ class Relevance:
             if profile is None:
                 continue
             profiles.append(profile)
-            blocked.append(self._blocked(subscriber, index, titles, mine, sent.get(subscriber.email, set())))
+            cut, skip = self._blocked(subscriber, index, titles, mine, sent.get(subscriber.email, set()))
+            cuts.append(cut)
+            blocked.append(skip)
             owners.append(subscriber)
         if not profiles:
             return {}
         limit = max(subscriber.max_items for subscriber in owners)
-        ranked = space.rank(profiles, blocked, limit)
+        positions, scores = space.rank(profiles, blocked, limit, cuts)
         found = {}
-        for subscriber, profile, pairs in zip(owners, profiles, ranked):
-            pairs = pairs[: subscriber.max_items]
+        for subscriber, profile, mine, values in zip(owners, profiles, positions.tolist(), scores.tolist()):
+            pairs = [(i, score) for i, score in zip(mine[: subscriber.max_items], values) if i >= 0]
             reasons = space.reasons(profile, [i for i, _ in pairs])
             found[subscriber.email] = [Pick(index.papers[i], score, [why]) for (i, score), why in zip(pairs, reasons)]
         return found
 
     def _blocked(
         self, subscriber: Subscriber, index: PaperIndex, titles: dict[str, int], mine: Examples, sent: Iterable[str]
-    ) -> np.ndarray:
-        """Candidate positions this subscriber must not get from the similar ranking."""
+    ) -> tuple[int, np.ndarray]:
+        """What this subscriber must not get from the similar ranking: the candidates from the age cut on,
+        and these positions before it."""
         flt = index._filter(subscriber.max_age_days, subscriber.min_upvotes)
-        parts = [np.arange(flt.cut, len(index), dtype=np.int64)]
+        parts = [np.zeros(0, dtype=np.int64)]
         if flt.keep is not None:
             parts.append(np.flatnonzero(flt.keep == 0))
         positions = index._positions(set(sent) | mine.blocked_ids)
@@ -201,4 +208,5 @@ class Relevance:
             keyword, matches = index._keywords.get(raw) or index._keyword(raw)
             if keyword.exclude:
                 parts.append(np.asarray(matches.hits, dtype=np.int64))
-        return np.unique(np.concatenate(parts))
+        found = np.unique(np.concatenate(parts))
+        return flt.cut, found[found < flt.cut]

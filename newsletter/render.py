@@ -444,7 +444,7 @@ class Renderer:
             intro = "there is nothing to send you " + period + "."
         first_name = shown(subscriber.first_name, NAME_CHARS)
         summaries = summaries or {}
-        if omitted:  # the size budget's note; the "View in browser" page has the same picks
+        if omitted:  # the size budget's note; the "View in browser" page has every pick (the layout links it)
             intro += f" {omitted} more {'paper' if omitted == 1 else 'papers'} did not fit in this email."
         return {
             "lang": settings.language,

@@ -16,11 +16,25 @@ What was measured (benchmarks/bench_relevance.py, six hand-judged topics over th
 - "fewer like this" examples are subtracted from the centroid (Rocchio, NEGATIVE_WEIGHT).
 
 Every profile is then one dense vector and one short sparse row, so ranking many
-profiles is a matrix product over the day's candidates (`SimilarSpace.scores`).
+profiles is a matrix product over the day's candidates (`SimilarSpace.rank`):
+
+- the z-scores fold into per-row scales: the embedding side's deviation comes from
+  the candidates' covariance, the tf-idf side's from its product's nonzero values,
+  so no pass over the dense scores normalises them;
+- on days of more than MIN_COMMON candidates, profile terms found in more than
+  MAX_TERM_SHARE of them are left out: they made the sparse product nearly dense
+  (10,000 synthetic candidates: 9,700 of 10,000 columns per row, 3,700 without them)
+  while, measured on the fixture among 10,000 off-topic distractors, P@10 stayed
+  0.80 and nDCG@10 went from 0.845 to 0.837;
+- the top-k per row is a threshold from interleaved group maxima, not a partition;
+- projecting both sides onto a few dense directions (PCA / LSA, one smaller
+  product) was measured and rejected: on the fixture alone it scored as well, but
+  among 10,000 distractors P@10 fell from 0.80 to 0.42 (256 + 256 directions).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,11 +42,15 @@ from scipy.sparse import csr_matrix
 
 from newsletter.embeddings import paper_text
 from newsletter.models import Paper
+from newsletter.tfidf import Tfidf
 
 EMBEDDING_WEIGHT = 0.5
 LEXICAL_TERMS = 32
 NEGATIVE_WEIGHT = 0.5
-BLOCK = 512  # profiles scored at once: BLOCK x candidates float32 scores in memory
+MAX_TERM_SHARE = 0.1  # profile terms in more than this share of the candidates are left out of the ranking
+MIN_COMMON = 500  # ... and in more than this many (small days keep every term: they are cheap)
+BLOCK = 256  # profiles scored at once: BLOCK x candidates float32 scores (10 MB for 10,000), within L3
+GROUP = 32  # candidates per group in the top-k threshold (see _top_block)
 
 
 @dataclass(slots=True)
@@ -63,6 +81,8 @@ class Profile:
     examples: list[Example] = field(default_factory=list)  # the positive ones, for reasons
     example_vectors: np.ndarray | None = None  # centred, unit
     example_lexical: csr_matrix | None = None
+    query: np.ndarray | None = None  # the row against SimilarSpace.matrix (set by SimilarSpace.profile)
+    labels: dict[int, str] = field(default_factory=dict)  # reasons found so far, by candidate position
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -71,34 +91,34 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
-def _zscore(scores: np.ndarray) -> np.ndarray:
-    """Each row centred and scaled to unit deviation (a constant row becomes zeros)."""
-    scores -= scores.mean(axis=1, keepdims=True)
-    spread = scores.std(axis=1, keepdims=True)
-    np.divide(scores, spread, out=scores, where=spread > 0)
-    scores[(spread == 0).ravel()] = 0.0
-    return scores
-
-
 class SimilarSpace:
     """The day's candidates as centred embeddings and tf-idf rows; built once per edition index."""
 
     def __init__(self, papers: list[Paper], vectors: np.ndarray, *, embedding_weight: float = EMBEDDING_WEIGHT):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         self.papers = papers
         self.embedding_weight = embedding_weight  # 1.0: embedding only, 0.0: tf-idf only (benchmark variants)
         vectors = np.asarray(vectors, dtype=np.float32)
         self.mean = vectors.mean(axis=0) if len(vectors) else np.zeros(vectors.shape[1], dtype=np.float32)
         self.vectors = _unit(vectors - self.mean)
-        self.vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", dtype=np.float32)
         texts = [paper_text(paper.title, paper.abstract) for paper in papers]
         try:
-            self.lexical = self.vectorizer.fit_transform(texts).tocsr()
+            self.vectorizer: Tfidf | None = Tfidf(texts)
+            self.lexical = self.vectorizer.rows
         except ValueError:  # no words at all (empty day, or only stop words)
             self.vectorizer = None
             self.lexical = csr_matrix((len(papers), 1), dtype=np.float32)
+        self._project()
+
+    def _project(self) -> None:
+        """What ranking needs: the centred embeddings' columns centred (so a product is the cosine's
+        deviation from its row mean), their covariance (which gives a profile's deviation), the tf-idf
+        rows by term, its columns' means, and which terms are too common to rank by (see module doc)."""
+        count = len(self.papers)
+        self.matrix = np.ascontiguousarray(self.vectors - self.vectors.mean(axis=0) if count else self.vectors)
+        self._covariance = self.matrix.T.astype(np.float64) @ self.matrix / max(count, 1)
         self.by_term = self.lexical.T.tocsr()
+        self._term_means = np.asarray(self.lexical.mean(axis=0)).ravel() if count else np.zeros(self.lexical.shape[1])
+        self._common = np.diff(self.by_term.indptr) > max(MAX_TERM_SHARE * count, MIN_COMMON)
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -106,7 +126,7 @@ class SimilarSpace:
     def _lexical(self, texts: list[str]) -> csr_matrix:
         if self.vectorizer is None or not texts:
             return csr_matrix((len(texts), self.lexical.shape[1]), dtype=np.float32)
-        return self.vectorizer.transform(texts).tocsr()
+        return self.vectorizer.transform(texts)
 
     def profile(self, positives: list[Example], negatives: list[Example] = ()) -> Profile | None:
         """The profile of these examples; None when there is no positive one."""
@@ -123,50 +143,149 @@ class SimilarSpace:
         top = np.flatnonzero(terms > 0)
         if len(top) > LEXICAL_TERMS:
             top = top[np.argpartition(terms[top], -LEXICAL_TERMS)[-LEXICAL_TERMS:]]
-        return Profile(
+        top = np.sort(top)
+        profile = Profile(
             vector=_unit(direction),
-            terms=np.sort(top),
-            weights=terms[np.sort(top)].astype(np.float32),
+            terms=top,
+            weights=terms[top].astype(np.float32),
             examples=list(positives),
             example_vectors=centred,
             example_lexical=lexical,
         )
+        profile.query = self.query(profile)
+        return profile
+
+    def query(self, profile: Profile) -> np.ndarray:
+        """The profile's embedding side as one row against `matrix`: its weight over the row's deviation
+        folded in, so the products are the weighted z-scored embedding cosines."""
+        spread = float(np.sqrt(max(profile.vector @ self._covariance @ profile.vector, 0.0)))
+        if spread <= 1e-12:
+            return np.zeros_like(profile.vector)
+        return (profile.vector * (self.embedding_weight / spread)).astype(np.float32)
+
+    def _lexical_query(self, profiles: list[Profile]) -> tuple[csr_matrix, np.ndarray]:
+        """The profiles' tf-idf overlaps with every candidate (sparse, one row each; `_common` terms left
+        out), each row already scaled to its z-score weight, and each row's offset (its mean, scaled alike).
+        The deviation comes from the row's nonzero values and the columns' means: no dense pass."""
+        terms = [p.terms[~self._common[p.terms]] for p in profiles]
+        weights = [p.weights[~self._common[p.terms]] for p in profiles]
+        query = csr_matrix(
+            (np.concatenate(weights).astype(np.float32), np.concatenate(terms).astype(np.int64),
+             np.concatenate([[0], np.cumsum([len(t) for t in terms])])),
+            shape=(len(profiles), self.lexical.shape[1]),
+        )
+        products = (query @ self.by_term).tocsr()
+        owner = np.repeat(np.arange(len(profiles)), np.diff(products.indptr))
+        means = query @ self._term_means
+        squares = np.bincount(owner, products.data.astype(np.float64) ** 2, minlength=len(profiles)) / max(len(self), 1)
+        spread = np.sqrt(np.maximum(squares - means**2, 0.0))
+        scale = np.divide(1 - self.embedding_weight, spread, out=np.zeros_like(spread), where=spread > 1e-12)
+        products.data *= scale[owner].astype(np.float32)
+        return products, (-means * scale).astype(np.float32)
 
     def scores(self, profiles: list[Profile]) -> np.ndarray:
         """(profiles x candidates) hybrid scores: z-scored embedding cosine plus z-scored tf-idf overlap."""
-        embedding = np.stack([profile.vector for profile in profiles]) @ self.vectors.T
-        sizes = [len(profile.terms) for profile in profiles]
-        query = csr_matrix(
-            (np.concatenate([p.weights for p in profiles]), np.concatenate([p.terms for p in profiles]).astype(np.int64),
-             np.concatenate([[0], np.cumsum(sizes)])),
-            shape=(len(profiles), self.lexical.shape[1]),
-        )
-        lexical = (query @ self.by_term).toarray()
-        weight = self.embedding_weight
-        return weight * _zscore(embedding) + (1 - weight) * _zscore(lexical)
+        block = np.stack([profile.query for profile in profiles]) @ self.matrix.T
+        products, offset = self._lexical_query(profiles)
+        block += products.toarray() + offset[:, None]
+        return block
 
-    def rank(self, profiles: list[Profile], blocked: list[np.ndarray], limit: int) -> list[list[tuple[int, float]]]:
-        """The best `limit` (candidate, score) pairs for each profile, best first, skipping its `blocked` candidates."""
-        ranked: list[list[tuple[int, float]]] = []
-        count = len(self)
-        for start in range(0, len(profiles), BLOCK):
-            block = self.scores(profiles[start : start + BLOCK]) if count else np.zeros((0, 0), dtype=np.float32)
-            for row, skip in enumerate(blocked[start : start + BLOCK]):
-                scores = block[row]
-                if len(skip):
-                    scores[skip] = -np.inf
-                want = min(limit, count)
-                top = np.argpartition(scores, count - want)[count - want :] if want < count else np.arange(count)
-                top = top[np.isfinite(scores[top])]
-                top = top[np.lexsort((top, -scores[top]))]
-                ranked.append([(int(i), float(scores[i])) for i in top])
-        return ranked
+    def rank(
+        self, profiles: list[Profile], blocked: list[np.ndarray], limit: int, cuts: list[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best `limit` candidates of each profile, best first (ties to the lower position), as
+        (positions, scores) arrays of shape (profiles, limit); -1 / -inf where a profile has fewer.
+
+        A profile never gets its `blocked` positions nor any position from its `cut` on (an age limit keeps
+        a prefix of the candidates). Blocks of profiles are scored in threads, one per core: the matrix
+        product and the reductions release the GIL.
+        """
+        count, total = len(self), len(profiles)
+        limit = min(limit, count)
+        positions = np.full((total, limit), -1, dtype=np.int64)
+        scores = np.full((total, limit), -np.inf, dtype=np.float32)
+        if not total or not limit:
+            return positions, scores
+        cuts = np.full(total, count, dtype=np.int64) if cuts is None else np.minimum(np.asarray(cuts, dtype=np.int64), count)
+        order = np.argsort(-cuts, kind="stable")  # similar cuts share a block: each block's product stops at its cut
+        starts = range(0, total, BLOCK)
+
+        def one(start: int) -> None:
+            rows = order[start : start + BLOCK]
+            found, values = _top_block(self, [profiles[i] for i in rows], [blocked[i] for i in rows], cuts[rows], limit)
+            positions[rows], scores[rows] = found, values
+
+        workers = min(len(starts), len(os.sched_getaffinity(0)))
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one, starts))
+        else:
+            for start in starts:
+                one(start)
+        return positions, scores
 
     def reasons(self, profile: Profile, candidates: list[int]) -> list[str]:
-        """Why each candidate was picked: the example it is closest to (embedding and words alike)."""
-        if not candidates:
-            return []
-        closeness = profile.example_vectors @ self.vectors[candidates].T
-        if profile.example_lexical is not None and profile.example_lexical.shape[0]:
-            closeness = closeness + (profile.example_lexical @ self.lexical[candidates].T).toarray()
-        return [profile.examples[int(i)].label for i in np.argmax(closeness, axis=0)]
+        """Why each candidate was picked: the example it is closest to (embedding and words alike).
+
+        Kept on the profile: readers who share a library share its profile, and mostly its picks."""
+        labels = profile.labels
+        missing = [i for i in dict.fromkeys(candidates) if i not in labels]
+        if missing:
+            closeness = profile.example_vectors @ self.vectors[missing].T
+            if profile.example_lexical is not None and profile.example_lexical.shape[0]:
+                closeness = closeness + (profile.example_lexical @ self.lexical[missing].T).toarray()
+            for i, best in zip(missing, np.argmax(closeness, axis=0).tolist()):
+                labels[i] = profile.examples[best].label
+        return [labels[i] for i in candidates]
+
+
+def _top_block(
+    space: SimilarSpace, profiles: list[Profile], blocked: list[np.ndarray], cuts: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top `limit` hybrid scores of each profile, without a sort or partition per row.
+
+    The scores (one dense product for the embedding side, one sparse one for the tf-idf side, up to the
+    block's largest cut) are seen as `groups` interleaved groups of columns; the limit-th largest group
+    maximum is a score that at least `limit` candidates reach, so only the few groups whose maximum
+    reaches it are looked into.
+    """
+    rows, span = len(profiles), int(cuts.max())
+    if not span:
+        return np.full((rows, limit), -1, dtype=np.int64), np.full((rows, limit), -np.inf, dtype=np.float32)
+    groups = max(min(span, -(-span // GROUP)), limit)
+    depth = -(-span // groups)
+    block = np.empty((rows, depth * groups), dtype=np.float32)
+    np.matmul(np.stack([p.query for p in profiles]), space.matrix[:span].T, out=block[:, :span])
+    products, offset = space._lexical_query(profiles)
+    block[:, :span] += (products[:, :span] if span < products.shape[1] else products).toarray()
+    block[:, span:] = -np.inf
+    for row in np.flatnonzero(cuts < span):
+        block[row, cuts[row] : span] = -np.inf
+    sizes = [len(skip) for skip in blocked]
+    if sum(sizes):
+        skip = np.concatenate(blocked).astype(np.int64)
+        owner = np.repeat(np.arange(rows), sizes)
+        inside = skip < span
+        block[owner[inside], skip[inside]] = -np.inf
+    layers = block.reshape(rows, depth, groups)
+    maxima = layers.max(axis=1)
+    floor = np.partition(maxima, groups - limit, axis=1)[:, groups - limit]
+    row, group = np.nonzero(maxima >= floor[:, None])
+    values = layers[row, :, group]  # (pairs, depth)
+    columns = group[:, None] + groups * np.arange(depth)
+    keep = (values >= floor[row, None]) & (values > -np.inf)
+    row = np.broadcast_to(row[:, None], keep.shape)[keep]
+    columns, values = columns[keep], values[keep]
+    order = np.lexsort((columns, -values, row))
+    row, columns, values = row[order], columns[order], values[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, row)
+    wanted = rank < limit
+    positions = np.full((rows, limit), -1, dtype=np.int64)
+    scores = np.full((rows, limit), -np.inf, dtype=np.float32)
+    positions[row[wanted], rank[wanted]] = columns[wanted]
+    scores[row[wanted], rank[wanted]] = values[wanted] + offset[row[wanted]]
+    return positions, scores

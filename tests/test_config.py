@@ -9,6 +9,7 @@ import pytest
 
 from newsletter.config import ConfigError, load_config, load_subscribers
 from tests.conftest import run_cli
+from tests.pg_server import pg_server, pg_url  # noqa: F401 (fixtures)
 
 MINIMAL = """
 [newsletter]
@@ -195,3 +196,36 @@ def test_unchanged_subscriber_files_come_from_the_store_cache(tmp_path: Path, mo
         parsed.clear()
         load_subscribers(folder, cache=store)
         assert len(parsed) == 6  # cached by a different Subscriber model: read again
+
+
+def test_two_runs_saving_the_subscriber_cache_at_once_both_load_everyone(tmp_path: Path, pg_url):
+    """Two sends starting together parse the same files and save them: the second must not fail on the first's rows."""
+    import threading
+
+    from newsletter.store import Store
+    from newsletter.store.schema import subscriber_files_table
+
+    folder = tmp_path / "subscribers"
+    for n in range(3):
+        write(folder / f"r{n}.toml", f'email = "r{n}@example.org"\n')
+    directory = str(folder.resolve())
+    with Store(pg_url) as first, Store(pg_url) as second:
+        rows = [{"path": f"{directory}/r{n}.toml", "directory": directory, "size": 1, "mtime_ns": 1, "shape": "old",
+                 "subscriber": "{}"} for n in range(3)]
+        errors = []
+        with first._writes.begin() as conn:  # the first run has saved but not committed yet
+            conn.execute(subscriber_files_table.insert(), rows)
+            # the second run's save cannot see those rows, and waits on them
+            racing = threading.Thread(target=lambda: errors.append(_load(folder, second)))
+            racing.start()
+            racing.join(timeout=1)
+        racing.join(timeout=30)
+        assert errors == [3]  # everyone loaded, no duplicate-key error
+        assert {row[2] for row in second.subscriber_files(directory).values()} != {"old"}  # the fresh parse replaced them
+
+
+def _load(folder: Path, store) -> int | str:
+    try:
+        return len(load_subscribers(folder, cache=store).subscribers)
+    except Exception as error:  # noqa: BLE001 - the test reports it
+        return repr(error)

@@ -62,7 +62,9 @@ def select_cmd(
     recorded = None
     if entry:
         verb = "already sent" if entry.state == "sent" else f"recorded ({entry.state})"
-        recorded = f"{verb} {entry.updated_at:%Y-%m-%d %H:%M} UTC, {len(picks)} papers"
+        in_email = len(entry.paper_ids)
+        recorded = f"{verb} {entry.updated_at:%Y-%m-%d %H:%M} UTC, {in_email} papers" + (
+            f" (and {len(picks) - in_email} the size budget left for the web page)" if len(picks) > in_email else "")
     if as_json:
         print(json.dumps({"subscriber": sub.email, "date": edition_day.isoformat(), "recorded": recorded, "picks": [
             {"rank": n, "score": round(p.score, 4), "reasons": p.reasons, "paper": paper_json(p.paper)}

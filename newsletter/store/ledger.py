@@ -86,13 +86,18 @@ def outcome_state(ok: bool, uncertain: bool) -> State:
 
 @dataclass(frozen=True)
 class EditionRecord:
-    """What the ledger keeps of an edition before it is sent: its Message-ID, papers and subject."""
+    """What the ledger keeps of an edition before it is sent: its Message-ID, papers and subject.
+
+    `left_out` are the picks the size budget kept out of the email (newsletter/budget.py): recorded
+    for the "View in browser" page and a rebuild, but not as sent, so they can come another day.
+    """
 
     email: str
     edition_date: date
     message_id: str
     picks: Sequence[Pick] = ()
     subject: str = ""
+    left_out: Sequence[Pick] = ()
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,8 @@ class LedgerEntry:
 
     @property
     def paper_ids(self) -> list[str]:
-        return [pick["id"] for pick in self.picks]
+        """The papers in the email (not those the size budget left out)."""
+        return [pick["id"] for pick in self.picks if not pick.get("left_out")]
 
     def held_by_other(self, owner: str, now: datetime) -> bool:
         """Another live run holds this row (its lease has not run out)."""
@@ -167,8 +173,10 @@ def _ledger_from_row(row) -> LedgerEntry:
     )
 
 
-def _picks_json(picks: Sequence[Pick]) -> str:
-    return json.dumps([{"id": p.paper.id, "score": p.score, "reasons": p.reasons} for p in picks], ensure_ascii=False)
+def _picks_json(picks: Sequence[Pick], left_out: Sequence[Pick] = ()) -> str:
+    return json.dumps([{"id": p.paper.id, "score": p.score, "reasons": p.reasons} for p in picks]
+                      + [{"id": p.paper.id, "score": p.score, "reasons": p.reasons, "left_out": True} for p in left_out],
+                      ensure_ascii=False)
 
 
 class LedgerMixin:
@@ -225,7 +233,7 @@ class LedgerMixin:
                 for chunk in _chunks(of_day, 1000):
                     rows = [
                         {"subscriber_email": r.email, "edition_date": day, "state": State.PENDING, "message_id": r.message_id,
-                         "picks": _picks_json(r.picks), "subject": r.subject, "attempts": 0, "updated_at": now}
+                         "picks": _picks_json(r.picks, r.left_out), "subject": r.subject, "attempts": 0, "updated_at": now}
                         for r in chunk
                     ]
                     new = set(conn.execute(self._insert_new(table).returning(table.c.subscriber_email), rows).scalars())
@@ -328,7 +336,7 @@ class LedgerMixin:
                     "edition_date": record.edition_date,
                     "state": State.SENDING,
                     "message_id": record.message_id,
-                    "picks": _picks_json(record.picks),
+                    "picks": _picks_json(record.picks, record.left_out),
                     "subject": record.subject,
                     "attempts": 0,
                     "updated_at": now,
@@ -362,7 +370,7 @@ class LedgerMixin:
                            table.c.state == State.QUEUED)
                     .values(state=State.SENDING, message_id=bindparam("b_message_id"), picks=bindparam("b_picks"),
                             subject=bindparam("b_subject"), claimed_by=owner, lease_until=lease, updated_at=now),
-                    [{"b_email": email, "b_message_id": of_day[email].message_id, "b_picks": _picks_json(of_day[email].picks),
+                    [{"b_email": email, "b_message_id": of_day[email].message_id, "b_picks": _picks_json(of_day[email].picks, of_day[email].left_out),
                       "b_subject": of_day[email].subject} for email in free],
                 )
                 taken.update(free)
@@ -451,7 +459,7 @@ class LedgerMixin:
             for record, why in zip(records, reasons, strict=True):
                 row = {
                     "subscriber_email": record.email, "edition_date": record.edition_date, "state": State.FAILED,
-                    "message_id": record.message_id, "picks": _picks_json(record.picks), "subject": record.subject,
+                    "message_id": record.message_id, "picks": _picks_json(record.picks, record.left_out), "subject": record.subject,
                     "reply": why, "attempts": 0, "updated_at": now,
                 }
                 if not conn.execute(self._insert_new(table).returning(table.c.subscriber_email), row).first():

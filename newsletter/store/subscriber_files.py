@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from newsletter.store.schema import subscriber_files_table
 
@@ -29,12 +31,25 @@ class SubscriberFilesMixin:
             return {path: (size, mtime_ns, shape, data) for path, size, mtime_ns, shape, data in rows}
 
     def save_subscriber_files(self, directory: str, rows: Sequence[dict], keep: set[str]) -> None:
-        """Store freshly parsed files (dicts of the table's columns) and forget the cached ones not in `keep`."""
+        """Store freshly parsed files (dicts of the table's columns) and forget the cached ones not in `keep`.
+
+        Two runs starting together both parse and save the same files: a row is replaced if it is
+        there, and a write that still loses a race (a deadlock) is dropped, since the next run
+        simply parses those files again.
+        """
         table = subscriber_files_table
-        with self._writes.begin() as conn:
-            known = set(conn.execute(select(table.c.path).where(table.c.directory == directory)).scalars())
-            gone = (known - keep) | {row["path"] for row in rows if row["path"] in known}
-            for start in range(0, len(gone), 500):
-                conn.execute(delete(table).where(self._among(table.c.path, sorted(gone)[start : start + 500])))
-            if rows:
-                self._insert_many(conn, table, [{**row, "directory": directory} for row in rows])
+        try:
+            with self._writes.begin() as conn:
+                known = set(conn.execute(select(table.c.path).where(table.c.directory == directory)).scalars())
+                gone = sorted(known - keep)
+                for start in range(0, len(gone), 500):
+                    conn.execute(delete(table).where(self._among(table.c.path, gone[start : start + 500])))
+                if rows:
+                    insert = (postgresql if self._postgres else sqlite).insert(table)
+                    replace = insert.on_conflict_do_update(
+                        index_elements=[table.c.path],
+                        set_={name: insert.excluded[name] for name in ("directory", "size", "mtime_ns", "shape", "subscriber")},
+                    )
+                    conn.execute(replace, [{**row, "directory": directory} for row in rows])
+        except DBAPIError:
+            return
