@@ -370,8 +370,9 @@ class LedgerMixin:
                            table.c.state == State.QUEUED)
                     .values(state=State.SENDING, message_id=bindparam("b_message_id"), picks=bindparam("b_picks"),
                             subject=bindparam("b_subject"), claimed_by=owner, lease_until=lease, updated_at=now),
-                    [{"b_email": email, "b_message_id": of_day[email].message_id, "b_picks": _picks_json(of_day[email].picks, of_day[email].left_out),
-                      "b_subject": of_day[email].subject} for email in free],
+                    [{"b_email": email, "b_message_id": of_day[email].message_id,
+                      "b_picks": _picks_json(of_day[email].picks, of_day[email].left_out), "b_subject": of_day[email].subject}
+                     for email in free],
                 )
                 taken.update(free)
         return taken
