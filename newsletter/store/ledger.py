@@ -422,8 +422,7 @@ class LedgerMixin:
         with self._writes.begin() as conn:
             return conn.execute(
                 update(table)
-                .where(table.c.edition_date.in_(days), table.c.claimed_by == owner,
-                       table.c.state.in_([State.SENDING, State.QUEUED]))
+                .where(table.c.edition_date.in_(days), table.c.claimed_by == owner, table.c.state == State.SENDING)
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
             ).rowcount
 
