@@ -552,15 +552,17 @@ def load_subscribers(
     fresh: list[dict] = []
     present: set[str] = set()
     first_file_of = result.files
+    shown_dir = display_path(directory)  # once: each file is shown as this folder and its name
     with os.scandir(root) as scan:
         files = sorted((entry for entry in scan if entry.name.endswith(".toml") and not entry.is_dir()), key=lambda e: e.name)
     for entry in files:
         name = f"{key}/{entry.name}"
         path = directory / entry.name
+        shown = entry.name if shown_dir == "." else os.path.join(shown_dir, entry.name)
         try:
             stat = entry.stat()
         except OSError as error:
-            result.problems.append(f"{display_path(path)}: cannot read: {error}")
+            result.problems.append(f"{shown}: cannot read: {error}")
             continue
         present.add(name)
         hit = cached.get(name)
@@ -568,7 +570,7 @@ def load_subscribers(
             subscriber = _cached_subscriber(hit[3])
         else:
             try:
-                subscriber = parse_subscriber(read_toml(path), display_path(path))
+                subscriber = parse_subscriber(read_toml(path), shown)
             except ConfigError as error:
                 result.problems.extend(error.problems)
                 continue
@@ -576,22 +578,22 @@ def load_subscribers(
                 fresh.append({"path": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": shape,
                               "subscriber": subscriber.model_dump_json()})
         if templates is not None and (problem := unknown_template(subscriber.template, templates)):
-            result.problems.append(f"{display_path(path)}: template: {problem}")
+            result.problems.append(f"{shown}: template: {problem}")
             continue
         if subscriber.library is not None:
             library = subscriber.library.expanduser()
             library = library if library.is_absolute() else path.parent / library
             if not library.is_file():
-                result.problems.append(f"{display_path(path)}: library: file not found: {display_path(library)}")
+                result.problems.append(f"{shown}: library: file not found: {display_path(library)}")
                 continue
             subscriber = subscriber.model_copy(update={"library": library.resolve()})
         if subscriber.email in first_file_of:
             result.problems.append(
-                f"{display_path(path)}: email: duplicate address {subscriber.email} "
+                f"{shown}: email: duplicate address {subscriber.email} "
                 f"(already in {first_file_of[subscriber.email]})"
             )
             continue
-        first_file_of[subscriber.email] = display_path(path)
+        first_file_of[subscriber.email] = shown
         result.subscribers.append(subscriber)
         result.paths[subscriber.email] = path
     if cache is not None and (fresh or set(cached) - present):

@@ -213,17 +213,19 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
     """The plain-text part with every line wrapped at `width` columns, keeping each line's indent.
 
     Words are never split, so only a word longer than the line (a URL) passes `width`,
-    on a line of its own after the indent.
+    on a line of its own after the indent. Lines without a link (titles, abstracts) come
+    round edition after edition and are wrapped once; a line with a link carries the
+    reader's signed token, so caching it would only push those out.
     """
     return "\n".join(
-        line if len(line) <= width or len(line.split(maxsplit=1)) == 1 else wrap_line(line, width)  # a lone link stays
+        line if len(line) <= width or len(line.split(maxsplit=1)) == 1  # a lone link stays
+        else wrap_line(line, width) if "://" not in line else _wrap_line(line, width)
         for line in text.split("\n")
     )
 
 
-@functools.lru_cache(maxsize=8192)
-def wrap_line(line: str, width: int) -> str:
-    """One long line wrapped (see `wrap_text`); cached: the same abstracts come round edition after edition."""
+def _wrap_line(line: str, width: int) -> str:
+    """One long line wrapped (see `wrap_text`)."""
     indent = line[: len(line) - len(line.lstrip())]
     lines, current = [], ""
     for word in line.split():
@@ -233,6 +235,9 @@ def wrap_line(line: str, width: int) -> str:
         current = f"{current} {word}" if current else indent + word
     lines.append(current)
     return "\n".join(lines)
+
+
+wrap_line = functools.lru_cache(maxsize=8192)(_wrap_line)
 
 
 def subject_line(subscriber: Subscriber, day: date, picks: list[Pick], wanted: list[str], note: bool) -> str:
