@@ -265,12 +265,14 @@ def send_shard(self, config_path: str, edition_date: str, emails: list[str]) -> 
         store = _store(config)  # a pool process's first shard opens the store: the database may be away right then
         store.pick_up(day, shard, claim.owner, claim.lease_seconds)  # `status` shows the shard as this worker's
         summary = run_edition(config, store, subscribers, day=day, skip_empty=config.model.schedule.skip_empty, claim=claim)
+        due = due_emails(store, subscribers, day)
         if summary.stopped:
             store.put_down(day, shard, claim.owner)
-        else:  # what is still queued was not due any more (unsubscribed, file removed) or had nothing to send
-            store.drop_queued(day, shard=shard)
-        due = due_emails(store, subscribers, day)
-        held = [email for email, entry in store.ledger_entries(day, due).items() if entry.state in (State.PENDING, State.SENDING)]
+        else:  # queued for someone no longer due (unsubscribed, file removed, suppressed): never to be sent
+            store.drop_queued(day, wanted - set(due), shard=shard)
+        # a due edition still queued was skipped while another process held its row: look again, as for held ones
+        held = [email for email, entry in store.ledger_entries(day, due).items()
+                if entry.state in (State.PENDING, State.SENDING, State.QUEUED)]
     except OperationalError as error:
         # the database is away: try again in 1, 2, 4 … 30 s (what was sent is recorded by the recorder's own retries)
         delay = min(30.0, 2.0 ** self.request.retries)

@@ -190,3 +190,29 @@ def test_the_sweep_leaves_shards_a_live_worker_runs_and_takes_those_of_dead_ones
         assert {rows[e].shard for e in tasks[alive]} == {alive} and {rows[e].claimed_by for e in tasks[alive]} == {"w1@host/1"}
         assert {rows[e].shard for e in emails} == {task_id} and {rows[e].claimed_by for e in emails} == {None}
         assert requeue_lost_shards(config, store).sent == 0  # the new shard is in the broker: found, left alone
+
+
+def test_a_due_edition_a_shard_could_not_claim_stays_queued_and_is_sent_on_the_retry(setup, example_dir, redis_url, monkeypatch):
+    """A queued row another process holds at claim time is skipped (SKIP LOCKED): the shard's end must not forget it."""
+    config = setup
+    assert run_cli("send", "--date", DAY.isoformat(), cwd=example_dir).returncode == 0  # ingests, then enqueues
+    tasks = broker_tasks(redis_url)
+    real_claim = Store._claim_queued
+    skipped = []
+
+    def skipping_once(self, conn, records, *args):
+        if not skipped and records:
+            skipped.append(records[0].email)  # that row was locked by another process just then
+            records = records[1:]
+        return real_claim(self, conn, records, *args)
+
+    monkeypatch.setattr(Store, "_claim_queued", skipping_once)
+    for task_id, emails in tasks.items():
+        try:
+            run_shard(config, task_id, emails)
+        except Exception:  # noqa: BLE001 - an eager retry re-runs the shard at once, then reports the retry
+            pass
+    assert skipped and skipped[0] in EMAILS
+    assert len(outbox(example_dir)) == 3  # the skipped one too, once
+    with Store(config.store_url) as store:
+        assert store.ledger_counts(DAY)["sent"] == 3 and store.ledger_counts(DAY)["queued"] == 0
