@@ -34,6 +34,7 @@ from newsletter.feedback import feedback_url
 from newsletter.links import archive_url, view_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
+from newsletter.processes import pid_gone
 from newsletter.recorder import Heartbeat, Recorder
 from newsletter.relevance import Relevance
 from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
@@ -338,25 +339,7 @@ def owner_gone(owner: str | None) -> bool:
     pid = rest.partition("/")[0]
     if machine != _machine() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return _zombie(int(pid))
-
-
-def _zombie(pid: int) -> bool:
-    """A process that has exited but not been reaped yet (state Z): dead, though `kill(pid, 0)` still finds it.
-
-    Right after kill -9 the init process here takes a moment to reap, and a rerun must not wait for it.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
+    return pid_gone(int(pid))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,24 @@ def test_file_writes_one_eml_per_message(tmp_path):
     assert all(f.parent == outbox and set(f.name) <= set("abcdefghijklmnopqrstuvwxyz0123456789._+@-_") for f in files)
 
 
+def test_file_run_removes_what_a_writer_killed_mid_write_left_but_not_a_live_writers_files(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid is free
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    stale = outbox / f".tmp-{dead.pid}-reader1@example.org-0123456789abcdef.eml"
+    live = outbox / f".tmp-{os.getppid()}-reader2@example.org-0123456789abcdef.eml"  # a writer still at work
+    for path in (stale, live):
+        path.write_bytes(b"half a messa")
+    with create_backend("file", {"dir": "outbox"}, base_dir=tmp_path) as backend:
+        backend.send_messages([make_message(1)])
+    assert not stale.exists() and live.exists()
+    assert [f.name for f in outbox.iterdir() if not f.name.startswith(".")] == [eml_name(make_message(1))]
+
+
 def test_file_rewrite_replaces_and_names_differ_per_message(tmp_path):
     backend = create_backend("file", {}, base_dir=tmp_path)
     first, second = make_message(1), make_message(2, recipient="reader1@example.org")

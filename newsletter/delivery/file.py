@@ -3,7 +3,8 @@
 Each file is written under a temporary name and renamed into place; the files of
 one `send_messages` call (a chunk) are then made durable together, with one
 syncfs (or an fsync per file and one of the directory where there is none),
-and only then reported: one flush per chunk instead of one per message.
+and only then reported: one flush per chunk instead of one per message. A run
+first deletes the temporary files of writers that died mid-write.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from newsletter.config import display_path
 from newsletter.delivery.base import Backend, BackendSettings, DeliveryError, OutgoingMessage, ResultCallback, SendResult
+from newsletter.processes import pid_gone
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]+")
 
@@ -32,9 +34,12 @@ def eml_name(message: OutgoingMessage) -> str:
     return f"{who}-{digest}.eml"
 
 
+TEMPORARY = ".tmp-"  # + the writer's pid + "-" + the file's name
+
+
 def write_replacing(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, then rename it over `path` (not yet durable: see sync_files)."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{TEMPORARY}{os.getpid()}-{path.name}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -47,6 +52,21 @@ def write_replacing(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete the temporary files of writers that died before renaming them (a `kill -9` mid-write); how many."""
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            pid = entry.name[len(TEMPORARY):].partition("-")[0] if entry.name.startswith(TEMPORARY) else ""
+            if pid.isdigit() and pid_gone(int(pid)):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:  # another run cleaned it first
+                    pass
+    return removed
 
 
 def _syncfs() -> Callable[[int], int] | None:
@@ -91,10 +111,14 @@ class FileBackend(Backend):
         super().__init__(settings, base_dir=base_dir)
         self.shown_dir = settings.dir
         self.dir = self.resolve(settings.dir)
+        self._cleaned = False
 
     def open(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            if not self._cleaned:  # once per run: what a crashed run left half-written
+                remove_stale_temporaries(self.dir)
+                self._cleaned = True
         except OSError as exc:
             raise DeliveryError(f"{self.dir}: cannot create the outbox directory: {exc.strerror}") from exc
 
