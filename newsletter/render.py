@@ -283,7 +283,7 @@ class Item:
     def of(cls, number: int, pick: Pick, tldr: str | None = None, links: tuple[str, str] = ("", "")) -> "Item":
         """The view of the `number`th pick; `tldr` is its stored summary, if any; `links` its feedback URLs."""
         return cls(
-            number, *paper_view(pick.paper, tldr),
+            number=number, **paper_view(pick.paper, tldr),
             why=shown("; ".join(pick.reasons), WHY_CHARS),
             followed=any(reason.endswith("whom you follow") for reason in pick.reasons),
             more_url=links[0],
@@ -291,41 +291,35 @@ class Item:
         )
 
 
-_PAPER_VIEWS: dict[tuple, tuple] = {}
-PAPER_VIEWS_KEPT = 20_000
-
-
-def paper_view(paper: Paper, tldr: str | None) -> tuple:
-    """An `Item`'s fields that depend on the paper alone (title to upvotes), cleaned for display.
+def paper_view(paper: Paper, tldr: str | None) -> dict:
+    """An `Item`'s fields that depend on the paper alone, cleaned for display (a shared dict: do not change it).
 
     Memoised on everything they are made from: the same papers come round for subscriber after
     subscriber, and cleaning an abstract of up to 8,000 characters is most of an item's cost.
     """
-    key = (paper.id, paper.title, paper.abstract, tuple(paper.authors), paper.author_count, paper.organization,
-           paper.published, paper.upvotes, paper.url, paper.arxiv_id, tldr)
-    view = _PAPER_VIEWS.get(key)
-    if view is None:
-        summary, cut = cut_summary(shown(paper.abstract, ABSTRACT_CHARS))
-        cut = cut or len(paper.abstract or "") > ABSTRACT_CHARS
-        if tldr:
-            summary, cut = shown(tldr, ABSTRACT_CHARS), bool(paper.abstract)
-        arxiv = f"https://arxiv.org/abs/{paper.arxiv_id}" if paper.arxiv_id else ""
-        view = (
-            shown(paper.title, TITLE_CHARS),
-            arxiv or safe_link(paper.url or ""),
-            arxiv,
-            HF_PAPER.format(paper.arxiv_id) if paper.arxiv_id else "",
-            byline(paper.authors, paper.author_count, paper.organization),
-            format_date(paper.published) if paper.published else "",
-            paper.upvotes,
-            summary,
-            bool(tldr),
-            cut,
-        )
-        if len(_PAPER_VIEWS) >= PAPER_VIEWS_KEPT:
-            _PAPER_VIEWS.clear()
-        _PAPER_VIEWS[key] = view
-    return view
+    return _paper_view(paper.title, paper.abstract, tuple(paper.authors), paper.author_count, paper.organization,
+                       paper.published, paper.upvotes, paper.url, paper.arxiv_id, tldr)
+
+
+@functools.lru_cache(maxsize=20_000)
+def _paper_view(title, abstract, authors, author_count, organization, published, upvotes, url, arxiv_id, tldr) -> dict:
+    summary, cut = cut_summary(shown(abstract, ABSTRACT_CHARS))
+    cut = cut or len(abstract or "") > ABSTRACT_CHARS
+    if tldr:
+        summary, cut = shown(tldr, ABSTRACT_CHARS), bool(abstract)
+    arxiv = f"https://arxiv.org/abs/{arxiv_id}" if arxiv_id else ""
+    return {
+        "title": shown(title, TITLE_CHARS),
+        "link": arxiv or safe_link(url or ""),
+        "arxiv_url": arxiv,
+        "hf_url": HF_PAPER.format(arxiv_id) if arxiv_id else "",
+        "byline": byline(authors, author_count, organization),
+        "published": format_date(published) if published else "",
+        "upvotes": upvotes,
+        "summary": summary,
+        "tldr": bool(tldr),
+        "cut": cut,
+    }
 
 
 class Renderer:

@@ -54,19 +54,16 @@ def write_replacing(path: Path, data: bytes) -> None:
         raise
 
 
-def remove_stale_temporaries(directory: Path) -> int:
-    """Delete the temporary files of writers that died before renaming them (a `kill -9` mid-write); how many."""
-    removed = 0
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the temporary files of writers that died before renaming them (a `kill -9` mid-write)."""
     with os.scandir(directory) as entries:
         for entry in entries:
             pid = entry.name[len(TEMPORARY):].partition("-")[0] if entry.name.startswith(TEMPORARY) else ""
             if pid.isdigit() and pid_gone(int(pid)):
                 try:
                     os.unlink(entry.path)
-                    removed += 1
                 except FileNotFoundError:  # another run cleaned it first
                     pass
-    return removed
 
 
 def _syncfs() -> Callable[[int], int] | None:

@@ -290,3 +290,11 @@ class StoreBase:
     def _insert_new(self, table: Table):
         """An INSERT that skips rows whose key is already stored."""
         return (postgresql if self._postgres else sqlite).insert(table).on_conflict_do_nothing()
+
+    def _insert_replacing(self, table: Table):
+        """An INSERT that overwrites the other columns of a row whose primary key is already stored."""
+        insert = (postgresql if self._postgres else sqlite).insert(table)
+        key = [column.name for column in table.primary_key.columns]
+        return insert.on_conflict_do_update(
+            index_elements=key, set_={c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
+        )

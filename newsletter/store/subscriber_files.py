@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from newsletter.store.schema import subscriber_files_table
@@ -45,11 +44,6 @@ class SubscriberFilesMixin:
                 for start in range(0, len(gone), 500):
                     conn.execute(delete(table).where(self._among(table.c.path, gone[start : start + 500])))
                 if rows:
-                    insert = (postgresql if self._postgres else sqlite).insert(table)
-                    replace = insert.on_conflict_do_update(
-                        index_elements=[table.c.path],
-                        set_={name: insert.excluded[name] for name in ("directory", "size", "mtime_ns", "shape", "subscriber")},
-                    )
-                    conn.execute(replace, [{**row, "directory": directory} for row in rows])
+                    conn.execute(self._insert_replacing(table), [{**row, "directory": directory} for row in rows])
         except DBAPIError:
             return
