@@ -23,7 +23,6 @@ import re
 import time
 from dataclasses import dataclass, field
 
-import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
@@ -233,6 +232,8 @@ def verify(message: bytes, key: DkimKey, domain: str, selector: str) -> Verifica
     def local_dns(name: bytes, timeout: int = 5) -> bytes | None:
         asked.append(name.decode("ascii", "replace").rstrip(".").lower())
         return key.dns_record().encode("ascii") if asked[-1] == wanted else None
+
+    import dkim  # dkimpy (with dnspython) is only for checking: signing a run's mail never needs it
 
     checker = dkim.DKIM(message, minkey=1024)
     if not checker.present():

@@ -18,7 +18,6 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import inscriptis
 import jinja2
 import mjml
 
@@ -26,6 +25,7 @@ from newsletter import mjml_source
 from newsletter.display import ABSTRACT_CHARS, AUTHOR_CHARS, LINK_CHARS, NAME_CHARS, ORGANIZATION_CHARS, SUBJECT_CHARS, TITLE_CHARS, shown
 from newsletter.keywords import parse_keywords
 from newsletter.models import Paper, Pick, Subscriber
+from newsletter.shared_render import SharedRenders, shareable
 
 # an installed wheel ships the templates inside the package; a checkout keeps them in the repository's templates/
 _PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -340,7 +340,8 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
-        self._compiled: dict[str, tuple[list[str], tuple, jinja2.Template, jinja2.Template | None]] = {}
+        self._compiled: dict[str, tuple[list[str], tuple, jinja2.Template, jinja2.Template | None, bool]] = {}
+        self.shared = SharedRenders(wrap_text)
 
     def render(
         self,
@@ -364,21 +365,27 @@ class Renderer:
         `omitted` is how many picks the size budget left out (newsletter/budget.py).
         """
         name = subscriber.template
-        html_template, text_template = self._template(name)
+        html_template, text_template, shared = self._template(name)
         context = self.context(
             subscriber, day, picks, unsubscribe_url, profile_url,
             view_url=view_url, archive_url=archive_url, summaries=summaries, note=note, feedback_links=feedback_links,
             omitted=omitted,
         )
-        try:
-            html = html_template.render(context)
-            if text_template is not None:
-                text = text_template.render(context)
-            else:
-                text = inscriptis.get_text(html).strip() + "\n"
-        except jinja2.TemplateError as error:
-            raise TemplateError(f"template {name!r}: {error}") from None
-        return RenderedEdition(subject=context["subject"], html=html, text=wrap_text(text), count=len(picks))
+
+        def parts(values: dict) -> tuple[str, str]:
+            try:
+                html = html_template.render(values)
+                text = text_template.render(values) if text_template is not None else text_of(html)
+            except jinja2.TemplateError as error:
+                raise TemplateError(f"template {name!r}: {error}") from None
+            return html, text
+
+        if shared:
+            html, text = self.shared.render((html_template, text_template), context, parts)
+        else:
+            html, text = parts(context)
+            text = wrap_text(text)
+        return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
 
     def check(self, name: str) -> str | None:
         """None when template `name` is found and compiles, else the problem (naming the file)."""
@@ -480,8 +487,9 @@ class Renderer:
             "archive_url": archive_url,
         }
 
-    def _template(self, name: str) -> tuple[jinja2.Template, jinja2.Template | None]:
-        """The compiled HTML template for `name` and its text template (None: derive the text from the HTML).
+    def _template(self, name: str) -> tuple[jinja2.Template, jinja2.Template | None, bool]:
+        """The compiled HTML template for `name`, its text template (None: derive the text from the HTML),
+        and whether readers of the same edition can share one rendering of them (newsletter/shared_render.py).
 
         Recompiles when any file the MJML used, or a file that would now shadow it, changed
         (looked at once per `recheck_seconds`).
@@ -491,10 +499,10 @@ class Renderer:
         cached = self._compiled.get(name)
         now = time.monotonic()
         if cached and now - self._checked[name] < self.recheck_seconds:
-            return cached[2], cached[3]
+            return cached[2:]
         if cached and cached[1] == self._signature(cached[0]):
             self._checked[name] = now
-            return cached[2], cached[3]
+            return cached[2:]
         used = [f"{name}.txt"]
         sources: list[tuple[Path, str]] = []
         problems: list[TemplateError] = []
@@ -522,15 +530,17 @@ class Renderer:
             template = self.html_env.from_string(compiled)
         except jinja2.TemplateSyntaxError as error:
             raise self._locate(error, sources) from None
-        text_template = None
+        text_template, shared = None, False
         if sources[0][0].with_name(f"{name}.txt").is_file():
             try:
                 text_template = self.text_env.get_template(f"{name}.txt")
+                text_source = self.text_env.loader.get_source(self.text_env, f"{name}.txt")[0]
+                shared = shareable(self.html_env.parse(compiled)) and shareable(self.text_env.parse(text_source))
             except jinja2.TemplateError as error:
                 raise TemplateError(f"template {name!r}: {error}") from None
-        self._compiled[name] = (used, self._signature(used), template, text_template)
+        self._compiled[name] = (used, self._signature(used), template, text_template, shared)
         self._checked[name] = now
-        return template, text_template
+        return template, text_template, shared
 
     def _locate(self, error: jinja2.TemplateSyntaxError, sources: list[tuple[Path, str]]) -> TemplateError:
         """Name the file and line of a Jinja syntax error found in the compiled HTML."""
@@ -555,6 +565,13 @@ class Renderer:
     def _signature(self, files: list[str]) -> tuple:
         """The modification time of every candidate path of `files` (None where absent)."""
         return tuple(_mtime(directory / file) for file in files for directory in self.dirs)
+
+
+def text_of(html: str) -> str:
+    """The text/plain part of a template that has no `<name>.txt`: the HTML as text."""
+    import inscriptis  # with lxml, imported by the templates that need it only
+
+    return inscriptis.get_text(html).strip() + "\n"
 
 
 def _mtime(path: Path) -> int | None:

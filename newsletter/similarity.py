@@ -36,13 +36,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from newsletter.embeddings import paper_text
 from newsletter.models import Paper
-from newsletter.tfidf import Tfidf
+from newsletter.tfidf import Tfidf, sparse_rows
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 EMBEDDING_WEIGHT = 0.5
 LEXICAL_TERMS = 32
@@ -106,7 +109,7 @@ class SimilarSpace:
             self.lexical = self.vectorizer.rows
         except ValueError:  # no words at all (empty day, or only stop words)
             self.vectorizer = None
-            self.lexical = csr_matrix((len(papers), 1), dtype=np.float32)
+            self.lexical = sparse_rows((len(papers), 1), dtype=np.float32)
         self._project()
 
     def _project(self) -> None:
@@ -125,7 +128,7 @@ class SimilarSpace:
 
     def _lexical(self, texts: list[str]) -> csr_matrix:
         if self.vectorizer is None or not texts:
-            return csr_matrix((len(texts), self.lexical.shape[1]), dtype=np.float32)
+            return sparse_rows((len(texts), self.lexical.shape[1]), dtype=np.float32)
         return self.vectorizer.transform(texts)
 
     def profile(self, positives: list[Example], negatives: list[Example] = ()) -> Profile | None:
@@ -169,7 +172,7 @@ class SimilarSpace:
         The deviation comes from the row's nonzero values and the columns' means: no dense pass."""
         terms = [p.terms[~self._common[p.terms]] for p in profiles]
         weights = [p.weights[~self._common[p.terms]] for p in profiles]
-        query = csr_matrix(
+        query = sparse_rows(
             (np.concatenate(weights).astype(np.float32), np.concatenate(terms).astype(np.int64),
              np.concatenate([[0], np.cumsum([len(t) for t in terms])])),
             shape=(len(profiles), self.lexical.shape[1]),

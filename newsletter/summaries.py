@@ -13,8 +13,6 @@ import logging
 import os
 from collections.abc import Iterable
 
-import httpx
-
 from newsletter.config import SummariesSection
 from newsletter.models import Paper
 
@@ -35,7 +33,7 @@ class Summariser:
         self.settings = settings
         self.store = store
         self.failures = 0
-        self._client: httpx.Client | None = None
+        self._client = None  # an httpx.Client, made at the first request
         self._known: dict[str, str | None] = {}  # paper id -> stored TL;DR (None: none); editions share papers
 
     @property
@@ -85,6 +83,8 @@ class Summariser:
             ],
             "temperature": 0,
         }
+        import httpx  # here, not at the top: a run without a summaries endpoint never needs it (~60 ms a start)
+
         try:
             if self._client is None:
                 self._client = httpx.Client(timeout=self.settings.timeout)

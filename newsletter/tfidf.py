@@ -10,8 +10,22 @@ stop words (scikit-learn's list); tf is 1 + ln(count), idf ln((1 + n) / (1 + df)
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy.sparse import csr_matrix
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+
+
+
+def sparse_rows(*args, **kwargs) -> csr_matrix:
+    """A scipy CSR matrix. scipy is imported here, on first use: importing it costs ~250 ms, which a
+    `send` without similar profiles (most runs) should not pay at every start."""
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix(*args, **kwargs)
+
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 STOP_WORDS = frozenset(
@@ -70,7 +84,7 @@ class Tfidf:
         known = flat >= 0
         keys, counts = np.unique(owner[known] * size + flat[known], return_counts=True)
         starts = np.concatenate([[0], np.cumsum(np.bincount(keys // size, minlength=len(words)))])
-        return csr_matrix((counts.astype(np.float32), (keys % size).astype(np.int32), starts), shape=(len(words), size))
+        return sparse_rows((counts.astype(np.float32), (keys % size).astype(np.int32), starts), shape=(len(words), size))
 
     def _weigh(self, counts: csr_matrix) -> csr_matrix:
         """Sublinear tf times idf, each row scaled to unit length."""
@@ -78,4 +92,4 @@ class Tfidf:
         owner = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
         norms = np.sqrt(np.bincount(owner, data.astype(np.float64) ** 2, minlength=counts.shape[0]))
         norms[norms == 0] = 1.0  # a text with none of the words stays a zero row
-        return csr_matrix((data / norms[owner].astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
+        return sparse_rows((data / norms[owner].astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)

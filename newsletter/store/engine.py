@@ -14,6 +14,7 @@ line with what to do (`store_problem`).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import traceback
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy import any_, bindparam, create_engine, delete, event, func, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import Table
@@ -262,6 +263,15 @@ class StoreBase:
         with self.engine.connect() as conn:
             return self._read_version(conn)
 
+    @functools.cached_property
+    def _dialect(self):
+        """SQLAlchemy's dialect module for this database (PostgreSQL's is imported only by a PostgreSQL store)."""
+        if self._postgres:
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql
+        return sqlite
+
     def _sorted(self, column):
         """`column` for ORDER BY, compared byte-wise like SQLite does, whatever the database's locale."""
         return column.collate("C") if self._postgres else column
@@ -269,7 +279,7 @@ class StoreBase:
     def _among(self, column, values: Sequence):
         """`column IN values`; one array parameter on PostgreSQL (cheaper than thousands of them)."""
         if self._postgres:
-            return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+            return column == any_(bindparam(None, list(values), type_=self._dialect.ARRAY(column.type)))
         return column.in_(values)
 
     def _insert_many(self, conn: Connection, table: Table, rows: list[dict]) -> None:
@@ -287,13 +297,43 @@ class StoreBase:
                 for row in rows:
                     copy.write_row([row[name] for name in columns])
 
+    def _insert_new_rows(self, conn: Connection, table: Table, rows: list[dict], *, returning: str | None = None) -> list:
+        """INSERT … ON CONFLICT DO NOTHING of many rows, on the driver (SQLAlchemy's per-row parameter
+        processing costs more than the inserts); with `returning`, that column of the rows it inserted."""
+        if not rows:
+            return []
+        columns = list(rows[0])
+        mark = "%s" if self._postgres else "?"
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+               "ON CONFLICT DO NOTHING")
+        value = (lambda v: v) if self._postgres else _sqlite_value
+        values = [[value(row[name]) for name in columns] for row in rows]
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            if returning is None:
+                cursor.executemany(sql, values)
+                return []
+            sql += f" RETURNING {returning}"
+            found = []
+            if not self._postgres:  # sqlite3's executemany returns no rows; one statement is a few µs
+                for row in values:
+                    found.extend(key for key, in cursor.execute(sql, row))
+                return found
+            cursor.executemany(sql, values, returning=True)
+            while True:
+                found.extend(key for key, in cursor.fetchall())
+                if not cursor.nextset():
+                    return found
+        finally:
+            cursor.close()
+
     def _insert_new(self, table: Table):
         """An INSERT that skips rows whose key is already stored."""
-        return (postgresql if self._postgres else sqlite).insert(table).on_conflict_do_nothing()
+        return self._dialect.insert(table).on_conflict_do_nothing()
 
     def _insert_replacing(self, table: Table):
         """An INSERT that overwrites the other columns of a row whose primary key is already stored."""
-        insert = (postgresql if self._postgres else sqlite).insert(table)
+        insert = self._dialect.insert(table)
         key = [column.name for column in table.primary_key.columns]
         return insert.on_conflict_do_update(
             index_elements=key, set_={c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}

@@ -232,11 +232,11 @@ class LedgerMixin:
                 of_day = [record for record in records if record.edition_date == day]
                 for chunk in _chunks(of_day, 1000):
                     rows = [
-                        {"subscriber_email": r.email, "edition_date": day, "state": State.PENDING, "message_id": r.message_id,
+                        {"subscriber_email": r.email, "edition_date": day, "state": str(State.PENDING), "message_id": r.message_id,
                          "picks": _picks_json(r.picks, r.left_out), "subject": r.subject, "attempts": 0, "updated_at": now}
                         for r in chunk
                     ]
-                    new = set(conn.execute(self._insert_new(table).returning(table.c.subscriber_email), rows).scalars())
+                    new = set(self._insert_new_rows(conn, table, rows, returning="subscriber_email"))
                     self._remember_papers(conn, [r for r in chunk if r.email in new])
                     inserted.update(new)
         return inserted
@@ -334,7 +334,7 @@ class LedgerMixin:
                 {
                     "subscriber_email": record.email,
                     "edition_date": record.edition_date,
-                    "state": State.SENDING,
+                    "state": str(State.SENDING),
                     "message_id": record.message_id,
                     "picks": _picks_json(record.picks, record.left_out),
                     "subject": record.subject,
@@ -345,7 +345,7 @@ class LedgerMixin:
                 }
                 for record in chunk
             ]
-            inserted.update(conn.execute(self._insert_new(table).returning(table.c.subscriber_email), rows).scalars())
+            inserted.update(self._insert_new_rows(conn, table, rows, returning="subscriber_email"))
         inserted |= self._claim_queued(conn, [record for record in records if record.email not in inserted], owner, lease, now)
         self._remember_papers(conn, [record for record in records if record.email in inserted])
         return inserted
@@ -380,20 +380,8 @@ class LedgerMixin:
     def _remember_papers(self, conn, records: list[EditionRecord]) -> None:
         """Note the papers of new editions as given to their subscribers (the first edition that had a paper keeps it)."""
         given = {(record.email, pick.paper.id): record.edition_date for record in records for pick in record.picks}
-        if not given:
-            return
-        table = sent_papers_table
-        already = set()
-        for chunk in _chunks(list({email for email, _ in given})):
-            query = select(table.c.subscriber_email, table.c.paper_id).where(self._among(table.c.subscriber_email, chunk))
-            already.update(tuple(row) for row in conn.execute(query))
-        rows = [
-            {"subscriber_email": email, "paper_id": paper_id, "edition_date": day}
-            for (email, paper_id), day in given.items()
-            if (email, paper_id) not in already
-        ]
-        if rows:
-            conn.execute(self._insert_new(table), rows)
+        rows = [{"subscriber_email": email, "paper_id": paper_id, "edition_date": day} for (email, paper_id), day in given.items()]
+        self._insert_new_rows(conn, sent_papers_table, rows)  # a paper given before keeps its first edition
 
     def _expired_to_uncertain(self, conn, edition_date: date, emails: list[str], gone, now: datetime) -> set[str]:
         """Rows of a dead run become `uncertain`: they may have been on the wire."""
@@ -543,9 +531,9 @@ class LedgerMixin:
         got: list[str] = []
         with self._writes.begin() as conn:
             for chunk in _chunks(list(new), 1000):
-                rows = [{"subscriber_email": email, "edition_date": edition_date, "state": State.QUEUED, "message_id": message_id,
+                rows = [{"subscriber_email": email, "edition_date": edition_date, "state": str(State.QUEUED), "message_id": message_id,
                          "picks": "[]", "subject": "", "attempts": 0, "updated_at": now, "shard": shard} for email, message_id in chunk]
-                got.extend(conn.execute(self._insert_new(table).returning(table.c.subscriber_email), rows).scalars())
+                got.extend(self._insert_new_rows(conn, table, rows, returning="subscriber_email"))
             by_old: dict[str | None, list[str]] = {}
             for email, old in replacing.items():
                 by_old.setdefault(old, []).append(email)
