@@ -11,6 +11,7 @@ per keyword; it runs on a sample of subscribers and is extrapolated.
 
     python benchmarks/bench_selection.py                       # 10,000 papers x 100,000 subscribers
     python benchmarks/bench_selection.py --papers 2000 --subscribers 5000
+    python benchmarks/bench_selection.py --check main    # same picks as main's selection.py? (no timing)
 
 It also times selection spread over forked worker processes (`--processes`,
 default one per core): every distinct keyword resolved once on the index, then
@@ -25,10 +26,13 @@ import multiprocessing
 import os
 import random
 import re
+import subprocess
 import sys
 import time
+import types
 from collections import Counter, defaultdict
 from datetime import date, timedelta
+from itertools import accumulate
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -91,33 +95,40 @@ def make_papers(rng: random.Random, count: int) -> list[Paper]:
 
 def keyword_pool(papers: list[Paper]) -> tuple[list[str], list[float], list[str], list[float]]:
     """Topical words (in 0.3-10% of papers, weighted by the square root of that share) and
-    the 600 most frequent two-word phrases (weighted the same way): what readers type."""
+    the 600 most frequent two-word phrases (weighted the same way): what readers type.
+    The weights come cumulative, so that drawing a keyword does not add them all up again."""
     doc_words, doc_pairs = Counter(), Counter()
     sample = papers[:2000]
     for paper in sample:
         tokens = re.findall(r"[a-z]+(?:-[a-z]+)*", f"{paper.title} {paper.abstract}".lower())
-        doc_words.update(set(t for t in tokens if t not in STOP and len(t) > 4))
+        # dict.fromkeys, not set: the pool's order (and so every profile) must not depend on PYTHONHASHSEED
+        doc_words.update(dict.fromkeys(t for t in tokens if t not in STOP and len(t) > 4).keys())
         doc_pairs.update(
-            set(f"{a} {b}" for a, b in zip(tokens, tokens[1:]) if a not in STOP and b not in STOP and len(a) > 2)
+            dict.fromkeys(
+                f"{a} {b}" for a, b in zip(tokens, tokens[1:]) if a not in STOP and b not in STOP and len(a) > 2
+            ).keys()
         )
     terms = [(w, c**0.5) for w, c in doc_words.items() if 0.003 <= c / len(sample) <= 0.1]
     phrases = [(p, c**0.5) for p, c in doc_pairs.most_common(600) if c >= 3]
-    return [w for w, _ in terms], [c for _, c in terms], [p for p, _ in phrases], [c for _, c in phrases]
+    return (
+        [w for w, _ in terms], list(accumulate(c for _, c in terms)),
+        [p for p, _ in phrases], list(accumulate(c for _, c in phrases)),
+    )
 
 
 def make_subscribers(rng: random.Random, count: int, papers: list[Paper]) -> list[tuple[Subscriber, set[str]]]:
-    terms, term_weights, phrases, phrase_weights = keyword_pool(papers)
+    terms, term_weights, phrases, phrase_weights = keyword_pool(papers)  # cumulative weights
     ids = [paper.id for paper in papers]
     out = []
     for n in range(count):
         keywords = []
         for _ in range(rng.randint(3, 8)):
             if rng.random() < 0.35:
-                text = rng.choices(phrases, phrase_weights)[0]
+                text = rng.choices(phrases, cum_weights=phrase_weights)[0]
                 if rng.random() < 0.2:
                     text = text.replace(" ", "-")
             else:
-                text = rng.choices(terms, term_weights)[0]
+                text = rng.choices(terms, cum_weights=term_weights)[0]
             roll = rng.random()
             if roll < 0.1 and keywords:
                 text = "-" + text
@@ -172,11 +183,41 @@ def naive_select(subscriber: Subscriber, papers: list[Paper], already_sent: set[
 FORKED: tuple = ()  # (index, subscribers) set before forking: the workers inherit them
 
 
-def select_share(share: tuple[int, int]) -> int:
-    """In a forked worker: select every `step`th subscriber from `start`; the number of picks."""
+def select_share(share: tuple[int, int]) -> tuple[int, float]:
+    """In a forked worker: select every `step`th subscriber from `start`; the number of picks and the CPU time."""
     start, step = share
     index, subscribers = FORKED
-    return sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in subscribers[start::step])
+    cpu = time.process_time()
+    picks = sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in subscribers[start::step])
+    return picks, time.process_time() - cpu
+
+
+def selection_at(revision: str):
+    """newsletter/selection.py as it is at a git revision, imported as a module of its own."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{revision}:newsletter/selection.py"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    module = types.ModuleType(f"selection_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:newsletter/selection.py", "exec"), module.__dict__)
+    return module
+
+
+def check(papers: list[Paper], subscribers: list[tuple[Subscriber, set[str]]], revision: str) -> int:
+    """Every profile's picks (paper, score, reasons, in order) now against `revision`'s; the number that differ."""
+    old = selection_at(revision)
+    old_index, index = old.PaperIndex(papers, TODAY), PaperIndex(papers, TODAY)
+    differ = 0
+    for subscriber, sent in subscribers:
+        before = [(p.paper.id, p.score, p.reasons) for p in old.select(subscriber, old_index, already_sent=sent)]
+        now = [(p.paper.id, p.score, p.reasons) for p in select(subscriber, index, already_sent=sent)]
+        if before != now:
+            differ += 1
+            if differ <= 3:
+                print(f"differs: {subscriber.email} {subscriber.keywords}\n  {revision}: {before}\n  now: {now}")
+    return differ
 
 
 def main() -> None:
@@ -187,12 +228,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
                         help="also time selection shared out to this many forked workers (default: the cores)")
+    parser.add_argument("--check", metavar="REVISION",
+                        help="instead of timing, compare every profile's picks with selection.py at this git revision")
+    parser.add_argument("--check-sample", type=int, default=5_000, help="how many profiles --check compares")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
     papers = make_papers(rng, args.papers)
     subscribers = make_subscribers(rng, args.subscribers, papers)
     print(f"{len(papers):,} papers, {len(subscribers):,} subscribers")
+    if args.check:
+        sample = subscribers[: args.check_sample]
+        differ = check(papers, sample, args.check)
+        print(f"{differ:,} of {len(sample):,} profiles' picks differ from {args.check}'s")
+        sys.exit(1 if differ else 0)
 
     start = time.perf_counter()
     index = PaperIndex(papers, TODAY)
@@ -202,10 +251,11 @@ def main() -> None:
     fast, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"index build:         {built:8.2f} s")
     print(
-        f"select, everyone:    {fast:8.2f} s  ({cpu:.2f} s CPU; {fast / len(subscribers) * 1e6:.0f} us per subscriber,"
+        f"select, one process: {fast:8.2f} s  ({cpu:.2f} s CPU; {fast / len(subscribers) * 1e6:.0f} us per subscriber,"
         f" {picks:,} picks)"
     )
 
+    forked = None
     if args.processes > 1:
         fresh = PaperIndex(papers, TODAY)
         start = time.perf_counter()
@@ -215,12 +265,14 @@ def main() -> None:
         FORKED = (fresh, subscribers)
         start = time.perf_counter()
         with multiprocessing.get_context("fork").Pool(args.processes) as pool:
-            counts = pool.map(select_share, [(n, args.processes) for n in range(args.processes)])
-        forked = time.perf_counter() - start
-        assert sum(counts) == picks
+            shares = pool.map(select_share, [(n, args.processes) for n in range(args.processes)])
+        selected = time.perf_counter() - start
+        assert sum(count for count, _ in shares) == picks
+        forked = resolved + selected
         print(
-            f"in {args.processes} processes:  {resolved:8.2f} s resolving {len(fresh._keywords):,} distinct keywords once,"
-            f" then {forked:.2f} s selecting in forked workers; {built + resolved + forked:.2f} s with the index build"
+            f"select, {args.processes} processes: {forked:6.2f} s  ({resolved:.2f} s resolving"
+            f" {len(fresh._keywords):,} distinct keywords once, then {selected:.2f} s in forked workers,"
+            f" {' + '.join(f'{cpu:.2f}' for _, cpu in shares)} s CPU); {built + forked:.2f} s with the index build"
         )
 
     sample = subscribers[: args.naive_sample]
@@ -228,8 +280,13 @@ def main() -> None:
     for subscriber, sent in sample:
         naive_select(subscriber, papers, sent)
     naive = (time.perf_counter() - start) / len(sample) * len(subscribers)
-    print(f"naive, extrapolated: {naive:8.2f} s  (from {len(sample)} subscribers)")
-    print(f"speed-up: {naive / (built + fast):.0f}x (index build included), {naive / fast:.0f}x (selection alone)")
+    print(f"naive, extrapolated: {naive:8.2f} s  (from {len(sample)} subscribers, same run)")
+    print(f"speed-up, one process: {naive / (built + fast):.0f}x (index build included), {naive / fast:.0f}x (selection alone)")
+    if forked:
+        print(
+            f"speed-up, {args.processes} processes: {naive / (built + forked):.0f}x (index build included),"
+            f" {naive / forked:.0f}x (selection alone)"
+        )
 
 
 if __name__ == "__main__":
