@@ -139,7 +139,6 @@ class PaperIndex:
         # Oldest last, undated first: the papers a max_age_days filter keeps are a prefix.
         self.papers = sorted(unique.values(), key=lambda paper: (_age_key(ages[paper.id]), paper.id))
         self._position = {paper.id: i for i, paper in enumerate(self.papers)}
-        self._ids = frozenset(self._position)
         self._age_keys = [_age_key(ages[paper.id]) for paper in self.papers]
         self._upvotes = [paper.upvotes for paper in self.papers]
         count = len(self.papers)
@@ -159,6 +158,7 @@ class PaperIndex:
         self._trend_rank = [0] * count
         for rank, i in enumerate(self._trending, 1):
             self._trend_rank[i] = rank
+        self._trend_reasons = [self._trending_reason(i) for i in range(count)]
 
         self._postings: tuple[dict[str, list[int]], dict[str, list[int]]] = (defaultdict(list), defaultdict(list))
         lengths = []
@@ -173,6 +173,7 @@ class PaperIndex:
         self._abstract_ratio = np.minimum(np.array(lengths, dtype=float) / average, MAX_LENGTH_RATIO)
 
         self._keywords: dict[str, tuple[Keyword, _Matches]] = {}
+        self._places: dict[str, tuple[str, ...]] = {}
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
@@ -235,21 +236,17 @@ class PaperIndex:
             found = self._filters[key] = _Filter(cut, keep, [i for i in self._trending if i < cut and ok[i]])
         return found
 
-    def _positions(self, ids: set[str]) -> set[int]:
-        if not ids:
-            return set()
-        if not isinstance(ids, (set, frozenset)):
-            ids = set(ids)
-        return {self._position[paper_id] for paper_id in ids & self._ids}
+    def _positions(self, ids: Iterable[str]) -> set[int]:
+        found = set(map(self._position.get, ids))
+        found.discard(None)
+        return found
 
-    def _trending_pick(self, i: int) -> Pick:
+    def _trending_reason(self, i: int) -> str:
         up = self._upvotes[i]
         rank = self._trend_rank[i]
         if up is None:
-            reason = f"trending #{rank} {self.period} (no upvote count yet)"
-        else:
-            reason = f"trending #{rank} {self.period}, {up} upvote{'' if up == 1 else 's'}"
-        return Pick(self.papers[i], self._trend_score[i], [reason])
+            return f"trending #{rank} {self.period} (no upvote count yet)"
+        return f"trending #{rank} {self.period}, {up} upvote{'' if up == 1 else 's'}"
 
     # -- keywords ---------------------------------------------------------------
 
@@ -315,6 +312,8 @@ class PaperIndex:
         if found is None:
             keyword = parse_keyword(raw)
             found = self._keywords[raw] = (keyword, self._match(keyword.terms))
+            if keyword.text not in self._places:  # its reasons, by place (PLACES)
+                self._places[keyword.text] = ("",) + tuple(f'"{keyword.text}" {place}' for place in PLACES[1:])
         return found
 
     def _match(self, terms: tuple[str, ...]) -> _Matches:
@@ -369,29 +368,42 @@ class PaperIndex:
         sent: set[int],
         limit: int,
     ) -> list[tuple[int, float]]:
-        """The best `limit` (paper, score) pairs, best first, ties to the more recent paper."""
+        """The best `limit` (paper, score) pairs, best first, ties to the more recent paper.
+
+        Scores add up in one `bincount` over the keywords' postings, in the profile's keyword order;
+        papers already sent are only skipped among the best `limit + len(sent)`, which must hold
+        the best `limit` of the rest, instead of being cleared from the dense array first.
+        """
         cut = flt.cut
-        docs, scores = [], []
-        for keyword, matches in positives:
-            some_docs, some_scores, _ = matches.prefixes.get(cut) or matches.upto(cut)
-            docs.append(some_docs)
-            scores.append(some_scores if keyword.weight == 1.0 else keyword.weight * some_scores)
-        docs = np.concatenate(docs)
+        if len(positives) == 1:
+            keyword, matches = positives[0]
+            docs, scores, _ = matches.prefixes.get(cut) or matches.upto(cut)
+            if keyword.weight != 1.0:
+                scores = keyword.weight * scores
+        else:
+            docs, scores = [], []
+            for keyword, matches in positives:
+                some_docs, some_scores, _ = matches.prefixes.get(cut) or matches.upto(cut)
+                docs.append(some_docs)
+                scores.append(some_scores if keyword.weight == 1.0 else keyword.weight * some_scores)
+            docs = np.concatenate(docs)
+            scores = np.concatenate(scores)
         if not len(docs):
             return []
-        total = np.bincount(docs, np.concatenate(scores), minlength=cut)
+        total = np.bincount(docs, scores, minlength=cut)
         for matches in excluded:
-            total[matches.upto(cut)[2]] = 0.0
+            total[(matches.prefixes.get(cut) or matches.upto(cut))[2]] = 0.0
         if flt.keep is not None:
             total *= flt.keep
-        if sent:
-            total[[i for i in sent if i < cut]] = 0.0
         docs = (total > 0).nonzero()[0]
-        if len(docs) > limit:
+        wanted = limit + len(sent)
+        if len(docs) > wanted:
             top = total[docs]
-            at = len(docs) - limit
+            at = len(docs) - wanted
             docs = docs[top >= np.partition(top, at)[at]]
         pairs = zip(docs.tolist(), total[docs].tolist())
+        if sent:
+            pairs = [pair for pair in pairs if pair[0] not in sent]
         if self._undated:
             recency = self._recency
             return sorted(pairs, key=lambda pair: (-pair[1], recency[pair[0]]))[:limit]
@@ -400,25 +412,35 @@ class PaperIndex:
     def _keyword_picks(
         self, ranked: list[tuple[int, float]], positives: list[tuple[Keyword, _Matches]]
     ) -> list[Pick]:
-        labels = [(f'"{keyword.text}" ', matches.where) for keyword, matches in positives]
+        labels = [(self._places[keyword.text], matches.where) for keyword, matches in positives]
+        papers = self.papers
         picks = []
         for i, score in ranked:
             found = []
-            for label, where in labels:
+            for places, where in labels:
                 place = where[i]
                 if place:
-                    found.append(label + PLACES[place])
-            picks.append(Pick(self.papers[i], score, ["matched " + "; ".join(found)]))
+                    found.append(places[place])
+            picks.append(Pick(papers[i], score, ["matched " + "; ".join(found)]))
         return picks
 
     def _trending_picks(self, flt: _Filter, skip: set[int], excluded: list[_Matches], limit: int) -> list[Pick]:
-        picks: list[Pick] = []
+        chosen: list[int] = []
+        if limit <= 0:
+            return []
+        wheres = [matches.where for matches in excluded]
         for i in flt.trending:
-            if len(picks) == limit:
-                break
-            if i not in skip and not any(0 < matches.where[i] < APART for matches in excluded):
-                picks.append(self._trending_pick(i))
-        return picks
+            if i in skip:
+                continue
+            for where in wheres:
+                if 0 < where[i] < APART:
+                    break
+            else:
+                chosen.append(i)
+                if len(chosen) == limit:
+                    break
+        reasons, papers, scores = self._trend_reasons, self.papers, self._trend_score
+        return [Pick(papers[i], scores[i], [reasons[i]]) for i in chosen]
 
 
 def name_tokens(name: str) -> tuple[str, ...]:

@@ -361,6 +361,22 @@ def test_empty_index_and_duplicate_ids():
     assert [p.paper for p in select(reader(mode="trending"), index)] == [first]
 
 
+@pytest.mark.parametrize("keywords", [["robot"], ["robot^2"], ["robot", "walk^0.5", "-paper 3"]])
+def test_sent_papers_give_their_places_to_the_next_best_unchanged(keywords):
+    """Sending the best picks moves the rest up, with the same scores and reasons (the ranking
+    skips sent papers among its best `limit + len(sent)`, so many sent papers at the top must not cut it short)."""
+    papers = [
+        paper(f"Paper {n}" + " robot" * (n % 2), "robot " * (n % 7) + "walk " * (n % 3), days=n % 5) for n in range(40)
+    ]
+    index = PaperIndex(papers, TODAY)
+    subscriber = reader(mode="keywords", keywords=keywords, max_items=10)
+    ranking = [(p.paper.id, p.score, p.reasons) for p in select(reader(mode="keywords", keywords=keywords, max_items=40), index)]
+    assert len(ranking) > 25 and len({score for _, score, _ in ranking}) > 10
+    for sent in ({ranking[0][0]}, {pick[0] for pick in ranking[:12]}, {pick[0] for pick in ranking[::2]}):
+        again = [(p.paper.id, p.score, p.reasons) for p in select(subscriber, index, already_sent=sent)]
+        assert again == [pick for pick in ranking if pick[0] not in sent][:10]
+
+
 def test_a_shorter_list_is_the_head_of_a_longer_one_and_the_index_is_reusable():
     """Property check on random papers: every mode, every filter, against one shared index."""
     rng = random.Random(7)
