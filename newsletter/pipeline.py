@@ -205,7 +205,7 @@ class EditionBuilder:
             to_name=subscriber.name,
             to_email=subscriber.email,
             subject=rendered.subject,
-            html=rendered.html,
+            html=rendered.html_utf8,
             text=rendered.text,
             message_id=message_id,
             unsubscribe_url=link,

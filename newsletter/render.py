@@ -89,6 +89,11 @@ class RenderedEdition:
     text: str
     count: int = 0
 
+    @functools.cached_property
+    def html_utf8(self) -> bytes:
+        """The HTML as sent (the size budget measures it, the message carries it): encoded once."""
+        return self.html.encode("utf-8")
+
 
 @dataclass(frozen=True)
 class EmptyNote:
@@ -282,13 +287,15 @@ class Item:
     @classmethod
     def of(cls, number: int, pick: Pick, tldr: str | None = None, links: tuple[str, str] = ("", "")) -> "Item":
         """The view of the `number`th pick; `tldr` is its stored summary, if any; `links` its feedback URLs."""
-        return cls(
-            number=number, **paper_view(pick.paper, tldr),
-            why=shown("; ".join(pick.reasons), WHY_CHARS),
-            followed=any(reason.endswith("whom you follow") for reason in pick.reasons),
-            more_url=links[0],
-            fewer_url=links[1],
-        )
+        why, followed = _why(tuple(pick.reasons))
+        return cls(number=number, **paper_view(pick.paper, tldr), why=why, followed=followed,
+                   more_url=links[0], fewer_url=links[1])
+
+
+@functools.lru_cache(maxsize=20_000)
+def _why(reasons: tuple[str, ...]) -> tuple[str, bool]:
+    """A pick's "Why:" line, and whether it was pinned for a followed author (the same reasons come round often)."""
+    return shown("; ".join(reasons), WHY_CHARS), any(reason.endswith("whom you follow") for reason in reasons)
 
 
 def paper_view(paper: Paper, tldr: str | None) -> dict:

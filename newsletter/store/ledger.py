@@ -173,10 +173,12 @@ def _ledger_from_row(row) -> LedgerEntry:
     )
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False) without a new encoder per call
+
+
 def _picks_json(picks: Sequence[Pick], left_out: Sequence[Pick] = ()) -> str:
-    return json.dumps([{"id": p.paper.id, "score": p.score, "reasons": p.reasons} for p in picks]
-                      + [{"id": p.paper.id, "score": p.score, "reasons": p.reasons, "left_out": True} for p in left_out],
-                      ensure_ascii=False)
+    return _JSON.encode([{"id": p.paper.id, "score": p.score, "reasons": p.reasons} for p in picks]
+                        + [{"id": p.paper.id, "score": p.score, "reasons": p.reasons, "left_out": True} for p in left_out])
 
 
 class LedgerMixin:
