@@ -168,9 +168,9 @@ def test_from_a_bib_library_to_feedback_that_changes_the_next_edition(example_di
 
 def test_an_editions_links_are_the_feedback_urls_of_each_paper():
     ids = ["2401.00001", "t:ünïcode", "2401.00001v2", ""]
-    for email in ("ada@example.org", "bö+x@exämple.org"):
-        assert feedback_links("https://n.example.org/", email, ids, KEY) == [
-            (feedback_url("https://n.example.org/", email, paper, "more", KEY),
-             feedback_url("https://n.example.org/", email, paper, "fewer", KEY)) for paper in ids
+    for address in ("ada@example.org", "bö+x@exämple.org"):
+        assert feedback_links("https://n.example.org/", address, ids, KEY) == [
+            (feedback_url("https://n.example.org/", address, paper, "more", KEY),
+             feedback_url("https://n.example.org/", address, paper, "fewer", KEY)) for paper in ids
         ]
     assert feedback_links("https://n", "ada@example.org", [], KEY) == []
