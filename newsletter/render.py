@@ -214,17 +214,18 @@ def preheader(titles: list[str]) -> str:
     return text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
 
 
-def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+def wrap_text(text: str, width: int = TEXT_WIDTH, *, remember: bool = True) -> str:
     """The plain-text part with every line wrapped at `width` columns, keeping each line's indent.
 
     Words are never split, so only a word longer than the line (a URL) passes `width`,
     on a line of its own after the indent. Lines without a link (titles, abstracts) come
     round edition after edition and are wrapped once; a line with a link carries the
-    reader's signed token, so caching it would only push those out.
+    reader's signed token, and a line with `remember` False a reader's own values:
+    caching those would only push the others out.
     """
     return "\n".join(
         line if len(line) <= width or len(line.split(maxsplit=1)) == 1  # a lone link stays
-        else wrap_line(line, width) if "://" not in line else _wrap_line(line, width)
+        else wrap_line(line, width) if remember and "://" not in line else _wrap_line(line, width)
         for line in text.split("\n")
     )
 
