@@ -477,3 +477,25 @@ def test_every_keyword_pick_on_the_real_page_contains_what_it_claims(keywords):
                 assert contains(text, abstract), (text, abstract[:200])
             if place == "in title":
                 assert not loose(text).search(abstract), (text, "also in abstract")
+
+
+def test_resolving_keywords_together_finds_what_one_at_a_time_finds():
+    """`resolve` scores one-word keywords in one pass over their postings: the same papers, scores, bit for bit,
+    and places as the one-keyword-at-a-time path, so a profile's picks do not depend on which path found them."""
+    pairs = load_page(PAGE)
+    papers = [paper(title, abstract, days=n % 7, upvotes=n) for n, (title, abstract) in enumerate(pairs)]
+    vocabulary = sorted({word for title, abstract in pairs for word in re.findall(r"[a-z]{4,}", f"{title} {abstract}".lower())})
+    keywords = vocabulary[::3] + ["-" + word for word in vocabulary[1::40]] + ["zzzunseen", "pretraining", "video generation"]
+    together, alone = PaperIndex(papers, TODAY), PaperIndex(papers, TODAY)
+    together.resolve(keywords)
+    assert len(together._keywords) == len(set(keywords))
+    for raw in keywords:
+        (_, batch), (_, single) = together._keywords[raw], alone._keyword(raw)
+        assert batch.docs.tolist() == single.docs.tolist() and batch.hits.tolist() == single.hits.tolist()
+        assert batch.scores.tobytes() == single.scores.tobytes() and batch.where == single.where, raw
+    rng = random.Random(3)
+    for _ in range(40):
+        profile = reader(mode=rng.choice(["keywords", "mixed"]), keywords=rng.sample(keywords, 4), max_items=8)
+        assert [(p.paper.id, p.score, p.reasons) for p in select(profile, together)] == [
+            (p.paper.id, p.score, p.reasons) for p in select(profile, alone)
+        ]
