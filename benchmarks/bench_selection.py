@@ -209,6 +209,7 @@ def check(papers: list[Paper], subscribers: list[tuple[Subscriber, set[str]]], r
     """Every profile's picks (paper, score, reasons, in order) now against `revision`'s; the number that differ."""
     old = selection_at(revision)
     old_index, index = old.PaperIndex(papers, TODAY), PaperIndex(papers, TODAY)
+    index.resolve(keyword for subscriber, _ in subscribers for keyword in subscriber.keywords)  # as forked workers
     differ = 0
     for subscriber, sent in subscribers:
         before = [(p.paper.id, p.score, p.reasons) for p in old.select(subscriber, old_index, already_sent=sent)]
