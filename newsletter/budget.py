@@ -41,7 +41,7 @@ class Fitted:
 
 
 def html_size(edition: RenderedEdition) -> int:
-    return len(edition.html.encode("utf-8"))
+    return len(edition.html_utf8)
 
 
 def cut_words(text: str, limit: int) -> tuple[str, bool]:

@@ -508,9 +508,12 @@ def subscriber_shape() -> str:
 
 
 def _cached_subscriber(data: str) -> Subscriber:
-    """A subscriber validated when its file was cached, rebuilt without validating again."""
+    """A subscriber validated when its file was cached, rebuilt without validating again (the fields
+    JSON does not hold as such are made again: a time, a path)."""
     fields = json.loads(data)
     fields["send_at"] = time.fromisoformat(fields["send_at"])
+    if fields["library"] is not None:
+        fields["library"] = Path(fields["library"])
     return Subscriber.model_construct(**fields)
 
 

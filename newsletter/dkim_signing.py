@@ -23,10 +23,12 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from typing import TYPE_CHECKING
 
 from newsletter.config import Config, DkimSection, display_path
+
+if TYPE_CHECKING:  # cryptography is imported where a key is read or made (~60 ms a start without [dkim] need not pay)
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 # what the signature covers, in this order; the MIME headers with them
 SIGNED_HEADERS = (
@@ -55,6 +57,9 @@ class DkimKey:
     def sign_digest_input(self, data: bytes) -> bytes:
         """The signature over the canonical header data (RFC 6376 3.7; Ed25519 signs its SHA-256, RFC 8463)."""
         if self.algorithm == b"rsa-sha256":
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import padding
+
             return self.handle.sign(data, padding.PKCS1v15(), hashes.SHA256())
         return self.handle.sign(hashlib.sha256(data).digest())
 
@@ -69,6 +74,9 @@ class DkimKey:
 
 def parse_key(data: bytes, where: str) -> DkimKey:
     """A PEM private key (RSA or Ed25519), or dkimpy's base64 Ed25519 seed, as a `DkimKey`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     text = data.strip()
     if not text.startswith(b"-----BEGIN"):
         try:
@@ -99,6 +107,9 @@ def parse_key(data: bytes, where: str) -> DkimKey:
 
 def generate_key(kind: str) -> bytes:
     """A new private key as PKCS#8 PEM: RSA-2048 or Ed25519."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if kind == "rsa":
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     elif kind == "ed25519":

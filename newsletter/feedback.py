@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import hmac
 
 PURPOSE = b"newsletter-feedback\n"
@@ -56,3 +57,20 @@ def verify_feedback_token(token: str, key: bytes) -> tuple[str, str, str] | None
 def feedback_url(base_url: str, email: str, paper_id: str, kind: str, key: bytes) -> str:
     """The link for one click: `{base_url}/feedback?token=…` (a confirmation page, then a POST)."""
     return f"{base_url.rstrip('/')}/feedback?token={make_feedback_token(email, paper_id, kind, key)}"  # URL-safe already
+
+
+def feedback_links(base_url: str, email: str, paper_ids: list[str], key: bytes) -> list[tuple[str, str]]:
+    """Each paper's ("more like this", "fewer like this") links for one reader: the `feedback_url`s,
+    with the HMAC over the reader's part of the message taken once and copied for each link."""
+    start = f"{base_url.rstrip('/')}/feedback?token={_b64_text(email)}."
+    reader = hmac.new(key, PURPOSE + email.encode("utf-8") + b"\n", hashlib.sha256)
+    links = []
+    for paper_id in paper_ids:
+        head, paper = f"{start}{_b64_text(paper_id)}.", paper_id.encode("utf-8") + b"\n"
+        pair = []
+        for kind in KINDS:
+            signed = reader.copy()
+            signed.update(paper + kind.encode("ascii"))
+            pair.append(f"{head}{kind}.{_b64(signed.digest())}")
+        links.append((pair[0], pair[1]))
+    return links

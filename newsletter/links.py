@@ -9,7 +9,6 @@ database to check.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
 from datetime import date
 
@@ -22,7 +21,7 @@ ARCHIVE = b"newsletter-archive\n"
 def _token(purpose: bytes, email: str, key: bytes, day: date | None = None) -> str:
     address = email.encode("utf-8")
     signed = purpose + address + (b"\n" + day.isoformat().encode("ascii") if day else b"")
-    return f"{_b64(address)}.{_b64(hmac.new(key, signed, hashlib.sha256).digest())}"
+    return f"{_b64(address)}.{_b64(hmac.digest(key, signed, 'sha256'))}"
 
 
 def _verify(purpose: bytes, token: str, key: bytes, day: date | None = None) -> str | None:

@@ -13,6 +13,7 @@ import binascii
 import functools
 import hashlib
 import re
+import time
 from datetime import date
 from email.utils import formatdate, parseaddr
 
@@ -102,10 +103,16 @@ def from_header(sender: str) -> str:
     return address_header("From", *parseaddr(clean(sender)))
 
 
-def body(data: str) -> bytes:
-    """UTF-8 text in canonical form (CRLF line breaks, one at the end, as `EmailMessage` writes it)
-    as base64 in lines of 76 characters."""
-    raw = data.encode("utf-8")
+@functools.lru_cache(maxsize=2)
+def _date_now(second: int) -> str:
+    """The Date header for this second (a chunk's messages are built within a few)."""
+    return formatdate(second, localtime=True)
+
+
+def body(data: str | bytes) -> bytes:
+    """UTF-8 text (or its bytes) in canonical form (CRLF line breaks, one at the end, as `EmailMessage`
+    writes it) as base64 in lines of 76 characters."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     if b"\r" in raw:
         canonical = b"\r\n".join(raw.splitlines()) + b"\r\n"
     else:
@@ -133,7 +140,7 @@ def build_message(
     to_name: str,
     to_email: str,
     subject: str,
-    html: str,
+    html: str | bytes,
     text: str,
     message_id: str,
     unsubscribe_url: str,
@@ -158,7 +165,7 @@ def build_message(
         from_header(sender)
         + address_header("To", to_name, to_email)
         + text_header("Subject", subject)
-        + f"Date: {clean(date_header or formatdate(localtime=True))}\r\n"
+        + f"Date: {clean(date_header or _date_now(int(time.time())))}\r\n"
         + f"Message-ID: {clean(message_id)}\r\n"
         + (address_header("List-Id", list_name, list_id) if list_id else "")
         + fold("List-Unsubscribe", unsubscribe.split(" "))

@@ -30,7 +30,7 @@ from newsletter.budget import fit
 from newsletter.config import INSECURE_DEV_KEY, Config
 from newsletter.delivery import Backend, DeliveryStopped, OutgoingMessage, create_backend
 from newsletter.dkim_signing import Signer
-from newsletter.feedback import feedback_url
+from newsletter.feedback import feedback_links
 from newsletter.links import archive_url, view_url
 from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
@@ -187,8 +187,7 @@ class EditionBuilder:
                "archive_url": archive_url(base, subscriber.email, self.key)}
 
         def render(some: list[Pick], omitted: int) -> RenderedEdition:
-            votes = [tuple(feedback_url(base, subscriber.email, pick.paper.id, kind, self.key) for kind in ("more", "fewer"))
-                     for pick in some]
+            votes = feedback_links(base, subscriber.email, [pick.paper.id for pick in some], self.key)
             return self.renderer.render(
                 subscriber, day, some, unsubscribe_url=link, summaries=summaries, note=note, feedback_links=votes,
                 omitted=omitted, **web,
@@ -205,7 +204,7 @@ class EditionBuilder:
             to_name=subscriber.name,
             to_email=subscriber.email,
             subject=rendered.subject,
-            html=rendered.html,
+            html=rendered.html_utf8,
             text=rendered.text,
             message_id=message_id,
             unsubscribe_url=link,

@@ -89,7 +89,8 @@ class Recorder:
             self._reported += 1
             mine = self._reported
             if not self.wait:
-                self._cond.notify_all()
+                if len(self._queue) == 1 or len(self._queue) >= self.max_batch:  # the writer's timer starts, or a batch is full
+                    self._cond.notify_all()
                 # back-pressure: never more than one full batch waits behind the one being written
                 while len(self._queue) >= self.max_batch and self.error is None:
                     self._cond.wait()

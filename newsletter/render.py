@@ -89,6 +89,11 @@ class RenderedEdition:
     text: str
     count: int = 0
 
+    @functools.cached_property
+    def html_utf8(self) -> bytes:
+        """The HTML as sent (the size budget measures it, the message carries it): encoded once."""
+        return self.html.encode("utf-8")
+
 
 @dataclass(frozen=True)
 class EmptyNote:
@@ -209,17 +214,18 @@ def preheader(titles: list[str]) -> str:
     return text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
 
 
-def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+def wrap_text(text: str, width: int = TEXT_WIDTH, *, remember: bool = True) -> str:
     """The plain-text part with every line wrapped at `width` columns, keeping each line's indent.
 
     Words are never split, so only a word longer than the line (a URL) passes `width`,
     on a line of its own after the indent. Lines without a link (titles, abstracts) come
     round edition after edition and are wrapped once; a line with a link carries the
-    reader's signed token, so caching it would only push those out.
+    reader's signed token, and a line with `remember` False a reader's own values:
+    caching those would only push the others out.
     """
     return "\n".join(
         line if len(line) <= width or len(line.split(maxsplit=1)) == 1  # a lone link stays
-        else wrap_line(line, width) if "://" not in line else _wrap_line(line, width)
+        else wrap_line(line, width) if remember and "://" not in line else _wrap_line(line, width)
         for line in text.split("\n")
     )
 
@@ -282,13 +288,15 @@ class Item:
     @classmethod
     def of(cls, number: int, pick: Pick, tldr: str | None = None, links: tuple[str, str] = ("", "")) -> "Item":
         """The view of the `number`th pick; `tldr` is its stored summary, if any; `links` its feedback URLs."""
-        return cls(
-            number=number, **paper_view(pick.paper, tldr),
-            why=shown("; ".join(pick.reasons), WHY_CHARS),
-            followed=any(reason.endswith("whom you follow") for reason in pick.reasons),
-            more_url=links[0],
-            fewer_url=links[1],
-        )
+        why, followed = _why(tuple(pick.reasons))
+        return cls(number=number, **paper_view(pick.paper, tldr), why=why, followed=followed,
+                   more_url=links[0], fewer_url=links[1])
+
+
+@functools.lru_cache(maxsize=20_000)
+def _why(reasons: tuple[str, ...]) -> tuple[str, bool]:
+    """A pick's "Why:" line, and whether it was pinned for a followed author (the same reasons come round often)."""
+    return shown("; ".join(reasons), WHY_CHARS), any(reason.endswith("whom you follow") for reason in reasons)
 
 
 def paper_view(paper: Paper, tldr: str | None) -> dict:

@@ -23,7 +23,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from jinja2 import nodes
-from markupsafe import escape
 
 # the context's values that are one reader's own (render.Renderer.context), and an item's
 PERSONAL = ("subject", "email", "name", "first_name", "greeting", "why_you_get_this", "unsubscribe_url",
@@ -81,8 +80,9 @@ def _plain(node: nodes.Node, loop_names: set[str], *, printed: bool, tested: boo
 class SharedRenders:
     """The rendered editions of a run with placeholders for the personal values, by what they show."""
 
-    def __init__(self, wrap: Callable[[str], str], size: int = CACHED_EDITIONS):
-        """`wrap` makes the text part's lines (render.wrap_text): done once for the lines no value is put in."""
+    def __init__(self, wrap: Callable[..., str], size: int = CACHED_EDITIONS):
+        """`wrap` makes the text part's lines (render.wrap_text): done once for the lines no value is put in,
+        per reader (and not remembered) for the others."""
         self.wrap = wrap
         self.size = size
         self._parts: OrderedDict[tuple, tuple[list, list]] = OrderedDict()
@@ -100,7 +100,7 @@ class SharedRenders:
             values += (item.more_url, item.fewer_url)
         if any(isinstance(value, str) and ("\ue000" in value or "\ue001" in value) for value in values):
             html, text = render(context)  # a value holding the placeholder's marks is not put in blind
-            return html, self.wrap(text)
+            return html, self.wrap(text, remember=False)
         key = (templates, _shape(context))
         parts = self._parts.get(key)
         if parts is None:
@@ -111,9 +111,9 @@ class SharedRenders:
         else:
             self._parts.move_to_end(key)
         html_parts, text_lines = parts
-        html = _fill(html_parts, [str(escape(value)) for value in values])
+        html = _fill(html_parts, [escape(value) for value in values])
         plain = [str(value) for value in values]
-        text = "\n".join([line if type(line) is str else self.wrap(_fill(line, plain)) for line in text_lines])
+        text = "\n".join([line if type(line) is str else self.wrap(_fill(line, plain), remember=False) for line in text_lines])
         return html, text
 
     def _placeholders(self, context: dict) -> dict:
@@ -149,6 +149,14 @@ class SharedRenders:
             else:
                 lines.append(self.wrap(line))
         return lines
+
+
+def escape(value) -> str:
+    """`value` as autoescape prints it (markupsafe's escaping, without making a Markup object)."""
+    text = str(value)
+    if "&" in text or "<" in text or ">" in text or "'" in text or '"' in text:
+        text = text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;").replace("'", "&#39;").replace('"', "&#34;")
+    return text
 
 
 def _fill(parts: list, values: list[str]) -> str:

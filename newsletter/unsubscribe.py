@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 
@@ -32,25 +33,31 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=16)
 def _subkey(key: bytes, use: bytes) -> bytes:
-    return hmac.new(key, PURPOSE + b"key:" + use, hashlib.sha256).digest()
+    """The key for one use (cached: a run derives the same two for every address)."""
+    return hmac.digest(key, PURPOSE + b"key:" + use, "sha256")
 
 
 def _keystream(key: bytes, iv: bytes, length: int) -> bytes:
     enc_key = _subkey(key, b"enc")
-    blocks = (hmac.new(enc_key, iv + n.to_bytes(4, "big"), hashlib.sha256).digest() for n in range(length // 32 + 1))
+    blocks = [hmac.digest(enc_key, iv + n.to_bytes(4, "big"), "sha256") for n in range(length // 32 + 1)]
     return b"".join(blocks)[:length]
 
 
 def _iv(key: bytes, address: bytes) -> bytes:
-    return hmac.new(_subkey(key, b"mac"), address, hashlib.sha256).digest()[:IV_BYTES]
+    return hmac.digest(_subkey(key, b"mac"), address, "sha256")[:IV_BYTES]
+
+
+def _xor(data: bytes, stream: bytes) -> bytes:
+    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
 
 
 def make_token(email: str, key: bytes) -> str:
     """An opaque URL-safe token for `email`, readable and verifiable only with `key`."""
     address = email.encode("utf-8")
     iv = _iv(key, address)
-    cipher = bytes(a ^ b for a, b in zip(address, _keystream(key, iv, len(address)), strict=True))
+    cipher = _xor(address, _keystream(key, iv, len(address)))
     return _b64(iv + cipher)
 
 
@@ -76,7 +83,7 @@ def verify_token(token: str, key: bytes) -> str | None:
             if len(raw) <= IV_BYTES:
                 return None
             iv, cipher = raw[:IV_BYTES], raw[IV_BYTES:]
-            email = bytes(a ^ b for a, b in zip(cipher, _keystream(key, iv, len(cipher)), strict=True)).decode("utf-8")
+            email = _xor(cipher, _keystream(key, iv, len(cipher))).decode("utf-8")
             expected = make_token(email, key)
     except (binascii.Error, ValueError):
         return None

@@ -198,6 +198,27 @@ def test_unchanged_subscriber_files_come_from_the_store_cache(tmp_path: Path, mo
         assert len(parsed) == 6  # cached by a different Subscriber model: read again
 
 
+def test_a_cached_subscriber_equals_the_validated_one_in_every_field(tmp_path: Path):
+    """Every field set away from its default, a library among them: the copy from the cache is the same model."""
+    from newsletter.store import Store
+
+    folder = tmp_path / "subscribers"
+    write(folder / "papers.bib", "@article{a, title = {Attention}}\n")
+    write(folder / "ada.toml", 'email = "ada@example.org"\nname = "Ada"\ntimezone = "Europe/Zurich"\nsend_at = "06:45"\n'
+          'frequency = "weekly"\ndays = ["tue"]\nmode = "mixed"\nkeywords = ["diffusion"]\nmax_items = 7\n'
+          'min_upvotes = 2\nmax_age_days = 30\ntrending_share = 0.2\nlibrary = "papers.bib"\nsimilar_share = 0.5\n'
+          'active = true\nauthors = ["Ada  Lovelace"]\nempty = "note"\n')
+    validated = load_subscribers(folder).subscribers
+    assert set(validated[0].model_fields_set) == set(type(validated[0]).model_fields) - {"template"}
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        load_subscribers(folder, cache=store)
+        cached = load_subscribers(folder, cache=store)
+    assert cached.problems == []
+    assert cached.subscribers == validated
+    for name in type(validated[0]).model_fields:
+        assert type(getattr(cached.subscribers[0], name)) is type(getattr(validated[0], name)), name
+
+
 def test_two_runs_saving_the_subscriber_cache_at_once_both_load_everyone(tmp_path: Path, pg_url):
     """Two sends starting together parse the same files and save them: the second must not fail on the first's rows."""
     import threading

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from newsletter.feedback import feedback_url, make_feedback_token, verify_feedback_token
+from newsletter.feedback import feedback_links, feedback_url, make_feedback_token, verify_feedback_token
 from newsletter.models import Paper
 from newsletter.preview import create_app
 from newsletter.store import Store
@@ -164,3 +164,13 @@ def test_from_a_bib_library_to_feedback_that_changes_the_next_edition(example_di
     after = next_edition()
     assert not {p["paper"]["title"] for p in after} & set(titles)  # sent papers are not picked again
     assert [p["paper"]["id"] for p in after] != [p["paper"]["id"] for p in before]  # the click changed the edition
+
+
+def test_an_editions_links_are_the_feedback_urls_of_each_paper():
+    ids = ["2401.00001", "t:ünïcode", "2401.00001v2", ""]
+    for address in ("ada@example.org", "bö+x@exämple.org"):
+        assert feedback_links("https://n.example.org/", address, ids, KEY) == [
+            (feedback_url("https://n.example.org/", address, paper, "more", KEY),
+             feedback_url("https://n.example.org/", address, paper, "fewer", KEY)) for paper in ids
+        ]
+    assert feedback_links("https://n", "ada@example.org", [], KEY) == []

@@ -7,6 +7,7 @@ fetch), `subscribers`, `editions` (select, render, send, status) and `service`
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -14,8 +15,11 @@ import sys
 # costing more CPU than it saves (and once more in every worker process)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from newsletter.cli import site, papers, subscribers, editions, service, deliverability  # noqa: F401, I001  (importing registers the commands, in this order)
-from newsletter.cli.common import app
+gc.disable()  # the imports make objects that live as long as the process: collecting meanwhile finds nothing
+from newsletter.cli import site, papers, subscribers, editions, service, deliverability  # noqa: E402, F401, I001  (importing registers the commands, in this order)
+from newsletter.cli.common import app  # noqa: E402
+
+gc.enable()
 
 __all__ = ["app", "main"]
 

@@ -178,14 +178,18 @@ def send(
             if given:
                 fail(f"{option}: not with --workers celery (workers follow the config; use --workers local)", code=2)
     with open_store(config) as store:
-        loaded = loaded_subscribers(config, store=store)
+        gc.disable()  # the subscribers live for the whole run: no collection while they load
+        try:
+            loaded = loaded_subscribers(config, store=store)
+        finally:
+            gc.freeze()  # nor later: what is loaded now need not be scanned again and again
+            gc.enable()
         if only:
             chosen = find_subscriber(config, only, loaded)
             if not chosen.active:
                 fail(f"{chosen.email}: not active (active = false in {display_path(loaded.paths[chosen.email])}); "
                      "nothing to send", code=2)
             only = chosen.email
-        gc.freeze()  # what is loaded now lives for the whole run: the collector need not scan it again and again
         if resend_uncertain:
             try:
                 released, summary = resend_held(config, store, loaded.subscribers,

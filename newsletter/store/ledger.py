@@ -27,6 +27,7 @@ with its name and a lease (`pick_up`), renewed by its heartbeat.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -173,10 +174,19 @@ def _ledger_from_row(row) -> LedgerEntry:
     )
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False) without a new encoder per call
+
+
 def _picks_json(picks: Sequence[Pick], left_out: Sequence[Pick] = ()) -> str:
-    return json.dumps([{"id": p.paper.id, "score": p.score, "reasons": p.reasons} for p in picks]
-                      + [{"id": p.paper.id, "score": p.score, "reasons": p.reasons, "left_out": True} for p in left_out],
-                      ensure_ascii=False)
+    """The ledger's record of an edition's picks (the same picks come round for reader after reader)."""
+    return _encoded_picks(tuple((p.paper.id, p.score, tuple(p.reasons), False) for p in picks)
+                          + tuple((p.paper.id, p.score, tuple(p.reasons), True) for p in left_out))
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_picks(picks: tuple) -> str:
+    return _JSON.encode([{"id": paper_id, "score": score, "reasons": list(reasons), **({"left_out": True} if left else {})}
+                         for paper_id, score, reasons, left in picks])
 
 
 class LedgerMixin:
