@@ -22,6 +22,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI sets it (newsletter/cli): the ranking runs a thread per core itself
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsletter.config import load_config  # noqa: E402
