@@ -54,12 +54,15 @@ def synthetic_papers(count: int, seed: int = 1) -> list[Paper]:
     return papers
 
 
-def timed(function, repeat: int) -> tuple[list[float], object]:
+def timed(function, repeat: int, cpu: list[float] | None = None) -> tuple[list[float], object]:
+    """Wall times of `repeat` calls (and their CPU times, every thread's, into `cpu`) and the last result."""
     times, result = [], None
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         result = function()
         times.append(time.perf_counter() - started)
+        if cpu is not None:
+            cpu.append(time.process_time() - used)
     return times, result
 
 
@@ -135,11 +138,14 @@ def rank_benchmark(args, embedder, papers, vectors) -> None:
     print(f"{len(profiles):,} distinct profiles (3-8 library papers each) made in {time.perf_counter() - started:.1f} s (not timed below)")
     blocked = [np.array(rng.sample(range(len(papers)), 10), dtype=np.int64) for _ in profiles]  # already sent
 
-    times, (top, _) = timed(lambda: space.rank(profiles, blocked, 10), args.repeat)
+    cpu: list[float] = []
+    times, (top, _) = timed(lambda: space.rank(profiles, blocked, 10), args.repeat, cpu)
     flops = 2 * len(profiles) * len(papers) * space.matrix.shape[1]
     print(f"rank {len(profiles):,} profiles x {len(papers):,} candidates, top 10 each ({os.cpu_count()} cores): {span(times)}"
           f" ({len(profiles) / min(times):,.0f} profiles/s; the product alone is {flops / 1e9:,.0f} GFLOP,"
-          f" {flops / min(times) / 1e9:,.0f} GFLOP/s overall)")
+          f" {flops / min(times) / 1e9:,.0f} GFLOP/s overall; load average {os.getloadavg()[0]:.1f})")
+    print(f"  CPU {span(cpu)} ({min(cpu) / len(profiles) * 1e6:.0f} us per profile): the wall time on"
+          f" {os.cpu_count()} idle cores would be about {min(cpu) / (os.cpu_count() or 1):.1f} s")
     product = time_product(space, profiles)
     print(f"  the matrix product alone, one thread, 256 profiles: {product:.1f} GFLOP/s -> {flops / product / 1e9:.2f} s"
           f" for all on one core")

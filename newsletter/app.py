@@ -65,9 +65,11 @@ def embed_papers(config: Config, store: Store, *, on_warning: Callable[[str], No
 
     A model that cannot be loaded is reported and skipped: selection embeds what it needs later.
     """
-    from newsletter.embeddings import BATCH, EmbedderError, load_embedder, paper_text
+    from newsletter.embeddings import BATCH, EmbedderError, load_embedder, model_name, paper_text
 
     try:
+        if not store.papers_without_vectors(model_name(config.model.selection.embedder), limit=1):
+            return 0  # nothing to embed: the model is not even loaded
         embedder = load_embedder(config.model.selection.embedder)
     except EmbedderError as error:
         (on_warning or logging.getLogger("newsletter.embeddings").warning)(f"selection.embedder: {error}; papers not embedded")

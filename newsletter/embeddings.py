@@ -59,6 +59,7 @@ class WordLlamaEmbedder:
     """
 
     dim = 256
+    name = f"wordllama-l2_supercat-{dim}"
 
     def __init__(self):
         try:
@@ -68,7 +69,6 @@ class WordLlamaEmbedder:
             raise EmbedderError("the default embedder needs the wordllama package: pip install wordllama") from missing
         package = Path(wordllama.__file__).resolve().parent
         model = WordLlama.load(config="l2_supercat", dim=self.dim, cache_dir=package, disable_download=True)
-        self.name = f"wordllama-l2_supercat-{self.dim}"
         self.table = np.ascontiguousarray(model.embedding, dtype=np.float32)
         self.tokenizer = model.tokenizer
         self.tokenizer.no_padding()
@@ -142,6 +142,17 @@ def _local_folder(path: str) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     return folder
+
+
+def model_name(spec: str = DEFAULT_EMBEDDER) -> str:
+    """The name a spec's vectors are stored under, known without loading the model: a run whose vectors
+    are all stored never loads it (wordllama's import and load cost ~1.5 s per process)."""
+    kind, _, path = spec.partition(":")
+    if kind == "wordllama" and not path:
+        return WordLlamaEmbedder.name
+    if kind in ("sentence-transformers", "model2vec") and path:
+        return f"{kind}:{Path(path).expanduser().name}"  # as the embedders name themselves
+    return load_embedder(spec).name  # an unknown spec: the loader's error says what to do
 
 
 @lru_cache(maxsize=4)

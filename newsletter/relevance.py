@@ -8,6 +8,7 @@ matrix product and a library shared by many readers is parsed and embedded once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import weakref
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from newsletter.embeddings import Embedder, load_embedder, paper_text
+from newsletter.embeddings import Embedder, load_embedder, model_name, paper_text
 from newsletter.library import Library, LibraryCache, LibraryError
 from newsletter.models import Pick, Subscriber, normalise_title
 from newsletter.selection import PaperIndex
@@ -34,6 +35,11 @@ class Examples:
     blocked_ids: set[str] = field(default_factory=set)
     blocked_titles: set[str] = field(default_factory=set)
     key: tuple = ()  # (library digest, clicks): equal keys, equal profiles
+
+
+def text_key(text: str) -> str:
+    """Where a library entry's vector is stored (paper_vectors, beside the papers' ids): by its text."""
+    return "text:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
 def wants_similar(subscriber: Subscriber, feedback: list[Feedback]) -> bool:
@@ -60,23 +66,28 @@ class Relevance:
 
     @property
     def embedder(self) -> Embedder:
+        """The model, loaded on first use: only when a vector is missing from the store."""
         if self._embedder is None:
             self._embedder = load_embedder(self._spec)
         return self._embedder
+
+    @property
+    def model(self) -> str:
+        """The name the vectors are stored under."""
+        return self._embedder.name if self._embedder is not None else model_name(self._spec)
 
     # -- vectors ------------------------------------------------------------------
 
     def paper_vectors(self, papers) -> np.ndarray:
         """The stored vectors of `papers`, computing (and storing) the ones that are missing."""
-        embedder = self.embedder
-        found = self.store.load_vectors(embedder.name, [paper.id for paper in papers]) if papers else {}
+        if not papers:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        found = self.store.load_vectors(self.model, [paper.id for paper in papers])
         missing = [paper for paper in papers if paper.id not in found]
         if missing:
-            vectors = embedder.embed([paper_text(paper.title, paper.abstract) for paper in missing])
-            self.store.save_vectors(embedder.name, [paper.id for paper in missing], vectors)
+            vectors = self.embedder.embed([paper_text(paper.title, paper.abstract) for paper in missing])
+            self.store.save_vectors(self.model, [paper.id for paper in missing], vectors)
             found.update(zip((paper.id for paper in missing), vectors))
-        if not papers:
-            return np.zeros((0, embedder.dim), dtype=np.float32)
         return np.stack([found[paper.id] for paper in papers])
 
     def space(self, index: PaperIndex) -> tuple[SimilarSpace, dict[str, int]]:
@@ -89,13 +100,22 @@ class Relevance:
         return found
 
     def _library_examples(self, library: Library) -> list[Example]:
-        """The library's entries as examples, embedded once per file content (readers of one file share them)."""
-        key = (library.digest, self.embedder.name)
+        """The library's entries as examples, once per file content (readers of one file share them).
+
+        Their vectors are stored by text (`text_key`) beside the papers', so a later run, or another file
+        with the same entries, embeds nothing and never loads the model."""
+        key = (library.digest, self.model)
         examples = self._library_examples_by.get(key)
         if examples is None:
-            vectors = self.embedder.embed([item.text for item in library.items])
+            keys = [text_key(item.text) for item in library.items]
+            found = self.store.load_vectors(self.model, set(keys))
+            missing = {k: item.text for k, item in zip(keys, library.items) if k not in found}
+            if missing:
+                vectors = self.embedder.embed(list(missing.values()))
+                self.store.save_vectors(self.model, list(missing), vectors)
+                found.update(zip(missing, vectors))
             examples = self._library_examples_by[key] = [
-                Example(item.title, item.text, vector) for item, vector in zip(library.items, vectors)
+                Example(item.title, item.text, found[k]) for item, k in zip(library.items, keys)
             ]
         return examples
 

@@ -230,15 +230,19 @@ def wrap_text(text: str, width: int = TEXT_WIDTH, *, remember: bool = True) -> s
     )
 
 
+NUMBERED = re.compile(r"\d+\. ")  # a numbered title: its next lines go under the title, not under the number
+
+
 def _wrap_line(line: str, width: int) -> str:
     """One long line wrapped (see `wrap_text`)."""
     indent = line[: len(line) - len(line.lstrip())]
-    lines, current = [], ""
+    number = NUMBERED.match(line)
+    lines, current, first = [], "", True
     for word in line.split():
         if current and len(current) + 1 + len(word) > width:
             lines.append(current)
-            current = ""
-        current = f"{current} {word}" if current else indent + word
+            current, first = "", False
+        current = f"{current} {word}" if current else (indent if first or number is None else " " * number.end()) + word
     lines.append(current)
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ day but for a few personal values: the address, the name, the signed links. Jinj
 of a send's CPU, so the templates are rendered once per distinct edition with a placeholder
 for each personal value, and each reader's copy is that output with their values put in,
 escaped as autoescape would have escaped them. The result is byte for byte what rendering
-for that reader gives (tests/test_shared_render.py compares them).
+for that reader gives (tests/test_shared_render.py compares them). An edition's first
+reader gets it rendered as is (most similar-profile editions have one reader); its
+second reader makes the shared copy.
 
 Only a template that prints those values plainly (`{{ name }}`) or tests them
 (`{% if view_url %}`) is shared: `shareable` reads its syntax tree. One that filters,
@@ -29,6 +31,7 @@ PERSONAL = ("subject", "email", "name", "first_name", "greeting", "why_you_get_t
             "profile_url", "view_url", "archive_url")
 PERSONAL_ITEM = ("more_url", "fewer_url")
 CACHED_EDITIONS = 64  # distinct editions kept; each is about 150 KB
+SEEN_EDITIONS = 4096  # editions seen once: the second reader of one makes its shared copy
 
 # render(context) -> (html, text): the templates over one context
 RenderParts = Callable[[dict], tuple[str, str]]
@@ -86,6 +89,7 @@ class SharedRenders:
         self.wrap = wrap
         self.size = size
         self._parts: OrderedDict[tuple, tuple[list, list]] = OrderedDict()
+        self._seen: OrderedDict[tuple, None] = OrderedDict()
         nonce = secrets.token_hex(6)  # a paper's text cannot spell a placeholder it cannot guess
         self._placeholder = "\ue000" + nonce + "{}\ue001"
         self._found = re.compile("\ue000" + nonce + "(\\d+)\ue001")
@@ -103,7 +107,14 @@ class SharedRenders:
             return html, self.wrap(text, remember=False)
         key = (templates, _shape(context))
         parts = self._parts.get(key)
+        if parts is None and key not in self._seen:  # perhaps the only reader of it (a library's picks): as is
+            self._seen[key] = None
+            if len(self._seen) > SEEN_EDITIONS:
+                self._seen.popitem(last=False)
+            html, text = render(context)
+            return html, self.wrap(text)
         if parts is None:
+            del self._seen[key]
             html, text = render(self._placeholders(context))
             parts = self._parts[key] = (self._split(html), self._text_lines(text))
             if len(self._parts) > self.size:

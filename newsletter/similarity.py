@@ -29,7 +29,15 @@ profiles is a matrix product over the day's candidates (`SimilarSpace.rank`):
 - the top-k per row is a threshold from interleaved group maxima, not a partition;
 - projecting both sides onto a few dense directions (PCA / LSA, one smaller
   product) was measured and rejected: on the fixture alone it scored as well, but
-  among 10,000 distractors P@10 fell from 0.80 to 0.42 (256 + 256 directions).
+  among 10,000 distractors P@10 fell from 0.80 to 0.42 (256 + 256 directions);
+- so was a two-stage ranking (benchmarks/bench_similar.py's 100,000 x 10,000): a
+  shortlist of 64 from the exact tf-idf side plus the embeddings' 32 leading
+  principal directions (64 GFLOP instead of 512), then the other directions for the
+  shortlist only. It kept 99.97% of the exact top 10 but saved no CPU: the sparse
+  product (~5,000 postings per profile, ~75 us) is most of the cost, and the
+  shortlist's gathers cost what the smaller product saved. A first stage with a
+  cheaper tf-idf side (only the rarer terms exact, the frequent ones dropped or
+  projected on 64 LSA directions) kept only 91-99% of the top 10 in 100-400.
 """
 
 from __future__ import annotations
@@ -170,20 +178,24 @@ class SimilarSpace:
         """The profiles' tf-idf overlaps with every candidate (sparse, one row each; `_common` terms left
         out), each row already scaled to its z-score weight, and each row's offset (its mean, scaled alike).
         The deviation comes from the row's nonzero values and the columns' means: no dense pass."""
-        terms = [p.terms[~self._common[p.terms]] for p in profiles]
-        weights = [p.weights[~self._common[p.terms]] for p in profiles]
-        query = sparse_rows(
-            (np.concatenate(weights).astype(np.float32), np.concatenate(terms).astype(np.int64),
-             np.concatenate([[0], np.cumsum([len(t) for t in terms])])),
+        kept = [~self._common[p.terms] for p in profiles]
+        indptr = np.zeros(len(profiles) + 1, dtype=np.int32)
+        np.cumsum([np.count_nonzero(k) for k in kept], out=indptr[1:])
+        query = sparse_rows(  # int32 indices, as by_term's: int64 ones had it converted at every product
+            (np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False),
+             np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32), indptr),
             shape=(len(profiles), self.lexical.shape[1]),
         )
-        products = (query @ self.by_term).tocsr()
-        owner = np.repeat(np.arange(len(profiles)), np.diff(products.indptr))
+        products = query @ self.by_term
+        counts = np.diff(products.indptr)
         means = query @ self._term_means
-        squares = np.bincount(owner, products.data.astype(np.float64) ** 2, minlength=len(profiles)) / max(len(self), 1)
-        spread = np.sqrt(np.maximum(squares - means**2, 0.0))
+        squares = np.zeros(len(profiles))
+        filled = counts > 0  # reduceat sums from each start to the next one: empty rows left out
+        if filled.any():
+            squares[filled] = np.add.reduceat(np.square(products.data, dtype=np.float64), products.indptr[:-1][filled])
+        spread = np.sqrt(np.maximum(squares / max(len(self), 1) - means**2, 0.0))
         scale = np.divide(1 - self.embedding_weight, spread, out=np.zeros_like(spread), where=spread > 1e-12)
-        products.data *= scale[owner].astype(np.float32)
+        products.data *= np.repeat(scale.astype(np.float32), counts)
         return products, (-means * scale).astype(np.float32)
 
     def scores(self, profiles: list[Profile]) -> np.ndarray:

@@ -129,3 +129,26 @@ def test_a_keyword_profile_gains_a_similar_share_once_there_are_positives(store:
     trending = picks_for(store, Subscriber(email="t@example.org", max_age_days=100000), sent={liked},
                          feedback=[Feedback("t@example.org", liked, "more", None)])
     assert [p.reasons[0].split(" ")[0] for p in trending].count("close") == 3
+
+
+def test_a_run_whose_vectors_are_stored_never_loads_the_model(store: Store, tmp_path: Path, monkeypatch):
+    """Library entries' vectors are stored by text beside the papers': the next run (a new Relevance, as a
+    new `send` process has) embeds nothing, never loads wordllama, and picks the same papers."""
+    from newsletter import relevance as module
+    from newsletter.embeddings import load_embedder, model_name
+
+    assert model_name() == load_embedder().name  # the stored vectors' name, known without loading
+    quantization = next(t for t in topics() if t.name == "quantization")
+    sub = reader(tmp_path, "@misc{a, title = {Low-bit weights for small language models},"
+                           " abstract = {We quantize the weights of a language model to three bits.}}\n", ".bib")
+    first = [pick.paper.id for pick in picks_for(store, sub)]
+    assert len(first) == 10 and quantization.relevant.keys() & set(first)
+
+    def refuse(spec="wordllama"):
+        raise AssertionError("the model was loaded although every vector is stored")
+
+    monkeypatch.setattr(module, "load_embedder", refuse)
+    assert [pick.paper.id for pick in picks_for(store, sub)] == first
+    sub.library.write_text(sub.library.read_text(encoding="utf-8").replace("three bits", "two bits"), encoding="utf-8")
+    with pytest.raises(AssertionError, match="the model was loaded"):  # a changed entry is a new text: embedded
+        picks_for(store, sub)

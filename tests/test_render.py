@@ -293,6 +293,9 @@ def test_text_part_lines_fit_76_columns_except_urls(renderer):
         words = line.split()
         assert len(line) <= 76 or (len(words) == 1 and words[0].startswith("https://")) or (
             words[-1].startswith("https://") and len(line) - len(words[-1]) <= 76), line
+    lines = text.splitlines()
+    title = next(n for n, line in enumerate(lines) if line.startswith("1. A very long title"))
+    assert lines[title + 1].startswith("   ") and lines[title + 1][3] != " "  # under the title, not the number
     flowing = " ".join(text.split())
     assert "loses rank doubly exponentially with depth. Skip connections and MLPs stop it." in flowing
     assert "A fourth sentence" not in flowing and "View in browser: https://news.example.org/view/ttt" in flowing

@@ -51,6 +51,7 @@ def test_rank_equals_scoring_every_candidate_then_sorting(monkeypatch, weight):
     space = SimilarSpace(papers, vectors, embedding_weight=weight)
     rng = random.Random(1)
     profiles = [space.profile(rng.sample(pool, rng.randint(1, 6))) for _ in range(70)]
+    profiles.insert(5, space.profile([Example("unseen", "zyxw vutsr", pool[0].vector)]))  # no term among the candidates
     profiles.append(space.profile([pool[3]]))  # ranks the tied pair (3 and the last paper) on top
     blocked = [np.array(rng.sample(range(len(papers)), rng.randint(0, 30)), dtype=np.int64) for _ in profiles]
     cuts = [rng.choice([len(papers), len(papers), 150, 12, 5, 0]) for _ in profiles]

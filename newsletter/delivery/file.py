@@ -37,9 +37,11 @@ def eml_name(message: OutgoingMessage) -> str:
 TEMPORARY = ".tmp-"  # + the writer's pid + "-" + the file's name
 
 
-def write_replacing(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename it over `path` (not yet durable: see sync_files)."""
-    tmp = path.with_name(f"{TEMPORARY}{os.getpid()}-{path.name}")
+def write_replacing(directory: str, name: str, data: bytes) -> str:
+    """Write to a temporary file in `directory`, then rename it over `name` there (not yet durable: see
+    sync_files); the file's path. Plain strings: a Path per file cost more than its write."""
+    path = os.path.join(directory, name)
+    tmp = os.path.join(directory, f"{TEMPORARY}{os.getpid()}-{name}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -50,8 +52,12 @@ def write_replacing(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+    return path
 
 
 def remove_stale_temporaries(directory: Path) -> None:
@@ -78,7 +84,7 @@ def _syncfs() -> Callable[[int], int] | None:
 SYNCFS = _syncfs()
 
 
-def sync_files(directory: Path, paths: Sequence[Path]) -> None:
+def sync_files(directory: Path, paths: Sequence[str]) -> None:
     """Make files written and renamed into `directory` durable: one syncfs of its filesystem (data,
     inodes and the directory entries at once), else an fsync of each file and one of the directory."""
     fd = os.open(directory, os.O_RDONLY)
@@ -127,15 +133,15 @@ class FileBackend(Backend):
         says `ok` only for a file that a crash can no longer take back."""
         self.open()
         results, written = [], []
+        directory, shown = str(self.dir), str(self.shown_dir)
         for message in messages:
             name = eml_name(message)
             try:
-                write_replacing(self.dir / name, message.data)
+                written.append(write_replacing(directory, name, message.data))
             except OSError as exc:
-                results.append(SendResult(message.message_id, False, f"{self.dir / name}: {exc.strerror or exc}"))
+                results.append(SendResult(message.message_id, False, f"{os.path.join(directory, name)}: {exc.strerror or exc}"))
             else:
-                results.append(SendResult(message.message_id, True, f"written {self.shown_dir / name}"))
-                written.append(self.dir / name)
+                results.append(SendResult(message.message_id, True, f"written {name if shown == '.' else os.path.join(shown, name)}"))
         if written:
             try:
                 sync_files(self.dir, written)
