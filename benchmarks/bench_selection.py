@@ -22,6 +22,7 @@ their edition dates and resolve their own share's keywords.)
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import os
 import random
@@ -264,6 +265,7 @@ def main() -> None:
         resolved = time.perf_counter() - start
         global FORKED
         FORKED = (fresh, subscribers)
+        gc.freeze()  # as `newsletter send` does: collections in the workers must not touch (and copy) the shared pages
         start = time.perf_counter()
         with multiprocessing.get_context("fork").Pool(args.processes) as pool:
             shares = pool.map(select_share, [(n, args.processes) for n in range(args.processes)])
