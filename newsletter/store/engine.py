@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import any_, bindparam, create_engine, delete, event, func, insert, select, text
+from sqlalchemy import Date, DateTime, any_, bindparam, create_engine, delete, event, func, insert, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -306,8 +306,11 @@ class StoreBase:
         mark = "%s" if self._postgres else "?"
         sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
                "ON CONFLICT DO NOTHING")
-        value = (lambda v: v) if self._postgres else _sqlite_value
-        values = [[value(row[name]) for name in columns] for row in rows]
+        values = [[row[name] for name in columns] for row in rows]
+        if not self._postgres:  # dates written as SQLAlchemy's SQLite dialect writes them
+            for position in [n for n, name in enumerate(columns) if isinstance(table.c[name].type, (Date, DateTime))]:
+                for row in values:
+                    row[position] = _sqlite_value(row[position])
         cursor = conn.connection.driver_connection.cursor()
         try:
             if returning is None:
