@@ -6,8 +6,8 @@ of a send's CPU, so the templates are rendered once per distinct edition with a 
 for each personal value, and each reader's copy is that output with their values put in,
 escaped as autoescape would have escaped them. The result is byte for byte what rendering
 for that reader gives (tests/test_shared_render.py compares them). An edition's first
-reader gets it rendered as is (most similar-profile editions have one reader); its
-second reader makes the shared copy.
+reader gets it rendered as is (most similar-profile editions have one reader); a second
+reader soon after makes the shared copy (readers of it far apart would only churn the cache).
 
 Only a template that prints those values plainly (`{{ name }}`) or tests them
 (`{% if view_url %}`) is shared: `shareable` reads its syntax tree. One that filters,
@@ -30,8 +30,8 @@ from jinja2 import nodes
 PERSONAL = ("subject", "email", "name", "first_name", "greeting", "why_you_get_this", "unsubscribe_url",
             "profile_url", "view_url", "archive_url")
 PERSONAL_ITEM = ("more_url", "fewer_url")
-CACHED_EDITIONS = 64  # distinct editions kept; each is about 150 KB
-SEEN_EDITIONS = 4096  # editions seen once: the second reader of one makes its shared copy
+CACHED_EDITIONS = 128  # distinct editions kept; each is about 70 KB
+SEEN_EDITIONS = 4096  # editions seen lately: a second reader soon after makes the shared copy
 
 # render(context) -> (html, text): the templates over one context
 RenderParts = Callable[[dict], tuple[str, str]]
@@ -89,7 +89,8 @@ class SharedRenders:
         self.wrap = wrap
         self.size = size
         self._parts: OrderedDict[tuple, tuple[list, list]] = OrderedDict()
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
+        self._seen: OrderedDict[tuple, int] = OrderedDict()  # -> when it was last rendered as is (a count of renders)
+        self._renders = 0
         nonce = secrets.token_hex(6)  # a paper's text cannot spell a placeholder it cannot guess
         self._placeholder = "\ue000" + nonce + "{}\ue001"
         self._found = re.compile("\ue000" + nonce + "(\\d+)\ue001")
@@ -107,8 +108,13 @@ class SharedRenders:
             return html, self.wrap(text, remember=False)
         key = (templates, _shape(context))
         parts = self._parts.get(key)
-        if parts is None and key not in self._seen:  # perhaps the only reader of it (a library's picks): as is
-            self._seen[key] = None
+        self._renders += 1
+        last = self._seen.get(key)
+        # rendered as is: the first reader of an edition (perhaps its only one: a library's picks), and one whose
+        # previous reader came too long ago for a shared copy to have stayed cached (it would never be used)
+        if parts is None and (last is None or self._renders - last > self.size):
+            self._seen[key] = self._renders
+            self._seen.move_to_end(key)
             if len(self._seen) > SEEN_EDITIONS:
                 self._seen.popitem(last=False)
             html, text = render(context)
