@@ -17,7 +17,7 @@ Timed, end to end (process start included), each repeated:
 Before each timed run the previous outbox is moved aside, not deleted: on this
 machine's filesystem (ext4 without a journal) creating many files right after
 deleting many costs extra while it scans the freed inodes. The moved outboxes
-are deleted at the end, outside any timing.
+are deleted at the very end, after every size, outside any timing (deleting one size's files would slow the next size's first runs).
 
     python benchmarks/bench_send.py [--sizes 500 5000 20000] [--repeat 3] [--naive-sample 600]
 """
@@ -211,9 +211,9 @@ def main() -> None:
         naive(args.naive, args.naive_sample)
         return
     print(f"cores: {os.cpu_count()}; {args.repeat} runs each; the naive way on {args.naive_sample} subscribers")
-    for count in args.sizes:
-        with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
-            work, graveyard = Path(tmp) / "work", Path(tmp) / "moved-aside"
+    with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:  # deleted once, after every size's runs
+        for count in args.sizes:
+            work, graveyard = Path(tmp) / f"work-{count}", Path(tmp) / f"moved-aside-{count}"
             graveyard.mkdir()
             prepare(work, count)
             fast, naive_rates, fast_cpu, naive_cpu, peaks = [], [], [], [], []
