@@ -37,8 +37,19 @@ def make_feedback_token(email: str, paper_id: str, kind: str, key: bytes) -> str
     """A URL-safe token for one subscriber's `kind` ("more" or "fewer") click on one paper."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    message = PURPOSE + b"\n".join((email.encode("utf-8"), paper_id.encode("utf-8"), kind.encode("ascii")))
-    return f"{_b64_text(email)}.{_b64_text(paper_id)}.{kind}.{_b64(hmac.digest(key, message, 'sha256'))}"
+    return _signed(_reader(email, key), email, paper_id, kind)
+
+
+def _reader(email: str, key: bytes) -> hmac.HMAC:
+    """The HMAC over a token's first part (the purpose and the reader), to copy for each of their links."""
+    return hmac.new(key, PURPOSE + email.encode("utf-8") + b"\n", hashlib.sha256)
+
+
+def _signed(reader: hmac.HMAC, email: str, paper_id: str, kind: str) -> str:
+    """The token: reader, paper and choice, then the HMAC of PURPOSE + "email\npaper\nkind"."""
+    mac = reader.copy()
+    mac.update(paper_id.encode("utf-8") + b"\n" + kind.encode("ascii"))
+    return f"{_b64_text(email)}.{_b64_text(paper_id)}.{kind}.{_b64(mac.digest())}"
 
 
 def verify_feedback_token(token: str, key: bytes) -> tuple[str, str, str] | None:
@@ -62,15 +73,6 @@ def feedback_url(base_url: str, email: str, paper_id: str, kind: str, key: bytes
 def feedback_links(base_url: str, email: str, paper_ids: list[str], key: bytes) -> list[tuple[str, str]]:
     """Each paper's ("more like this", "fewer like this") links for one reader: the `feedback_url`s,
     with the HMAC over the reader's part of the message taken once and copied for each link."""
-    start = f"{base_url.rstrip('/')}/feedback?token={_b64_text(email)}."
-    reader = hmac.new(key, PURPOSE + email.encode("utf-8") + b"\n", hashlib.sha256)
-    links = []
-    for paper_id in paper_ids:
-        head, paper = f"{start}{_b64_text(paper_id)}.", paper_id.encode("utf-8") + b"\n"
-        pair = []
-        for kind in KINDS:
-            signed = reader.copy()
-            signed.update(paper + kind.encode("ascii"))
-            pair.append(f"{head}{kind}.{_b64(signed.digest())}")
-        links.append((pair[0], pair[1]))
-    return links
+    start, reader = f"{base_url.rstrip('/')}/feedback?token=", _reader(email, key)
+    return [(start + _signed(reader, email, paper_id, "more"), start + _signed(reader, email, paper_id, "fewer"))
+            for paper_id in paper_ids]

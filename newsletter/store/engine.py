@@ -289,13 +289,22 @@ class StoreBase:
         columns = list(rows[0])
         if not self._postgres:
             sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-            values = ([_sqlite_value(row[name]) for name in columns] for row in rows)
-            conn.connection.driver_connection.cursor().executemany(sql, values)
+            conn.connection.driver_connection.cursor().executemany(sql, self._driver_values(table, columns, rows))
             return
         with conn.connection.driver_connection.cursor() as cursor:
             with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row([row[name] for name in columns])
+
+    def _driver_values(self, table: Table, columns: list[str], rows: list[dict]) -> list[list]:
+        """`rows` as parameter lists for the driver; on SQLite the date columns written as SQLAlchemy's
+        SQLite dialect writes them (the other values are passed as they are)."""
+        values = [[row[name] for name in columns] for row in rows]
+        if not self._postgres:
+            for position in [n for n, name in enumerate(columns) if isinstance(table.c[name].type, (Date, DateTime))]:
+                for row in values:
+                    row[position] = _sqlite_value(row[position])
+        return values
 
     def _insert_new_rows(self, conn: Connection, table: Table, rows: list[dict], *, returning: str | None = None) -> list:
         """INSERT … ON CONFLICT DO NOTHING of many rows, on the driver (SQLAlchemy's per-row parameter
@@ -306,11 +315,7 @@ class StoreBase:
         mark = "%s" if self._postgres else "?"
         sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
                "ON CONFLICT DO NOTHING")
-        values = [[row[name] for name in columns] for row in rows]
-        if not self._postgres:  # dates written as SQLAlchemy's SQLite dialect writes them
-            for position in [n for n, name in enumerate(columns) if isinstance(table.c[name].type, (Date, DateTime))]:
-                for row in values:
-                    row[position] = _sqlite_value(row[position])
+        values = self._driver_values(table, columns, rows)
         cursor = conn.connection.driver_connection.cursor()
         try:
             if returning is None:
