@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,6 +63,9 @@ MAX_TERM_SHARE = 0.1  # profile terms in more than this share of the candidates 
 MIN_COMMON = 500  # ... and in more than this many (small days keep every term: they are cheap)
 BLOCK = 256  # profiles scored at once: BLOCK x candidates float32 scores (10 MB for 10,000), within L3
 GROUP = 32  # candidates per group in the top-k threshold (see _top_block)
+KERNEL_PROFILES = 20_000  # from this many profiles a rank call uses the compiled loop (similarity_kernel):
+# it is ~3x cheaper per profile than numpy's, but importing numba costs ~0.4 s, what numpy spends on
+# ~4,000 profiles; a send's chunk of a few thousand similar readers stays on numpy
 
 
 @dataclass(slots=True)
@@ -174,18 +178,21 @@ class SimilarSpace:
             return np.zeros_like(profile.vector)
         return (profile.vector * (self.embedding_weight / spread)).astype(np.float32)
 
+    def _query_terms(self, profiles: list[Profile]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The profiles' terms as CSR arrays (indptr, terms, weights), `_common` terms left out; int32
+        indices, as by_term's (int64 ones had scipy convert them at every product)."""
+        kept = [~self._common[p.terms] for p in profiles]
+        indptr = np.zeros(len(profiles) + 1, dtype=np.int32)
+        np.cumsum([np.count_nonzero(k) for k in kept], out=indptr[1:])
+        terms = np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32)
+        weights = np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False)
+        return indptr, terms, weights
+
     def _lexical_query(self, profiles: list[Profile]) -> tuple[csr_matrix, np.ndarray]:
         """The profiles' tf-idf overlaps with every candidate (sparse, one row each; `_common` terms left
         out), each row already scaled to its z-score weight, and each row's offset (its mean, scaled alike).
         The deviation comes from the row's nonzero values and the columns' means: no dense pass."""
-        kept = [~self._common[p.terms] for p in profiles]
-        indptr = np.zeros(len(profiles) + 1, dtype=np.int32)
-        np.cumsum([np.count_nonzero(k) for k in kept], out=indptr[1:])
-        query = sparse_rows(  # int32 indices, as by_term's: int64 ones had it converted at every product
-            (np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False),
-             np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32), indptr),
-            shape=(len(profiles), self.lexical.shape[1]),
-        )
+        query = sparse_rows(self._query_terms(profiles)[::-1], shape=(len(profiles), self.lexical.shape[1]))
         products = query @ self.by_term
         counts = np.diff(products.indptr)
         means = query @ self._term_means
@@ -224,10 +231,15 @@ class SimilarSpace:
         cuts = np.full(total, count, dtype=np.int64) if cuts is None else np.minimum(np.asarray(cuts, dtype=np.int64), count)
         order = np.argsort(-cuts, kind="stable")  # similar cuts share a block: each block's product stops at its cut
         starts = range(0, total, BLOCK)
+        top = _top_block
+        if total >= KERNEL_PROFILES:
+            from newsletter.similarity_kernel import top_rows
+
+            top = partial(_kernel_block, top_rows)
 
         def one(start: int) -> None:
             rows = order[start : start + BLOCK]
-            found, values = _top_block(self, [profiles[i] for i in rows], [blocked[i] for i in rows], cuts[rows], limit)
+            found, values = top(self, [profiles[i] for i in rows], [blocked[i] for i in rows], cuts[rows], limit)
             positions[rows], scores[rows] = found, values
 
         workers = min(len(starts), len(os.sched_getaffinity(0)))
@@ -303,4 +315,27 @@ def _top_block(
     scores = np.full((rows, limit), -np.inf, dtype=np.float32)
     positions[row[wanted], rank[wanted]] = columns[wanted]
     scores[row[wanted], rank[wanted]] = values[wanted] + offset[row[wanted]]
+    return positions, scores
+
+
+def _kernel_block(
+    top_rows, space: SimilarSpace, profiles: list[Profile], blocked: list[np.ndarray], cuts: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What _top_block gives, the tf-idf side and the top-k done by the compiled `top_rows`."""
+    rows, span = len(profiles), int(cuts.max())
+    positions = np.full((rows, limit), -1, dtype=np.int64)
+    scores = np.full((rows, limit), -np.inf, dtype=np.float32)
+    if not span:
+        return positions, scores
+    block = np.stack([p.query for p in profiles]) @ space.matrix[:span].T
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum([len(p.terms) for p in profiles], out=indptr[1:])
+    terms = np.concatenate([p.terms for p in profiles])
+    weights = np.concatenate([p.weights for p in profiles])
+    skip_indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum([len(skip) for skip in blocked], out=skip_indptr[1:])
+    skip = np.concatenate(blocked).astype(np.int64) if skip_indptr[-1] else np.zeros(0, dtype=np.int64)
+    by_term = space.by_term
+    top_rows(block, cuts, indptr, terms, weights, by_term.indptr, by_term.indices, by_term.data, space._term_means,
+             space._common, len(space), 1 - space.embedding_weight, skip_indptr, skip, positions, scores)
     return positions, scores
