@@ -9,7 +9,8 @@ Every variant runs through the real code: a SQLite store, `Relevance.similar_pic
 
 Then the similar ranking at a real day's size: the 368 papers among N distractors (default 10,000) made
 of sentences of the papers judged off topic for every topic, ranked by `SimilarSpace.rank` as is
-(common terms left out) and with every profile term kept.
+(common terms left out), by its compiled loop (what a batch of KERNEL_PROFILES and more gets: a
+shortlist on the leading principal directions), and with every profile term kept.
 
     python benchmarks/bench_relevance.py [--store PATH] [--distractors 10000]
 """
@@ -93,9 +94,11 @@ def among_distractors(count: int) -> None:
         libraries.append([similarity.Example(item.title, item.text, vector)
                           for item, vector in zip(items, embedder.embed([item.text for item in items]))])
     print(f"\nsimilar (hybrid) among {count:,} off-topic distractors ({len(papers):,} candidates):")
-    default = similarity.MIN_COMMON
-    for label, common in (("as ranked (common terms left out)", default), ("every profile term kept", 10**12)):
-        similarity.MIN_COMMON = common
+    default, kernel = similarity.MIN_COMMON, similarity.KERNEL_PROFILES
+    for label, common, compiled in (("as ranked (common terms left out)", default, kernel),
+                                    ("compiled loop (a big batch's ranking)", default, 1),
+                                    ("every profile term kept", 10**12, kernel)):
+        similarity.MIN_COMMON, similarity.KERNEL_PROFILES = common, compiled
         space = similarity.SimilarSpace(papers, vectors)
         similarity.MIN_COMMON = default
         results = {}
@@ -103,6 +106,7 @@ def among_distractors(count: int) -> None:
             positions, _ = space.rank([space.profile(examples)], [np.zeros(0, dtype=np.int64)], 10)
             ids = [papers[i].id for i in positions[0] if i >= 0]
             results[topic.name] = (precision_at(ids, topic.relevant), ndcg_at(ids, topic.relevant))
+        similarity.KERNEL_PROFILES = kernel
         print(row(label, results))
 
 

@@ -8,13 +8,15 @@ lengths are those of real papers (~330 tokens). Profiles are libraries of 3-8 su
    product) against wordllama's own `embed` (the naive way), then `embed_papers` into a SQLite store
    (read the papers without vectors, embed, write the BLOBs).
 2. Ranking P distinct profiles (default 100,000) over the N papers: `SimilarSpace.rank` (blocks of
-   profiles x candidates: one dense product, one sparse product, a group-max top-k; a thread per core),
-   against the naive way (one profile at a time, argsort of its scores) and the hybrid as it was (every
-   term, z-scores computed over the scores) on a sample, extrapolated. Building one profile (embed +
-   tf-idf of a library's entries) is timed separately. The GFLOP/s of one thread's product says what
-   bounds the ranking on the machine at hand.
+   profiles x candidates, a thread per core; from KERNEL_PROFILES on, the compiled loop: the dense
+   product on the leading principal directions, the tf-idf postings and the top-k in one pass per row,
+   the other directions for a shortlist), against the naive way (one profile at a time, every direction
+   and term, argsort of its scores) and the hybrid as it was (every term, z-scores computed over the
+   scores) on a sample, extrapolated, and against the numpy path (every direction for every candidate)
+   on more profiles. Building one profile (embed + tf-idf of a library's entries) is timed separately.
+   The GFLOP/s of one thread's product says what bounds the ranking on the machine at hand.
 
-    python benchmarks/bench_similar.py [--papers 10000] [--profiles 100000] [--repeat 3]
+    python benchmarks/bench_similar.py [--papers 10000] [--profiles 100000] [--repeat 3] [--check 10000]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsletter.embeddings import load_embedder, paper_text  # noqa: E402
 from newsletter.models import Paper  # noqa: E402
+from newsletter import similarity  # noqa: E402
 from newsletter.similarity import LEXICAL_TERMS, Example, Profile, SimilarSpace  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "relevance" / "papers.jsonl"
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--naive-sample", type=int, default=300)
+    parser.add_argument("--check", type=int, default=10_000, help="profiles checked against the numpy path (0: none)")
     parser.add_argument("--ranking-only", action="store_true", help="skip the embedding benchmarks (part 1)")
     args = parser.parse_args()
 
@@ -139,16 +143,28 @@ def rank_benchmark(args, embedder, papers, vectors) -> None:
     blocked = [np.array(rng.sample(range(len(papers)), 10), dtype=np.int64) for _ in profiles]  # already sent
 
     cpu: list[float] = []
-    times, (top, _) = timed(lambda: space.rank(profiles, blocked, 10), args.repeat, cpu)
-    flops = 2 * len(profiles) * len(papers) * space.matrix.shape[1]
+    times, (top, top_scores) = timed(lambda: space.rank(profiles, blocked, 10), args.repeat, cpu)
+    compiled = len(profiles) >= similarity.KERNEL_PROFILES
+    directions = min(similarity.LEADING_DIRECTIONS, space.matrix.shape[1]) if compiled else space.matrix.shape[1]
+    flops = 2 * len(profiles) * len(papers) * directions
+    how = (f"the compiled loop; the dense product on {directions} of {space.matrix.shape[1]} directions"
+           f" ({similarity.SHORTLIST} per profile get the others)" if compiled else "numpy; the dense product")
     print(f"rank {len(profiles):,} profiles x {len(papers):,} candidates, top 10 each ({os.cpu_count()} cores): {span(times)}"
-          f" ({len(profiles) / min(times):,.0f} profiles/s; the product alone is {flops / 1e9:,.0f} GFLOP,"
+          f" ({len(profiles) / min(times):,.0f} profiles/s; {how}: {flops / 1e9:,.0f} GFLOP,"
           f" {flops / min(times) / 1e9:,.0f} GFLOP/s overall; load average {os.getloadavg()[0]:.1f})")
     print(f"  CPU {span(cpu)} ({min(cpu) / len(profiles) * 1e6:.0f} us per profile): the wall time on"
           f" {os.cpu_count()} idle cores would be about {min(cpu) / (os.cpu_count() or 1):.1f} s")
-    product = time_product(space, profiles)
+    product = time_product(space, profiles, directions)
     print(f"  the matrix product alone, one thread, 256 profiles: {product:.1f} GFLOP/s -> {flops / product / 1e9:.2f} s"
           f" for all on one core")
+    if compiled and args.check:
+        check = min(args.check, len(profiles), similarity.KERNEL_PROFILES - 1)  # below it: the numpy path
+        started = time.perf_counter()
+        exact, _ = space.rank(profiles[:check], blocked[:check], 10)
+        numpy_time = (time.perf_counter() - started) * len(profiles) / check
+        same = np.mean([set(a) == set(b) for a, b in zip(exact.tolist(), top[:check].tolist())])
+        print(f"  the numpy path (every direction for every candidate): {numpy_time:.1f} s extrapolated from {check:,}"
+              f" -> {numpy_time / min(times):.1f}x slower; same top 10 for {same:.2%} of them")
 
     sample = list(zip(profiles[: args.naive_sample], blocked[: args.naive_sample]))
     started = time.perf_counter()
@@ -198,18 +214,19 @@ def distinct_profiles(space: SimilarSpace, pool: list[Example], count: int, rng:
     return profiles
 
 
-def time_product(space: SimilarSpace, profiles: list[Profile]) -> float:
-    """GFLOP/s of one thread's block product (what bounds the ranking)."""
+def time_product(space: SimilarSpace, profiles: list[Profile], directions: int) -> float:
+    """GFLOP/s of one thread's block product on the leading `directions` (what bounds the ranking)."""
     from threadpoolctl import threadpool_limits
 
-    queries = np.stack([p.query for p in profiles[:256]])
+    queries = np.stack([p.query[:directions] for p in profiles[:256]])
+    matrix = np.ascontiguousarray(space.matrix[:, :directions])
     out = np.empty((len(queries), len(space)), dtype=np.float32)
     with threadpool_limits(1):
         started = time.perf_counter()
         for _ in range(10):
-            np.matmul(queries, space.matrix.T, out=out)
+            np.matmul(queries, matrix.T, out=out)
         elapsed = time.perf_counter() - started
-    return 10 * 2 * out.size * space.matrix.shape[1] / elapsed / 1e9
+    return 10 * 2 * out.size * directions / elapsed / 1e9
 
 
 def exact_hybrid_top(space: SimilarSpace, profile: Profile, skip: np.ndarray) -> np.ndarray:

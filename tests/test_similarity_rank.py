@@ -44,9 +44,15 @@ def plain_top(space: SimilarSpace, profile, skip: np.ndarray, cut: int, limit: i
     return order, scores
 
 
-@pytest.mark.parametrize("weight", [0.5, 1.0, 0.0])
-def test_rank_equals_scoring_every_candidate_then_sorting(monkeypatch, weight):
-    monkeypatch.setattr(similarity, "BLOCK", 16)  # several blocks, so the threads share them
+def compiled(monkeypatch) -> None:
+    """Every batch ranked by the compiled loop, on 8 of the 16 directions then the others for all."""
+    monkeypatch.setattr(similarity, "KERNEL_PROFILES", 1)
+    monkeypatch.setattr(similarity, "LEADING_DIRECTIONS", 8)
+    monkeypatch.setattr(similarity, "SHORTLIST", 400)
+
+
+def batch(weight: float = 0.5):
+    """A space of 301 candidates and 72 profiles with blocked positions and age cuts, edge cases included."""
     papers, vectors, pool = make(300)
     space = SimilarSpace(papers, vectors, embedding_weight=weight)
     rng = random.Random(1)
@@ -57,6 +63,16 @@ def test_rank_equals_scoring_every_candidate_then_sorting(monkeypatch, weight):
     cuts = [rng.choice([len(papers), len(papers), 150, 12, 5, 0]) for _ in profiles]
     cuts[-1] = len(papers)
     blocked[-1] = np.zeros(0, dtype=np.int64)
+    return papers, space, profiles, blocked, cuts
+
+
+@pytest.mark.parametrize("path", ["numpy", "compiled"])
+@pytest.mark.parametrize("weight", [0.5, 1.0, 0.0])
+def test_rank_equals_scoring_every_candidate_then_sorting(monkeypatch, weight, path):
+    monkeypatch.setattr(similarity, "BLOCK", 16)  # several blocks, so the threads share them
+    if path == "compiled":
+        compiled(monkeypatch)
+    papers, space, profiles, blocked, cuts = batch(weight)
     positions, scores = space.rank(profiles, blocked, 10, cuts)
     assert positions.shape == scores.shape == (len(profiles), 10)
     for n, profile in enumerate(profiles):
@@ -73,7 +89,35 @@ def test_rank_equals_scoring_every_candidate_then_sorting(monkeypatch, weight):
     assert set(positions[-1][:2].tolist()) == {3, len(papers) - 1}  # the two equal papers, on top
 
 
-def test_a_limit_above_the_candidates_and_an_empty_day():
+def same_picks(found, expected) -> bool:
+    """Same candidates per profile with the same scores (float32 rounding apart: it may swap near-ties)."""
+    (positions, scores), (positions_expected, scores_expected) = found, expected
+    for row in range(len(positions)):
+        mine = dict(zip(positions[row].tolist(), scores[row].tolist()))
+        theirs = dict(zip(positions_expected[row].tolist(), scores_expected[row].tolist()))
+        if mine.keys() != theirs.keys() or not np.allclose([mine[i] for i in theirs], list(theirs.values()), atol=1e-5):
+            return False
+    return True
+
+
+def test_the_compiled_loop_gives_the_numpy_ranking(monkeypatch):
+    papers, space, profiles, blocked, cuts = batch()
+    expected = space.rank(profiles, blocked, 10, cuts)
+    compiled(monkeypatch)
+    found = space.rank(profiles, blocked, 10, cuts)
+    assert same_picks(found, expected)
+    assert np.mean(np.all(found[0] == expected[0], axis=1)) > 0.9  # in the same order, but for near-ties
+    monkeypatch.setattr(similarity, "SHORTLIST", 60)  # a shortlist of 60 (of up to 301) on 12 directions of 16
+    monkeypatch.setattr(similarity, "LEADING_DIRECTIONS", 12)
+    assert same_picks(space.rank(profiles, blocked, 10, cuts), expected)
+    monkeypatch.setattr(similarity, "SHORTLIST", 10)  # the shortlist is all the other directions reorder:
+    assert not same_picks(space.rank(profiles, blocked, 10, cuts), expected)  # too short a one misses some
+
+
+@pytest.mark.parametrize("path", ["numpy", "compiled"])
+def test_a_limit_above_the_candidates_and_an_empty_day(monkeypatch, path):
+    if path == "compiled":
+        compiled(monkeypatch)
     papers, vectors, pool = make(6)
     space = SimilarSpace(papers, vectors)
     profile = space.profile(pool[:2])
