@@ -4,6 +4,9 @@ the docstring says, blocked and cut candidates dropped, sorted. Same picks, same
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +139,17 @@ def test_common_terms_are_left_out_only_on_big_days(monkeypatch):
     space = SimilarSpace(papers, vectors)
     frequent = np.diff(space.by_term.indptr) > 0.1 * len(papers)
     assert space._common.any() and np.array_equal(space._common, frequent)
+
+
+def test_small_batches_never_import_numba():
+    """Importing numba costs ~0.4 s: a send's chunk of similar readers (below KERNEL_PROFILES) must not pay it."""
+    script = (
+        "import sys; from tests.test_similarity_rank import batch; from newsletter import similarity\n"
+        "papers, space, profiles, blocked, cuts = batch(); space.rank(profiles, blocked, 10, cuts)\n"
+        "assert 'numba' not in sys.modules, 'numba imported'\n"
+        "similarity.KERNEL_PROFILES = len(profiles); space.rank(profiles, blocked, 10, cuts)\n"
+        "assert 'numba' in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
