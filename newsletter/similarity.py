@@ -42,17 +42,18 @@ profiles is a matrix product over the day's candidates (`SimilarSpace.rank`):
 Big batches (KERNEL_PROFILES and more: `newsletter send`'s chunks of a few thousand stay on numpy)
 are ranked by a compiled loop (similarity_kernel.py), measured on bench_similar.py's 100,000 x 10,000:
 
-- the tf-idf postings are added into the dense block and the top-k kept in one pass per row
-  (~45 us a profile, against ~110 us for scipy's product, its toarray and the group-max top-k);
+- the tf-idf postings are added into the dense block and the best kept in one pass per row
+  (~30 us a profile, against ~110 us for scipy's product, its toarray and the group-max top-k);
 - the embedding side is then half the cost, so the dense product runs on the candidates' leading
   LEADING_DIRECTIONS principal directions (the embeddings are turned onto them once per day: the
   cosines are unchanged) and only each profile's best SHORTLIST get the other directions' share,
   exactly: the scores are the full ones. On 128 of 256 directions a shortlist of 32 kept the exact
-  top 10 of 99.99% of 10,000 profiles (16: 97.9%, 24: 99.9%; 96 directions with 48: 100% of 3,000).
+  top 10 of 99.99% of 10,000 profiles (of 3,000: 16 kept it for 97.9%, 24 for 99.9%, 32 for all).
   Dropping the other directions instead (no shortlist) cost quality among the 10,000 distractors of
   bench_relevance.py: P@10 0.80 -> 0.75 and nDCG@10 0.837 -> 0.787 on 128 principal directions,
-  0.767 / 0.812 on wordllama's own first 128 (Matryoshka) dimensions, 0.783 / 0.810 on 192;
-- 100,000 x 10,000: 88 us of CPU a profile, 4.5-5.3 s of wall time on 2 cores (numpy: ~190 us, 10-11 s).
+  0.767 / 0.812 on wordllama's own first 128 (Matryoshka) dimensions, 0.783 / 0.810 on 192 principal ones;
+- 100,000 x 10,000: 77-82 us of CPU a profile, 4.0-5.3 s of wall time on 2 cores shared with other
+  work (load average 2), ~4 s on idle ones; numpy, same hour: ~190 us, 10.0-11.4 s.
 """
 
 from __future__ import annotations
