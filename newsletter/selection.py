@@ -54,20 +54,22 @@ alone) over the seven days ending on the edition date (`Subscriber.window_days`)
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
+from itertools import chain
 from operator import itemgetter
 from types import MappingProxyType
 
 import numpy as np
 
-from newsletter.keyword_table import PostingsTable, rank_compiled
 from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
-from newsletter.names import join_names, name_tokens, same_person
 
 DECAY_OFFSET = 2.0
 DECAY_POWER = 1.5
@@ -95,7 +97,7 @@ class _Matches:
     where: bytes  # per paper: 0 no match, else an index into PLACES
     places: np.ndarray  # the PLACES index on each of `docs` (uint8)
     prefixes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
-    number: int = -1  # its row in the index's PostingsTable, once the compiled ranking has used it
+    number: int = -1  # its row in the index's `_Postings` table, once the compiled ranking has used it
 
     def upto(self, cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`docs`, `scores` and `hits` cut to the papers before `cut` (the ones an age limit keeps)."""
@@ -124,6 +126,74 @@ class _Ranking:
     flt: _Filter
     sent: set[int]
     limit: int
+
+
+class _Postings:
+    """Every keyword's `docs`, `scores` and `hits` in one set of growing arrays, as the compiled kernel
+    reads them (keyword k's docs are docs[ptr[k]:ptr[k + 1]]); capacity doubles, so a run that meets
+    new keywords chunk after chunk does not copy the whole table each time."""
+
+    def __init__(self) -> None:
+        self.ptr, self.hit_ptr = [0], [0]
+        self.docs = np.empty(0, dtype=np.int64)
+        self.scores = np.empty(0)
+        self.places = np.empty(0, dtype=np.uint8)  # each posting's PLACES index
+        self.hits = np.empty(0, dtype=np.int64)
+        self.arrays: tuple[np.ndarray, ...] = ()
+
+    def add(self, found: list[_Matches]) -> None:
+        """Give every one of `found` without a number its row (all new ones written in one go)."""
+        new: list[_Matches] = []
+        for matches in found:
+            if matches.number < 0:
+                matches.number = len(self.ptr) - 1 + len(new)
+                new.append(matches)
+        if not new and self.arrays:
+            return
+        end, hits_end = self.ptr[-1], self.hit_ptr[-1]
+        self.ptr += (end + np.cumsum([len(m.docs) for m in new], dtype=np.int64)).tolist()
+        self.hit_ptr += (hits_end + np.cumsum([len(m.hits) for m in new], dtype=np.int64)).tolist()
+        if new:
+            self.docs = _put(self.docs, np.concatenate([m.docs for m in new]), end)
+            self.scores = _put(self.scores, np.concatenate([m.scores for m in new]), end)
+            self.places = _put(self.places, np.concatenate([m.places for m in new]), end)
+            self.hits = _put(self.hits, np.concatenate([m.hits for m in new]), hits_end)
+        self.arrays = (
+            np.array(self.ptr, dtype=np.int64), self.docs, self.scores, self.places,
+            np.array(self.hit_ptr, dtype=np.int64), self.hits,
+        )
+
+
+def _put(array: np.ndarray, values: np.ndarray, at: int) -> np.ndarray:
+    """`values` written at `at` of `array`, which is grown (doubled) when too short."""
+    end = at + len(values)
+    if end > len(array):
+        grown = np.empty(max(end, 2 * len(array)), dtype=array.dtype)
+        grown[:at] = array[:at]
+        array = grown
+    array[at:end] = values
+    return array
+
+
+def _ragged(lists: list) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of ints as (pointers, values), list r being values[pointers[r]:pointers[r + 1]]."""
+    pointers = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(values) for values in lists], out=pointers[1:])
+    return pointers, np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(pointers[-1]))
+
+
+@lru_cache(maxsize=1 << 16)
+def _matched(code: int) -> tuple[tuple[int, int], ...]:
+    """(positive keyword, PLACES index) of each keyword a pick matched, from the kernel's code for it:
+    digit j in base len(PLACES) is keyword j's place (see keyword_kernel.rank)."""
+    found = []
+    j = 0
+    while code:
+        code, place = divmod(code, len(PLACES))
+        if place:
+            found.append((j, place))
+        j += 1
+    return tuple(found)
 
 
 def paper_age(paper: Paper, today: date) -> int | None:
@@ -193,7 +263,7 @@ class PaperIndex:
         self._by_surname: dict[str, list[tuple[int, tuple[str, ...]]]] | None = None
         self._ranked = profiles  # profiles ranked so far (or expected): past COMPILED_AFTER the compiled kernel ranks
         self._recency_array: np.ndarray | None = None
-        self._table = PostingsTable()
+        self._table = _Postings()
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -237,7 +307,7 @@ class PaperIndex:
             key=lambda i: (self._recency[i], -self._trend_score[i]),
         )
         return [
-            Pick(self.papers[i], self._trend_score[i], [f"by {join_names(by[i])}, whom you follow"]) for i in ordered[:limit]
+            Pick(self.papers[i], self._trend_score[i], [f"by {_names(by[i])}, whom you follow"]) for i in ordered[:limit]
         ]
 
     # -- filters and trending -------------------------------------------------
@@ -450,7 +520,53 @@ class PaperIndex:
                 ranked = self._keyword_ranking(r.positives, r.excluded, r.flt, r.sent, r.limit)
                 found.append(([i for i, _ in ranked], self._keyword_picks(ranked, r.positives)))
             return found
-        return rank_compiled(self, requests)
+        from newsletter.keyword_kernel import rank
+
+        positives, excluded = [], []
+        for r in requests:
+            positives += [matches for _, matches in r.positives]
+            excluded += r.excluded
+        self._table.add(positives + excluded)
+        filters = {id(r.flt.keep): r.flt.keep for r in requests if r.flt.keep is not None}  # upvote filters
+        rows = {key: row for row, key in enumerate(filters)}
+        keeps = np.zeros((len(filters), len(self.papers)), dtype=np.bool_)
+        for row, keep in enumerate(filters.values()):
+            keeps[row, : len(keep)] = keep > 0
+        if self._recency_array is None:
+            self._recency_array = np.array(self._recency, dtype=np.int64)
+        limits = np.array([r.limit for r in requests], dtype=np.int64)
+        out_docs = np.empty((len(requests), max(int(limits.max()), 1)), dtype=np.int64)
+        out_scores = np.empty(out_docs.shape)
+        out_places = np.empty(out_docs.shape, dtype=np.int64)  # PLACES indexes, a digit per positive keyword
+        counts = np.empty(len(requests), dtype=np.int64)
+        rank(
+            *self._table.arrays,
+            *_ragged([[m.number for _, m in r.positives] for r in requests]),
+            np.array([k.weight for r in requests for k, _ in r.positives], dtype=np.float64),
+            *_ragged([[m.number for m in r.excluded] for r in requests]),
+            *_ragged([r.sent for r in requests]),
+            np.array([r.flt.cut for r in requests], dtype=np.int64),
+            np.array([-1 if r.flt.keep is None else rows[id(r.flt.keep)] for r in requests], dtype=np.int64),
+            keeps, self._recency_array, limits, len(PLACES), out_docs, out_scores, out_places, counts,
+        )
+        papers, places = self.papers, self._places
+        found = []
+        for r, docs, scores, codes, count in zip(
+            requests, out_docs.tolist(), out_scores.tolist(), out_places.tolist(), counts.tolist()
+        ):
+            docs = docs[:count]
+            labels = [places[keyword.text] for keyword, _ in r.positives]
+            picks = []
+            for i, score, code in zip(docs, scores, codes[:count]):
+                matched = _matched(code)
+                if len(matched) == 1:  # most picks: one keyword matched, a ready-made reason
+                    (k, place), = matched
+                    reason = labels[k][place + len(PLACES)]
+                else:
+                    reason = "matched " + "; ".join([labels[k][place] for k, place in matched])
+                picks.append(Pick(papers[i], score, [reason]))
+            found.append((docs, picks))
+        return found
 
     def _keyword_ranking(
         self,
@@ -533,6 +649,41 @@ class PaperIndex:
                     break
         reasons, papers, scores = self._trend_reasons, self.papers, self._trend_score
         return [Pick(papers[i], scores[i], [reasons[i]]) for i in chosen]
+
+
+def name_tokens(name: str) -> tuple[str, ...]:
+    """A person's name as comparable words: accents dropped, case folded, initials as single letters,
+    and "LeCun, Yann" turned to "yann lecun"."""
+    if name.count(",") == 1:
+        family, given = name.split(",")
+        name = f"{given} {family}"
+    plain = unicodedata.normalize("NFKD", name)
+    plain = "".join(ch for ch in plain if not unicodedata.combining(ch)).casefold()
+    return tuple(re.findall(r"[^\W\d_]+", plain))
+
+
+def same_person(wanted: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
+    """Whether two names (as `name_tokens`) can be one person: every word of the shorter name matches
+    a different word of the longer (equal, or an initial of it), and one full word is equal."""
+    short, long = (wanted, tokens) if len(wanted) <= len(tokens) else (tokens, wanted)
+    free = list(long)
+    full_match = False
+    for word in short:
+        match = next((other for other in free if other == word), None)
+        if match is None:
+            match = next(
+                (other for other in free if (len(word) == 1 or len(other) == 1) and other[0] == word[0]), None
+            )
+        else:
+            full_match = full_match or len(word) > 1
+        if match is None:
+            return False
+        free.remove(match)
+    return full_match
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
