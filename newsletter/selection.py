@@ -84,7 +84,7 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
-COMPILED_AFTER = 30_000  # profiles an index ranks by numpy before the compiled kernel takes over (keyword_kernel)
+COMPILED_AFTER = 20_000  # profiles an index ranks by numpy before the compiled kernel takes over (keyword_kernel)
 
 
 @dataclass(slots=True)
