@@ -58,13 +58,10 @@ import re
 import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import lru_cache
-from itertools import chain
 from operator import itemgetter
-from types import MappingProxyType
 
 import numpy as np
 
@@ -84,7 +81,6 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
-COMPILED_AFTER = 20_000  # profiles an index ranks by numpy before the compiled kernel takes over (keyword_kernel)
 
 
 @dataclass(slots=True)
@@ -95,9 +91,7 @@ class _Matches:
     scores: np.ndarray  # unweighted score on each of `docs`
     hits: np.ndarray  # papers where it really occurs (an exclusion drops these), ascending
     where: bytes  # per paper: 0 no match, else an index into PLACES
-    places: np.ndarray  # the PLACES index on each of `docs` (uint8)
     prefixes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
-    number: int = -1  # its row in the index's `_Postings` table, once the compiled ranking has used it
 
     def upto(self, cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`docs`, `scores` and `hits` cut to the papers before `cut` (the ones an age limit keeps)."""
@@ -115,85 +109,6 @@ class _Filter:
     cut: int  # the age limit keeps papers [0, cut)
     keep: np.ndarray | None  # then 1.0 / 0.0 per paper for min_upvotes; None when it keeps them all
     trending: list[int]  # kept papers in trending order
-
-
-@dataclass(slots=True)
-class _Ranking:
-    """One profile's keyword ranking to do: its best `limit` papers by its positive keywords."""
-
-    positives: list[tuple[Keyword, _Matches]]
-    excluded: list[_Matches]
-    flt: _Filter
-    sent: set[int]
-    limit: int
-
-
-class _Postings:
-    """Every keyword's `docs`, `scores` and `hits` in one set of growing arrays, as the compiled kernel
-    reads them (keyword k's docs are docs[ptr[k]:ptr[k + 1]]); capacity doubles, so a run that meets
-    new keywords chunk after chunk does not copy the whole table each time."""
-
-    def __init__(self) -> None:
-        self.ptr, self.hit_ptr = [0], [0]
-        self.docs = np.empty(0, dtype=np.int64)
-        self.scores = np.empty(0)
-        self.places = np.empty(0, dtype=np.uint8)  # each posting's PLACES index
-        self.hits = np.empty(0, dtype=np.int64)
-        self.arrays: tuple[np.ndarray, ...] = ()
-
-    def add(self, found: list[_Matches]) -> None:
-        """Give every one of `found` without a number its row (all new ones written in one go)."""
-        new: list[_Matches] = []
-        for matches in found:
-            if matches.number < 0:
-                matches.number = len(self.ptr) - 1 + len(new)
-                new.append(matches)
-        if not new and self.arrays:
-            return
-        end, hits_end = self.ptr[-1], self.hit_ptr[-1]
-        self.ptr += (end + np.cumsum([len(m.docs) for m in new], dtype=np.int64)).tolist()
-        self.hit_ptr += (hits_end + np.cumsum([len(m.hits) for m in new], dtype=np.int64)).tolist()
-        if new:
-            self.docs = _put(self.docs, np.concatenate([m.docs for m in new]), end)
-            self.scores = _put(self.scores, np.concatenate([m.scores for m in new]), end)
-            self.places = _put(self.places, np.concatenate([m.places for m in new]), end)
-            self.hits = _put(self.hits, np.concatenate([m.hits for m in new]), hits_end)
-        self.arrays = (
-            np.array(self.ptr, dtype=np.int64), self.docs, self.scores, self.places,
-            np.array(self.hit_ptr, dtype=np.int64), self.hits,
-        )
-
-
-def _put(array: np.ndarray, values: np.ndarray, at: int) -> np.ndarray:
-    """`values` written at `at` of `array`, which is grown (doubled) when too short."""
-    end = at + len(values)
-    if end > len(array):
-        grown = np.empty(max(end, 2 * len(array)), dtype=array.dtype)
-        grown[:at] = array[:at]
-        array = grown
-    array[at:end] = values
-    return array
-
-
-def _ragged(lists: list) -> tuple[np.ndarray, np.ndarray]:
-    """Lists of ints as (pointers, values), list r being values[pointers[r]:pointers[r + 1]]."""
-    pointers = np.zeros(len(lists) + 1, dtype=np.int64)
-    np.cumsum([len(values) for values in lists], out=pointers[1:])
-    return pointers, np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(pointers[-1]))
-
-
-@lru_cache(maxsize=1 << 16)
-def _matched(code: int) -> tuple[tuple[int, int], ...]:
-    """(positive keyword, PLACES index) of each keyword a pick matched, from the kernel's code for it:
-    digit j in base len(PLACES) is keyword j's place (see keyword_kernel.rank)."""
-    found = []
-    j = 0
-    while code:
-        code, place = divmod(code, len(PLACES))
-        if place:
-            found.append((j, place))
-        j += 1
-    return tuple(found)
 
 
 def paper_age(paper: Paper, today: date) -> int | None:
@@ -214,9 +129,7 @@ class PaperIndex:
     Papers repeating an earlier paper's id are ignored.
     """
 
-    def __init__(self, papers: list[Paper], today: date, *, decay: bool = True, profiles: int = 0):
-        """`profiles`: how many profiles the run will rank against this index, a hint: COMPILED_AFTER or more
-        and the compiled kernel ranks them from the first (else only once that many have been ranked)."""
+    def __init__(self, papers: list[Paper], today: date, *, decay: bool = True):
         self.today = today
         self.period = "today" if decay else "this week"
         unique: dict[str, Paper] = {}
@@ -261,9 +174,6 @@ class PaperIndex:
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._by_surname: dict[str, list[tuple[int, tuple[str, ...]]]] | None = None
-        self._ranked = profiles  # profiles ranked so far (or expected): past COMPILED_AFTER the compiled kernel ranks
-        self._recency_array: np.ndarray | None = None
-        self._table = _Postings()
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -420,8 +330,6 @@ class PaperIndex:
             self._matches.update(self._find_words(sorted(single)))
         for raw in raws:
             self._keyword(raw)
-        if self._ranked >= COMPILED_AFTER:  # the compiled kernel will rank: its table in one go, shared by forks
-            self._table.add([matches for _, matches in self._keywords.values()])
 
     def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
         """A keyword string parsed, with its matches (both kept for the next profile that has it)."""
@@ -429,9 +337,8 @@ class PaperIndex:
         if found is None:
             keyword = parse_keyword(raw)
             found = self._keywords[raw] = (keyword, self._match(keyword.terms))
-            if keyword.text not in self._places:  # its reasons by place (PLACES), then whole ("matched ...") alike
-                labels = ("",) + tuple(f'"{keyword.text}" {place}' for place in PLACES[1:])
-                self._places[keyword.text] = labels + tuple(f"matched {label}" for label in labels)
+            if keyword.text not in self._places:  # its reasons, by place (PLACES)
+                self._places[keyword.text] = ("",) + tuple(f'"{keyword.text}" {place}' for place in PLACES[1:])
         return found
 
     def _match(self, terms: tuple[str, ...]) -> _Matches:
@@ -487,9 +394,7 @@ class PaperIndex:
             where = np.zeros(count, dtype=np.uint8)
             some = docs[begin:end]
             where[some] = places[begin:end]
-            found[terms] = _Matches(
-                docs=some, scores=scores[begin:end], hits=some, where=where.tobytes(), places=places[begin:end]
-            )
+            found[terms] = _Matches(docs=some, scores=scores[begin:end], hits=some, where=where.tobytes())
         return found
 
     def _score(self, docs: np.ndarray, title: np.ndarray, abstract: np.ndarray, apart: np.ndarray) -> _Matches:
@@ -507,66 +412,12 @@ class PaperIndex:
         scores = np.concatenate(
             [idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)]
         )
-        docs = scored[order]
-        return _Matches(docs=docs, scores=scores[order], hits=docs[where[docs] < APART], where=where.tobytes(), places=where[docs])
-
-    def _keyword_rankings(self, requests: list[_Ranking]) -> list[tuple[list[int], list[Pick]]]:
-        """Each request's keyword picks (and their positions): by numpy one at a time, or all at once by
-        the compiled kernel once this index has ranked COMPILED_AFTER profiles (counting these) or expects to."""
-        self._ranked += len(requests)
-        if self._ranked < COMPILED_AFTER or not requests:
-            found = []
-            for r in requests:
-                ranked = self._keyword_ranking(r.positives, r.excluded, r.flt, r.sent, r.limit)
-                found.append(([i for i, _ in ranked], self._keyword_picks(ranked, r.positives)))
-            return found
-        from newsletter.keyword_kernel import rank
-
-        positives, excluded = [], []
-        for r in requests:
-            positives += [matches for _, matches in r.positives]
-            excluded += r.excluded
-        self._table.add(positives + excluded)
-        filters = {id(r.flt.keep): r.flt.keep for r in requests if r.flt.keep is not None}  # upvote filters
-        rows = {key: row for row, key in enumerate(filters)}
-        keeps = np.zeros((len(filters), len(self.papers)), dtype=np.bool_)
-        for row, keep in enumerate(filters.values()):
-            keeps[row, : len(keep)] = keep > 0
-        if self._recency_array is None:
-            self._recency_array = np.array(self._recency, dtype=np.int64)
-        limits = np.array([r.limit for r in requests], dtype=np.int64)
-        out_docs = np.empty((len(requests), max(int(limits.max()), 1)), dtype=np.int64)
-        out_scores = np.empty(out_docs.shape)
-        out_places = np.empty(out_docs.shape, dtype=np.int64)  # PLACES indexes, a digit per positive keyword
-        counts = np.empty(len(requests), dtype=np.int64)
-        rank(
-            *self._table.arrays,
-            *_ragged([[m.number for _, m in r.positives] for r in requests]),
-            np.array([k.weight for r in requests for k, _ in r.positives], dtype=np.float64),
-            *_ragged([[m.number for m in r.excluded] for r in requests]),
-            *_ragged([r.sent for r in requests]),
-            np.array([r.flt.cut for r in requests], dtype=np.int64),
-            np.array([-1 if r.flt.keep is None else rows[id(r.flt.keep)] for r in requests], dtype=np.int64),
-            keeps, self._recency_array, limits, len(PLACES), out_docs, out_scores, out_places, counts,
+        return _Matches(
+            docs=scored[order],
+            scores=scores[order],
+            hits=docs,
+            where=where.tobytes(),
         )
-        papers, places = self.papers, self._places
-        found = []
-        for r, docs, scores, codes, count in zip(
-            requests, out_docs.tolist(), out_scores.tolist(), out_places.tolist(), counts.tolist()
-        ):
-            docs = docs[:count]
-            labels = [places[keyword.text] for keyword, _ in r.positives]
-            picks = []
-            for i, score, code in zip(docs, scores, codes[:count]):
-                matched = _matched(code)
-                if len(matched) == 1:  # most picks: one keyword matched, a ready-made reason
-                    (k, place), = matched
-                    reason = labels[k][place + len(PLACES)]
-                else:
-                    reason = "matched " + "; ".join([labels[k][place] for k, place in matched])
-                picks.append(Pick(papers[i], score, [reason]))
-            found.append((docs, picks))
-        return found
 
     def _keyword_ranking(
         self,
@@ -710,64 +561,6 @@ def select(
     filtered like every other list), used for the similar share of the slots (`Subscriber.shares`).
     Raises `ValueError` for a keyword with bad syntax (see `keywords.parse_keyword`).
     """
-    plan = _plan(subscriber, index, already_sent, similar, has_positives)
-    if isinstance(plan, list):
-        return plan
-    return plan.finish(index._keyword_rankings([plan.ranking])[0] if plan.ranking else ([], []))
-
-
-def select_many(
-    index: PaperIndex,
-    subscribers: list[Subscriber],
-    already_sent: Mapping[str, set[str]] = MappingProxyType({}),
-    similar: Mapping[str, list[Pick]] = MappingProxyType({}),
-    has_positives: Container[str] = frozenset(),
-) -> list[list[Pick]]:
-    """`select` for each of `subscribers` (by email: papers already sent, similar ranking, whether
-    they have "more like this" feedback), their keyword rankings done together: a run of many
-    profiles ranks them with the compiled kernel (see `PaperIndex._keyword_rankings`).
-    One subscriber's bad keyword raises `ValueError`, as `select` does."""
-    plans = [
-        _plan(s, index, already_sent.get(s.email, frozenset()), similar.get(s.email), s.email in has_positives)
-        for s in subscribers
-    ]
-    waiting = [plan for plan in plans if not isinstance(plan, list)]
-    ranked = iter(index._keyword_rankings([plan.ranking for plan in waiting if plan.ranking]))
-    done = {id(plan): plan.finish(next(ranked) if plan.ranking else ([], [])) for plan in waiting}
-    return [plan if isinstance(plan, list) else done[id(plan)] for plan in plans]
-
-
-@dataclass(slots=True)
-class _Plan:
-    """A profile's selection up to its keyword ranking (`ranking`, done in a batch), and how it ends."""
-
-    subscriber: Subscriber
-    index: PaperIndex
-    flt: _Filter
-    sent: set[int]
-    positives: list[tuple[Keyword, _Matches]]
-    excluded: list[_Matches]
-    pinned: list[Pick]
-    limit: int
-    ranking: _Ranking | None
-    similar: list[Pick] | None = None  # set: the slots are shared with similar picks (`_with_similar`)
-    shares: tuple[float, float] = (0.0, 0.0)
-
-    def finish(self, ranked: tuple[list[int], list[Pick]]) -> list[Pick]:
-        """The picks, given the keyword ranking's (positions, picks)."""
-        positions, picks = ranked
-        if self.similar is not None:
-            return self.pinned + _with_similar(self, picks)
-        if self.subscriber.mode == "mixed":
-            trending = self.index._trending_picks(self.flt, self.sent.union(positions), self.excluded, self.limit - len(picks))
-            picks = picks + trending
-        return self.pinned + picks
-
-
-def _plan(
-    subscriber: Subscriber, index: PaperIndex, already_sent: set[str], similar: list[Pick] | None, has_positives: bool
-) -> _Plan | list[Pick]:
-    """How `select` goes for this subscriber: its picks already, or a plan waiting for its keyword ranking."""
     limit = subscriber.max_items
     window = subscriber.window_days
     flt = index._filter(window, subscriber.min_upvotes)
@@ -785,34 +578,50 @@ def _plan(
             if not limit:
                 return pinned
     similar_share, trending_share = subscriber.shares(has_positives)
-    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     if similar and round(limit * similar_share):
         pinned_ids = {pick.paper.id for pick in pinned}
         similar = [pick for pick in similar if pick.paper.id not in pinned_ids]
-        ranking = _Ranking(positives, excluded, flt, sent, limit) if positives and subscriber.mode != "trending" else None
-        return _Plan(subscriber, index, flt, sent, positives, excluded, pinned, limit, ranking, similar,
-                     (similar_share, trending_share))
+        return pinned + _with_similar(
+            subscriber, index, flt, sent, keywords, excluded, similar, similar_share, trending_share, limit
+        )
     if subscriber.mode == "similar":
         return pinned
     if subscriber.mode == "trending":
         return pinned + index._trending_picks(flt, sent, excluded, limit)
+
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     wanted = limit if subscriber.mode == "keywords" else limit - round(limit * trending_share)
-    ranking = _Ranking(positives, excluded, flt, sent, wanted) if wanted and positives else None
-    return _Plan(subscriber, index, flt, sent, positives, excluded, pinned, limit, ranking)
+    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted and positives else []
+    picks = index._keyword_picks(ranked, positives)
+    if subscriber.mode == "mixed":
+        picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
+    return pinned + picks
 
 
-def _with_similar(plan: _Plan, keyword_picks: list[Pick]) -> list[Pick]:
+def _with_similar(
+    subscriber: Subscriber,
+    index: PaperIndex,
+    flt: _Filter,
+    sent: set[int],
+    keywords: list[tuple[Keyword, _Matches]],
+    excluded: list[_Matches],
+    similar: list[Pick],
+    similar_share: float,
+    trending_share: float,
+    limit: int,
+) -> list[Pick]:
     """`limit` slots shared between keyword, similar and trending picks, in that order, no paper twice;
     a list that runs short leaves its slots to the others."""
-    index, limit, (similar_share, trending_share) = plan.index, plan.limit, plan.shares
     slots_similar = round(limit * similar_share)
     slots_trending = min(round(limit * trending_share), limit - slots_similar)
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     lists: list[tuple[list[Pick], int]] = []
-    if plan.ranking:
-        lists.append((keyword_picks, limit - slots_similar - slots_trending))
-    lists.append((plan.similar, slots_similar))
-    if slots_trending or plan.subscriber.mode != "similar":
-        lists.append((index._trending_picks(plan.flt, plan.sent, plan.excluded, limit), slots_trending))
+    if positives and subscriber.mode != "trending":
+        ranked = index._keyword_ranking(positives, excluded, flt, sent, limit)
+        lists.append((index._keyword_picks(ranked, positives), limit - slots_similar - slots_trending))
+    lists.append((similar, slots_similar))
+    if slots_trending or subscriber.mode != "similar":
+        lists.append((index._trending_picks(flt, sent, excluded, limit), slots_trending))
     chosen: dict[str, tuple[int, int, Pick]] = {}  # paper id -> (list it came from, order taken, pick)
     for fill in (False, True):
         for rank, (picks, quota) in enumerate(lists):
