@@ -17,10 +17,6 @@ It also times selection spread over forked worker processes (`--processes`,
 default one per core): every distinct keyword resolved once on the index, then
 the profiles shared out. (`newsletter send`'s workers each build the index of
 their edition dates and resolve their own share's keywords.)
-
-A run of many profiles ranks them with the compiled kernel (newsletter/keyword_kernel.py):
-its load time (numba's import and the cached machine code; the compile on a machine's
-first run) is timed first, in the parent, and counted in both totals.
 """
 
 from __future__ import annotations
@@ -44,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsletter.keywords import parse_keywords  # noqa: E402
 from newsletter.models import Paper, Subscriber  # noqa: E402
-from newsletter import selection  # noqa: E402
-from newsletter.selection import PaperIndex, paper_age, select, select_many  # noqa: E402
+from newsletter.selection import PaperIndex, paper_age, select  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "selection" / "hf-page-000.txt"
 TODAY = date(2026, 11, 25)
@@ -187,17 +182,6 @@ def naive_select(subscriber: Subscriber, papers: list[Paper], already_sent: set[
 
 
 FORKED: tuple = ()  # (index, subscribers) set before forking: the workers inherit them
-BATCH = 1_000  # profiles per select_many call, as `send` selects a chunk at a time
-
-
-def select_all(index: PaperIndex, subscribers: list[tuple[Subscriber, set[str]]]) -> int:
-    """Every profile selected, a batch at a time as `send` does; the number of picks."""
-    picks = 0
-    for start in range(0, len(subscribers), BATCH):
-        batch = subscribers[start : start + BATCH]
-        sent = {subscriber.email: ids for subscriber, ids in batch}
-        picks += sum(map(len, select_many(index, [subscriber for subscriber, _ in batch], sent)))
-    return picks
 
 
 def select_share(share: tuple[int, int]) -> tuple[int, float]:
@@ -205,7 +189,7 @@ def select_share(share: tuple[int, int]) -> tuple[int, float]:
     start, step = share
     index, subscribers = FORKED
     cpu = time.process_time()
-    picks = select_all(index, subscribers[start::step])
+    picks = sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in subscribers[start::step])
     return picks, time.process_time() - cpu
 
 
@@ -223,23 +207,18 @@ def selection_at(revision: str):
 
 
 def check(papers: list[Paper], subscribers: list[tuple[Subscriber, set[str]]], revision: str) -> int:
-    """Every profile's picks (paper, score, reasons, in order) now, one at a time by numpy and all at once
-    by the compiled kernel, against `revision`'s; the number of profiles where either differs."""
+    """Every profile's picks (paper, score, reasons, in order) now against `revision`'s; the number that differ."""
     old = selection_at(revision)
     old_index, index = old.PaperIndex(papers, TODAY), PaperIndex(papers, TODAY)
     index.resolve(keyword for subscriber, _ in subscribers for keyword in subscriber.keywords)  # as forked workers
-    compiled_index = PaperIndex(papers, TODAY, profiles=selection.COMPILED_AFTER)  # the kernel ranks every batch
-    compiled = select_many(compiled_index, [s for s, _ in subscribers], {s.email: sent for s, sent in subscribers})
     differ = 0
-    for (subscriber, sent), batch_picks in zip(subscribers, compiled):
+    for subscriber, sent in subscribers:
         before = [(p.paper.id, p.score, p.reasons) for p in old.select(subscriber, old_index, already_sent=sent)]
         now = [(p.paper.id, p.score, p.reasons) for p in select(subscriber, index, already_sent=sent)]
-        at_once = [(p.paper.id, p.score, p.reasons) for p in batch_picks]
-        if before != now or before != at_once:
+        if before != now:
             differ += 1
             if differ <= 3:
-                print(f"differs: {subscriber.email} {subscriber.keywords}\n  {revision}: {before}\n  now: {now}"
-                      f"\n  compiled: {at_once}")
+                print(f"differs: {subscriber.email} {subscriber.keywords}\n  {revision}: {before}\n  now: {now}")
     return differ
 
 
@@ -267,17 +246,11 @@ def main() -> None:
         sys.exit(1 if differ else 0)
 
     start = time.perf_counter()
-    select_all(PaperIndex(papers[:100], TODAY, profiles=selection.COMPILED_AFTER), subscribers[:10])
-    loaded = time.perf_counter() - start
-    print(f"compiled kernel:     {loaded:8.2f} s to load (numba's import, the machine code: compiled on a machine's first"
-          " run, then cached on disk), once per process; included below")
-    start = time.perf_counter()
-    index = PaperIndex(papers, TODAY, profiles=len(subscribers))
+    index = PaperIndex(papers, TODAY)
     built = time.perf_counter() - start
-    gc.freeze()  # as `newsletter send` does after loading: collections skip the papers and profiles
     start, cpu = time.perf_counter(), time.process_time()
-    picks = select_all(index, subscribers)
-    fast, cpu = time.perf_counter() - start + loaded, time.process_time() - cpu
+    picks = sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in subscribers)
+    fast, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"index build:         {built:8.2f} s")
     print(
         f"select, one process: {fast:8.2f} s  ({cpu:.2f} s CPU; {fast / len(subscribers) * 1e6:.0f} us per subscriber,"
@@ -286,7 +259,7 @@ def main() -> None:
 
     forked = None
     if args.processes > 1:
-        fresh = PaperIndex(papers, TODAY, profiles=len(subscribers))
+        fresh = PaperIndex(papers, TODAY)
         start = time.perf_counter()
         fresh.resolve(keyword for subscriber, _ in subscribers for keyword in subscriber.keywords)
         resolved = time.perf_counter() - start
@@ -298,10 +271,10 @@ def main() -> None:
             shares = pool.map(select_share, [(n, args.processes) for n in range(args.processes)])
         selected = time.perf_counter() - start
         assert sum(count for count, _ in shares) == picks
-        forked = loaded + resolved + selected
+        forked = resolved + selected
         print(
-            f"select, {args.processes} processes: {forked:6.2f} s  ({loaded:.2f} s loading the kernel and {resolved:.2f} s"
-            f" resolving {len(fresh._keywords):,} distinct keywords once, then {selected:.2f} s in forked workers,"
+            f"select, {args.processes} processes: {forked:6.2f} s  ({resolved:.2f} s resolving"
+            f" {len(fresh._keywords):,} distinct keywords once, then {selected:.2f} s in forked workers,"
             f" {' + '.join(f'{cpu:.2f}' for _, cpu in shares)} s CPU); {built + forked:.2f} s with the index build"
         )
 

@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -38,7 +38,7 @@ from newsletter.processes import pid_gone
 from newsletter.recorder import Heartbeat, Recorder
 from newsletter.relevance import Relevance
 from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
-from newsletter.selection import PaperIndex, select_many
+from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
 from newsletter.store.ledger import HELD, SETTLED, EditionRecord, Outcome, State, not_due
 from newsletter.summaries import Summariser
@@ -109,7 +109,6 @@ class EditionBuilder:
         )
         self.summariser = Summariser(config.model.summaries, store)
         self._indexes: dict[tuple[date, int, bool], PaperIndex] = {}
-        self.profiles = 0  # how many subscribers this run selects for (a hint for PaperIndex)
         self.relevance = Relevance(store, config.model.selection.embedder)
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
@@ -121,7 +120,7 @@ class EditionBuilder:
         key = (day, max_age_days, weekly)
         if key not in self._indexes:
             papers = self.store.papers(since=day - timedelta(days=max_age_days), until=day)
-            self._indexes[key] = PaperIndex(papers, day, decay=not weekly, profiles=self.profiles)
+            self._indexes[key] = PaperIndex(papers, day, decay=not weekly)
         return self._indexes[key]
 
     def index_for(self, subscriber: Subscriber, day: date) -> PaperIndex:
@@ -141,14 +140,19 @@ class EditionBuilder:
             sent = self.store.sent_paper_ids(emails, before=day)
         feedback = self.store.feedback(emails)
         similar: dict[str, list[Pick]] = {}
-        for (window, weekly), group in sorted(_grouped(subscribers, lambda s: (s.window_days, s.weekly)).items()):
+        for window, weekly in sorted({(s.window_days, s.weekly) for s in subscribers}):
+            group = [s for s in subscribers if (s.window_days, s.weekly) == (window, weekly)]
             similar.update(self.relevance.similar_picks(group, self.index(day, window, weekly=weekly), sent, feedback))
-        positives = {email for email, items in feedback.items() if any(item.kind == "more" for item in items)}
-        picks: dict[str, list[Pick]] = {}
-        for (window, weekly), group in _grouped(subscribers, lambda s: (s.window_days, s.weekly)).items():
-            chosen = select_many(self.index(day, window, weekly=weekly), group, sent, similar, positives)
-            picks.update(zip((s.email for s in group), chosen))
-        return {s.email: picks[s.email] for s in subscribers}
+        return {
+            s.email: select(
+                s,
+                self.index_for(s, day),
+                already_sent=sent.get(s.email, set()),
+                similar=similar.get(s.email),
+                has_positives=any(item.kind == "more" for item in feedback.get(s.email, ())),
+            )
+            for s in subscribers
+        }
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition.
@@ -372,7 +376,6 @@ def run_edition(
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
-    builder.profiles = len(subscribers) if isinstance(subscribers, Sized) else 0
     claim = claim or Claim(new_owner("send"), config.delivery.lease_seconds)
     owns_backend = backend is None and not dry_run
     if owns_backend:
@@ -423,14 +426,6 @@ def due_chunks(
         if len(chunk) >= size:
             yield edition_day, waiting.pop(edition_day)
     yield from sorted(waiting.items())
-
-
-def _grouped(items: Iterable, key) -> dict:
-    """`items` by `key(item)`, each group in the items' order."""
-    groups: dict = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    return groups
 
 
 @dataclass

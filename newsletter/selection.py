@@ -54,20 +54,19 @@ alone) over the seven days ending on the edition date (`Subscriber.window_days`)
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
-from types import MappingProxyType
 
 import numpy as np
 
-from newsletter.keyword_table import PostingsTable, rank_compiled
 from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
-from newsletter.names import join_names, name_tokens, same_person
 
 DECAY_OFFSET = 2.0
 DECAY_POWER = 1.5
@@ -82,7 +81,6 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
-COMPILED_AFTER = 30_000  # profiles an index ranks by numpy before the compiled kernel takes over (keyword_kernel)
 
 
 @dataclass(slots=True)
@@ -93,9 +91,7 @@ class _Matches:
     scores: np.ndarray  # unweighted score on each of `docs`
     hits: np.ndarray  # papers where it really occurs (an exclusion drops these), ascending
     where: bytes  # per paper: 0 no match, else an index into PLACES
-    places: np.ndarray  # the PLACES index on each of `docs` (uint8)
     prefixes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
-    number: int = -1  # its row in the index's PostingsTable, once the compiled ranking has used it
 
     def upto(self, cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`docs`, `scores` and `hits` cut to the papers before `cut` (the ones an age limit keeps)."""
@@ -113,17 +109,6 @@ class _Filter:
     cut: int  # the age limit keeps papers [0, cut)
     keep: np.ndarray | None  # then 1.0 / 0.0 per paper for min_upvotes; None when it keeps them all
     trending: list[int]  # kept papers in trending order
-
-
-@dataclass(slots=True)
-class _Ranking:
-    """One profile's keyword ranking to do: its best `limit` papers by its positive keywords."""
-
-    positives: list[tuple[Keyword, _Matches]]
-    excluded: list[_Matches]
-    flt: _Filter
-    sent: set[int]
-    limit: int
 
 
 def paper_age(paper: Paper, today: date) -> int | None:
@@ -144,9 +129,7 @@ class PaperIndex:
     Papers repeating an earlier paper's id are ignored.
     """
 
-    def __init__(self, papers: list[Paper], today: date, *, decay: bool = True, profiles: int = 0):
-        """`profiles`: how many profiles the run will rank against this index, a hint: COMPILED_AFTER or more
-        and the compiled kernel ranks them from the first (else only once that many have been ranked)."""
+    def __init__(self, papers: list[Paper], today: date, *, decay: bool = True):
         self.today = today
         self.period = "today" if decay else "this week"
         unique: dict[str, Paper] = {}
@@ -191,9 +174,6 @@ class PaperIndex:
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._by_surname: dict[str, list[tuple[int, tuple[str, ...]]]] | None = None
-        self._ranked = profiles  # profiles ranked so far (or expected): past COMPILED_AFTER the compiled kernel ranks
-        self._recency_array: np.ndarray | None = None
-        self._table = PostingsTable()
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -237,7 +217,7 @@ class PaperIndex:
             key=lambda i: (self._recency[i], -self._trend_score[i]),
         )
         return [
-            Pick(self.papers[i], self._trend_score[i], [f"by {join_names(by[i])}, whom you follow"]) for i in ordered[:limit]
+            Pick(self.papers[i], self._trend_score[i], [f"by {_names(by[i])}, whom you follow"]) for i in ordered[:limit]
         ]
 
     # -- filters and trending -------------------------------------------------
@@ -350,8 +330,6 @@ class PaperIndex:
             self._matches.update(self._find_words(sorted(single)))
         for raw in raws:
             self._keyword(raw)
-        if self._ranked >= COMPILED_AFTER:  # the compiled kernel will rank: its table in one go, shared by forks
-            self._table.add([matches for _, matches in self._keywords.values()])
 
     def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
         """A keyword string parsed, with its matches (both kept for the next profile that has it)."""
@@ -359,9 +337,8 @@ class PaperIndex:
         if found is None:
             keyword = parse_keyword(raw)
             found = self._keywords[raw] = (keyword, self._match(keyword.terms))
-            if keyword.text not in self._places:  # its reasons by place (PLACES), then whole ("matched ...") alike
-                labels = ("",) + tuple(f'"{keyword.text}" {place}' for place in PLACES[1:])
-                self._places[keyword.text] = labels + tuple(f"matched {label}" for label in labels)
+            if keyword.text not in self._places:  # its reasons, by place (PLACES)
+                self._places[keyword.text] = ("",) + tuple(f'"{keyword.text}" {place}' for place in PLACES[1:])
         return found
 
     def _match(self, terms: tuple[str, ...]) -> _Matches:
@@ -417,9 +394,7 @@ class PaperIndex:
             where = np.zeros(count, dtype=np.uint8)
             some = docs[begin:end]
             where[some] = places[begin:end]
-            found[terms] = _Matches(
-                docs=some, scores=scores[begin:end], hits=some, where=where.tobytes(), places=places[begin:end]
-            )
+            found[terms] = _Matches(docs=some, scores=scores[begin:end], hits=some, where=where.tobytes())
         return found
 
     def _score(self, docs: np.ndarray, title: np.ndarray, abstract: np.ndarray, apart: np.ndarray) -> _Matches:
@@ -437,20 +412,12 @@ class PaperIndex:
         scores = np.concatenate(
             [idf * (TITLE_WEIGHT * sat_title + sat_abstract), np.full(len(apart), APART_SHARE * idf)]
         )
-        docs = scored[order]
-        return _Matches(docs=docs, scores=scores[order], hits=docs[where[docs] < APART], where=where.tobytes(), places=where[docs])
-
-    def _keyword_rankings(self, requests: list[_Ranking]) -> list[tuple[list[int], list[Pick]]]:
-        """Each request's keyword picks (and their positions): by numpy one at a time, or all at once by
-        the compiled kernel once this index has ranked COMPILED_AFTER profiles (counting these) or expects to."""
-        self._ranked += len(requests)
-        if self._ranked < COMPILED_AFTER or not requests:
-            found = []
-            for r in requests:
-                ranked = self._keyword_ranking(r.positives, r.excluded, r.flt, r.sent, r.limit)
-                found.append(([i for i, _ in ranked], self._keyword_picks(ranked, r.positives)))
-            return found
-        return rank_compiled(self, requests)
+        return _Matches(
+            docs=scored[order],
+            scores=scores[order],
+            hits=docs,
+            where=where.tobytes(),
+        )
 
     def _keyword_ranking(
         self,
@@ -535,6 +502,41 @@ class PaperIndex:
         return [Pick(papers[i], scores[i], [reasons[i]]) for i in chosen]
 
 
+def name_tokens(name: str) -> tuple[str, ...]:
+    """A person's name as comparable words: accents dropped, case folded, initials as single letters,
+    and "LeCun, Yann" turned to "yann lecun"."""
+    if name.count(",") == 1:
+        family, given = name.split(",")
+        name = f"{given} {family}"
+    plain = unicodedata.normalize("NFKD", name)
+    plain = "".join(ch for ch in plain if not unicodedata.combining(ch)).casefold()
+    return tuple(re.findall(r"[^\W\d_]+", plain))
+
+
+def same_person(wanted: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
+    """Whether two names (as `name_tokens`) can be one person: every word of the shorter name matches
+    a different word of the longer (equal, or an initial of it), and one full word is equal."""
+    short, long = (wanted, tokens) if len(wanted) <= len(tokens) else (tokens, wanted)
+    free = list(long)
+    full_match = False
+    for word in short:
+        match = next((other for other in free if other == word), None)
+        if match is None:
+            match = next(
+                (other for other in free if (len(word) == 1 or len(other) == 1) and other[0] == word[0]), None
+            )
+        else:
+            full_match = full_match or len(word) > 1
+        if match is None:
+            return False
+        free.remove(match)
+    return full_match
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The values in both sorted arrays of unique values."""
     if len(first) > len(second):
@@ -559,64 +561,6 @@ def select(
     filtered like every other list), used for the similar share of the slots (`Subscriber.shares`).
     Raises `ValueError` for a keyword with bad syntax (see `keywords.parse_keyword`).
     """
-    plan = _plan(subscriber, index, already_sent, similar, has_positives)
-    if isinstance(plan, list):
-        return plan
-    return plan.finish(index._keyword_rankings([plan.ranking])[0] if plan.ranking else ([], []))
-
-
-def select_many(
-    index: PaperIndex,
-    subscribers: list[Subscriber],
-    already_sent: Mapping[str, set[str]] = MappingProxyType({}),
-    similar: Mapping[str, list[Pick]] = MappingProxyType({}),
-    has_positives: Container[str] = frozenset(),
-) -> list[list[Pick]]:
-    """`select` for each of `subscribers` (by email: papers already sent, similar ranking, whether
-    they have "more like this" feedback), their keyword rankings done together: a run of many
-    profiles ranks them with the compiled kernel (see `PaperIndex._keyword_rankings`).
-    One subscriber's bad keyword raises `ValueError`, as `select` does."""
-    plans = [
-        _plan(s, index, already_sent.get(s.email, frozenset()), similar.get(s.email), s.email in has_positives)
-        for s in subscribers
-    ]
-    waiting = [plan for plan in plans if not isinstance(plan, list)]
-    ranked = iter(index._keyword_rankings([plan.ranking for plan in waiting if plan.ranking]))
-    done = {id(plan): plan.finish(next(ranked) if plan.ranking else ([], [])) for plan in waiting}
-    return [plan if isinstance(plan, list) else done[id(plan)] for plan in plans]
-
-
-@dataclass(slots=True)
-class _Plan:
-    """A profile's selection up to its keyword ranking (`ranking`, done in a batch), and how it ends."""
-
-    subscriber: Subscriber
-    index: PaperIndex
-    flt: _Filter
-    sent: set[int]
-    positives: list[tuple[Keyword, _Matches]]
-    excluded: list[_Matches]
-    pinned: list[Pick]
-    limit: int
-    ranking: _Ranking | None
-    similar: list[Pick] | None = None  # set: the slots are shared with similar picks (`_with_similar`)
-    shares: tuple[float, float] = (0.0, 0.0)
-
-    def finish(self, ranked: tuple[list[int], list[Pick]]) -> list[Pick]:
-        """The picks, given the keyword ranking's (positions, picks)."""
-        positions, picks = ranked
-        if self.similar is not None:
-            return self.pinned + _with_similar(self, picks)
-        if self.subscriber.mode == "mixed":
-            trending = self.index._trending_picks(self.flt, self.sent.union(positions), self.excluded, self.limit - len(picks))
-            picks = picks + trending
-        return self.pinned + picks
-
-
-def _plan(
-    subscriber: Subscriber, index: PaperIndex, already_sent: set[str], similar: list[Pick] | None, has_positives: bool
-) -> _Plan | list[Pick]:
-    """How `select` goes for this subscriber: its picks already, or a plan waiting for its keyword ranking."""
     limit = subscriber.max_items
     window = subscriber.window_days
     flt = index._filter(window, subscriber.min_upvotes)
@@ -634,34 +578,50 @@ def _plan(
             if not limit:
                 return pinned
     similar_share, trending_share = subscriber.shares(has_positives)
-    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     if similar and round(limit * similar_share):
         pinned_ids = {pick.paper.id for pick in pinned}
         similar = [pick for pick in similar if pick.paper.id not in pinned_ids]
-        ranking = _Ranking(positives, excluded, flt, sent, limit) if positives and subscriber.mode != "trending" else None
-        return _Plan(subscriber, index, flt, sent, positives, excluded, pinned, limit, ranking, similar,
-                     (similar_share, trending_share))
+        return pinned + _with_similar(
+            subscriber, index, flt, sent, keywords, excluded, similar, similar_share, trending_share, limit
+        )
     if subscriber.mode == "similar":
         return pinned
     if subscriber.mode == "trending":
         return pinned + index._trending_picks(flt, sent, excluded, limit)
+
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     wanted = limit if subscriber.mode == "keywords" else limit - round(limit * trending_share)
-    ranking = _Ranking(positives, excluded, flt, sent, wanted) if wanted and positives else None
-    return _Plan(subscriber, index, flt, sent, positives, excluded, pinned, limit, ranking)
+    ranked = index._keyword_ranking(positives, excluded, flt, sent, wanted) if wanted and positives else []
+    picks = index._keyword_picks(ranked, positives)
+    if subscriber.mode == "mixed":
+        picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
+    return pinned + picks
 
 
-def _with_similar(plan: _Plan, keyword_picks: list[Pick]) -> list[Pick]:
+def _with_similar(
+    subscriber: Subscriber,
+    index: PaperIndex,
+    flt: _Filter,
+    sent: set[int],
+    keywords: list[tuple[Keyword, _Matches]],
+    excluded: list[_Matches],
+    similar: list[Pick],
+    similar_share: float,
+    trending_share: float,
+    limit: int,
+) -> list[Pick]:
     """`limit` slots shared between keyword, similar and trending picks, in that order, no paper twice;
     a list that runs short leaves its slots to the others."""
-    index, limit, (similar_share, trending_share) = plan.index, plan.limit, plan.shares
     slots_similar = round(limit * similar_share)
     slots_trending = min(round(limit * trending_share), limit - slots_similar)
+    positives = [(keyword, matches) for keyword, matches in keywords if not keyword.exclude]
     lists: list[tuple[list[Pick], int]] = []
-    if plan.ranking:
-        lists.append((keyword_picks, limit - slots_similar - slots_trending))
-    lists.append((plan.similar, slots_similar))
-    if slots_trending or plan.subscriber.mode != "similar":
-        lists.append((index._trending_picks(plan.flt, plan.sent, plan.excluded, limit), slots_trending))
+    if positives and subscriber.mode != "trending":
+        ranked = index._keyword_ranking(positives, excluded, flt, sent, limit)
+        lists.append((index._keyword_picks(ranked, positives), limit - slots_similar - slots_trending))
+    lists.append((similar, slots_similar))
+    if slots_trending or subscriber.mode != "similar":
+        lists.append((index._trending_picks(flt, sent, excluded, limit), slots_trending))
     chosen: dict[str, tuple[int, int, Pick]] = {}  # paper id -> (list it came from, order taken, pick)
     for fill in (False, True):
         for rank, (picks, quota) in enumerate(lists):

@@ -1,7 +1,4 @@
-"""Selection: ranking properties on small hand-made papers, and keyword picks on a real page.
-
-Every test runs twice: keyword rankings by numpy one profile at a time, and by the compiled kernel
-(`keyword_kernel`, which a run of many profiles uses), so both ways are held to every property."""
+"""Selection: ranking properties on small hand-made papers, and keyword picks on a real page."""
 
 import random
 import re
@@ -10,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import selection
-from newsletter.models import Paper, Pick, Subscriber
-from newsletter.selection import PaperIndex, select, select_many
+from newsletter.models import Paper, Subscriber
+from newsletter.selection import PaperIndex, select
 
 TODAY = date(2026, 11, 25)
 PAGE = Path(__file__).parent / "fixtures" / "selection" / "hf-page-000.txt"
@@ -21,14 +17,6 @@ FILLER = [
     ("A dataset of street scenes", "We collect street scenes from many cities and label them."),
     ("Faster matrix multiplication on GPUs", "Kernels for matrix multiplication run faster on new hardware."),
 ]
-
-
-@pytest.fixture(autouse=True, params=["numpy", "compiled"])
-def ranking_way(request, monkeypatch):
-    """Which way keyword rankings are done: "compiled" lowers the threshold so that every ranking uses the kernel."""
-    if request.param == "compiled":
-        monkeypatch.setattr(selection, "COMPILED_AFTER", 0)
-    return request.param
 
 
 def paper(title, abstract="", *, days=0, upvotes=None, **fields) -> Paper:
@@ -505,60 +493,9 @@ def test_resolving_keywords_together_finds_what_one_at_a_time_finds():
         (_, batch), (_, single) = together._keywords[raw], alone._keyword(raw)
         assert batch.docs.tolist() == single.docs.tolist() and batch.hits.tolist() == single.hits.tolist()
         assert batch.scores.tobytes() == single.scores.tobytes() and batch.where == single.where, raw
-        assert batch.places.tobytes() == single.places.tobytes(), raw
     rng = random.Random(3)
     for _ in range(40):
         profile = reader(mode=rng.choice(["keywords", "mixed"]), keywords=rng.sample(keywords, 4), max_items=8)
         assert [(p.paper.id, p.score, p.reasons) for p in select(profile, together)] == [
             (p.paper.id, p.score, p.reasons) for p in select(profile, alone)
         ]
-
-
-def test_the_compiled_kernel_picks_exactly_what_numpy_picks_for_every_kind_of_profile(ranking_way):
-    """Many profiles of every kind (weights, exclusions, phrases, filters, undated papers, equal scores,
-    papers already sent, followed authors, similar shares) selected in batches by the compiled kernel:
-    the same papers, scores (bit for bit), order and reasons as one at a time by numpy."""
-    if ranking_way == "compiled":
-        pytest.skip("compares both ways itself")
-    pairs = load_page(PAGE)
-    rng = random.Random(7)
-    papers = [
-        paper(title, abstract, days=None if n % 11 == 0 else n % 9, upvotes=None if n % 5 == 0 else n % 40,
-              authors=[f"Author {n % 13}"])
-        for n, (title, abstract) in enumerate(pairs)
-    ]
-    papers += [paper(p.title, p.abstract, days=n % 4, upvotes=3, arxiv_id=f"2611.9{n:04d}") for n, p in enumerate(papers[:30])]
-    words = sorted({w for title, abstract in pairs for w in re.findall(r"[a-z]{5,}", f"{title} {abstract}".lower())})
-    phrases = [" ".join(pair) for title, _ in pairs for pair in zip(title.lower().split(), title.lower().split()[1:])]
-    subscribers, sent, similar = [], {}, {}
-    for n in range(600):
-        keywords = []
-        for _ in range(rng.randint(1, 6)):
-            text = rng.choice(phrases) if rng.random() < 0.3 else rng.choice(words)
-            roll = rng.random()
-            text = "-" + text if roll < 0.1 else text + rng.choice(["^2", "^0.5"]) if roll < 0.3 else text
-            keywords.append(text)
-        email = f"r{n}@example.org"
-        mode = rng.choice(["keywords", "keywords", "mixed", "trending", "similar"])
-        subscribers.append(Subscriber.model_construct(  # unchecked: a profile of exclusions only is kept too
-            email=email, mode=mode, keywords=keywords, max_items=rng.choice([1, 3, 10, 20]),
-            max_age_days=rng.choice([1, 3, 7, 30]), min_upvotes=rng.choice([None, None, 2, 10]),
-            authors=["Author 3"] if n % 17 == 0 else [], **({"library": Path("x.bib")} if mode == "similar" else {}),
-        ))
-        sent[email] = {p.id for p in rng.sample(papers, rng.randint(0, 25))}
-        if n % 4 == 0:
-            similar[email] = [Pick(p, 1.0, ["close"]) for p in rng.sample(papers, 8)]
-    positives = {s.email for s in subscribers[::3]}
-    one_at_a_time = PaperIndex(papers, TODAY)
-    expected = [
-        select(s, one_at_a_time, already_sent=sent[s.email], similar=similar.get(s.email), has_positives=s.email in positives)
-        for s in subscribers
-    ]
-    compiled = PaperIndex(papers, TODAY, profiles=selection.COMPILED_AFTER)
-    got = []
-    for start in range(0, len(subscribers), 150):
-        got += select_many(compiled, subscribers[start : start + 150], sent, similar, positives)
-    assert compiled._table.arrays, "the compiled kernel was not used"
-    key = lambda picks: [(p.paper.id, p.score, p.reasons) for p in picks]  # noqa: E731
-    assert [key(picks) for picks in got] == [key(picks) for picks in expected]
-    assert sum(map(len, expected)) > 2000
