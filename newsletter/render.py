@@ -438,7 +438,8 @@ class Renderer:
         settings = self.settings
         count = len(picks)
         wanted = keywords(subscriber)
-        topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or "trending papers"
+        library = likes_library(subscriber)
+        topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or ("papers like your library" if library else "trending papers")
         date_label = format_date(day)
         weekly = subscriber.weekly
         period = "this week" if weekly else "today"
@@ -452,7 +453,6 @@ class Renderer:
             )
         else:
             subject = subject_line(subscriber, day, picks, wanted, note is not None)
-        library = likes_library(subscriber)
         asked = ["new papers on " + ", ".join(wanted)] if wanted else []
         if library:
             asked.append("papers like the ones in your library" if asked else "new papers like the ones in your library")
