@@ -82,6 +82,28 @@ def embed_papers(config: Config, store: Store, *, on_warning: Callable[[str], No
     return done
 
 
+def embed_libraries(config: Config, store: Store, *, on_warning: Callable[[str], None] | None = None) -> int:
+    """Compute the vectors of the subscribers' library entries that have none yet; returns how many.
+
+    `ingest` does it after the papers, so that `send` finds every vector stored and never loads the
+    model (a library changed since the last ingest is embedded by the next `send`, once).
+    """
+    from newsletter.embeddings import EmbedderError
+    from newsletter.relevance import Relevance
+
+    directory = config.subscribers_dir
+    if not directory.is_dir():
+        return 0
+    readers = [s for s in load_subscribers(directory, cache=store).subscribers if s.active and s.library is not None]
+    if not readers:
+        return 0
+    try:
+        return Relevance(store, config.model.selection.embedder).embed_libraries(readers)
+    except EmbedderError as error:
+        (on_warning or logging.getLogger("newsletter.embeddings").warning)(f"selection.embedder: {error}; libraries not embedded")
+        return 0
+
+
 def fetch_sources(config: Config, store: Store):
     """Ingest `[sources] inputs`, then download every `[sources] fetch` entry and store it.
 
@@ -117,6 +139,7 @@ def fetch_sources(config: Config, store: Store):
         stats.sent += store.add_papers(parsed.papers).parsed if parsed.papers else 0
         stats.skipped += parsed.warning_count
     embed_papers(config, store)
+    embed_libraries(config, store)
     return stats
 
 

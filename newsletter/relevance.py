@@ -78,6 +78,21 @@ class Relevance:
 
     # -- vectors ------------------------------------------------------------------
 
+    def embed_libraries(self, subscribers: Iterable[Subscriber]) -> int:
+        """Store the vectors of every entry of these subscribers' libraries that has none yet (as `ingest`
+        does, so that `send` loads no model); how many. A library that cannot be read is skipped here:
+        `send` reports it for its reader."""
+        stored = 0
+        for path in dict.fromkeys(s.library for s in subscribers if s.library is not None and s.mode in ("similar", "mixed")):
+            try:
+                library = self.libraries.get(path)
+            except LibraryError:
+                continue
+            keys = {text_key(item.text) for item in library.items}
+            stored += len(keys) - len(self.store.load_vectors(self.model, keys))
+            self._library_examples(library)
+        return stored
+
     def paper_vectors(self, papers) -> np.ndarray:
         """The stored vectors of `papers`, computing (and storing) the ones that are missing."""
         if not papers:

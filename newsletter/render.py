@@ -136,10 +136,20 @@ def short_date(day: date) -> str:
 
 
 def keywords(subscriber: Subscriber) -> list[str]:
-    """The topics the subscriber asked for, as written but without weights; no exclusions; none in trending mode."""
-    if subscriber.mode == "trending":
+    """The topics the subscriber asked for, as written but without weights; no exclusions; none in trending
+    or similar mode (a similar edition is about the reader's library)."""
+    if subscriber.mode in ("trending", "similar"):
         return []
     return [k.text for k in parse_keywords(list(subscriber.keywords)) if not k.exclude]
+
+
+def likes_library(subscriber: Subscriber) -> bool:
+    """Whether the edition holds papers like the reader's library (a `similar` or `mixed` profile with one)."""
+    return subscriber.library is not None and subscriber.mode in ("similar", "mixed")
+
+
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def matched_topics(wanted: list[str], picks: list[Pick]) -> list[str]:
@@ -251,7 +261,8 @@ wrap_line = functools.lru_cache(maxsize=8192)(_wrap_line)
 
 
 def subject_line(subscriber: Subscriber, day: date, picks: list[Pick], wanted: list[str], note: bool) -> str:
-    """The natural subject: `Trending today: <top title> and 7 more`, `Your papers: quantization, RL · 1 Dec`."""
+    """The natural subject: `Trending today: <top title> and 7 more`, `Your papers: quantization, RL · 1 Dec`,
+    `Like your library: <top title> and 9 more`."""
     period = "this week" if subscriber.weekly else "today"
     if note or not picks:
         return f"Nothing new {period} · {short_date(day)}" if subscriber.weekly else f"No new papers today · {short_date(day)}"
@@ -260,7 +271,8 @@ def subject_line(subscriber: Subscriber, day: date, picks: list[Pick], wanted: l
         label = "Your papers this week" if subscriber.weekly else "Your papers"
         return f"{label}: {shorten(', '.join(topics[:3]), TOP_TITLE_CHARS)} · {short_date(day)}"
     more = f" and {len(picks) - 1} more" if len(picks) > 1 else ""
-    return f"Trending {period}: {shorten(picks[0].paper.title, TOP_TITLE_CHARS)}{more}"
+    label = ("Like your library" + (" this week" if subscriber.weekly else "")) if likes_library(subscriber) else f"Trending {period}"
+    return f"{label}: {shorten(picks[0].paper.title, TOP_TITLE_CHARS)}{more}"
 
 
 @dataclass(slots=True)
@@ -426,7 +438,8 @@ class Renderer:
         settings = self.settings
         count = len(picks)
         wanted = keywords(subscriber)
-        topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or "trending papers"
+        library = likes_library(subscriber)
+        topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or ("papers like your library" if library else "trending papers")
         date_label = format_date(day)
         weekly = subscriber.weekly
         period = "this week" if weekly else "today"
@@ -440,9 +453,12 @@ class Renderer:
             )
         else:
             subject = subject_line(subscriber, day, picks, wanted, note is not None)
-        reason = "the most upvoted new papers"
-        if wanted:
-            reason = "new papers on " + ", ".join(wanted) + (" and " + reason if subscriber.mode == "mixed" else "")
+        asked = ["new papers on " + ", ".join(wanted)] if wanted else []
+        if library:
+            asked.append("papers like the ones in your library" if asked else "new papers like the ones in your library")
+        if subscriber.mode in ("trending", "mixed") and (subscriber.mode == "trending" or subscriber.trending_share > 0 or not asked):
+            asked.append("the most upvoted new papers")
+        reason = _listed(asked)
         if subscriber.authors:
             reason += " and the papers of " + ", ".join(subscriber.authors)
         if weekly:
@@ -452,12 +468,14 @@ class Renderer:
             headline = "Nothing new this week" if weekly else "No new papers today"
         elif wanted:
             headline = f"{count} new {noun} on {topic_text}" + (" this week" if weekly else "")
+        elif library:
+            headline = f"{count} new {noun} like your library" + (" this week" if weekly else "")
         else:
             headline = f"{count} trending {noun} {period}"
         if count:
-            intro = "here is this week's best, best matches first." if weekly and wanted else (
+            intro = "here is this week's best, best matches first." if weekly and (wanted or library) else (
                 "here are this week's most upvoted papers." if weekly else (
-                    "here is what's new, best matches first." if wanted else "here is what's trending."))
+                    "here is what's new, best matches first." if wanted or library else "here is what's trending."))
         else:
             intro = "there is nothing to send you " + period + "."
         first_name = shown(subscriber.first_name, NAME_CHARS)

@@ -152,3 +152,34 @@ def test_a_run_whose_vectors_are_stored_never_loads_the_model(store: Store, tmp_
     sub.library.write_text(sub.library.read_text(encoding="utf-8").replace("three bits", "two bits"), encoding="utf-8")
     with pytest.raises(AssertionError, match="the model was loaded"):  # a changed entry is a new text: embedded
         picks_for(store, sub)
+
+
+def test_ingest_embeds_the_library_entries_so_send_loads_no_model(example_dir: Path, monkeypatch):
+    """`newsletter ingest` stores the vectors of every subscriber library's entries with the papers', so
+    the day's `send` (a new process: a new Relevance) embeds nothing and never loads the model."""
+    from newsletter import relevance as module
+    from newsletter.config import load_config
+    from newsletter.embeddings import model_name
+    from newsletter.library import read_library
+    from newsletter.relevance import text_key
+    from tests.conftest import run_cli
+
+    (example_dir / "examples" / "subscribers" / "lin.toml").write_text(
+        'email = "lin@example.org"\nmode = "similar"\nlibrary = "../libraries/ada-library.bib"\n', encoding="utf-8"
+    )
+    library = read_library(example_dir / "examples" / "libraries" / "ada-library.bib")
+    keys = {text_key(item.text) for item in library.items}
+    result = run_cli("ingest", cwd=example_dir)
+    assert result.returncode == 0, result.stderr
+    config = load_config(example_dir / "config.toml")
+    with Store(config.store_url) as store:
+        assert set(store.load_vectors(model_name(), keys)) == keys  # every entry, embedded by ingest
+
+        def refuse(spec="wordllama"):
+            raise AssertionError("the model was loaded although every vector is stored")
+
+        monkeypatch.setattr(module, "load_embedder", refuse)
+        relevance = Relevance(store)
+        sub = Subscriber(email="lin@example.org", mode="similar", library=example_dir / "examples" / "libraries" / "ada-library.bib")
+        assert relevance.embed_libraries([sub]) == 0
+        assert len(relevance._library_examples(relevance.libraries.get(sub.library))) == len(library.items)

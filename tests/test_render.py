@@ -143,6 +143,25 @@ def test_footer_says_why_for_each_mode(renderer):
     assert "for the most upvoted new papers." in footer(Subscriber(email="t@example.org"))
     mixed = Subscriber(email="m@example.org", mode="mixed", keywords=["agents", "-crypto"])
     assert "for new papers on agents and the most upvoted new papers." in footer(mixed)
+    library = Path("ada-library.bib")
+    assert "for new papers like the ones in your library." in footer(Subscriber(email="s@example.org", mode="similar", library=library))
+    both = Subscriber(email="b@example.org", mode="mixed", keywords=["agents"], library=library)
+    assert "for new papers on agents, papers like the ones in your library and the most upvoted new papers." in footer(both)
+    no_trending = Subscriber(email="n@example.org", mode="mixed", keywords=["agents"], library=library, trending_share=0.0)
+    assert "for new papers on agents and papers like the ones in your library." in footer(no_trending)
+
+
+def test_a_similar_edition_speaks_of_the_library_not_of_trending(renderer):
+    """A `similar` reader's edition: subject, headline and intro say the papers are like their library."""
+    similar = Subscriber(email="s@example.org", mode="similar", library=Path("ada-library.bib"), keywords=["-survey"])
+    close = [Pick(p, 1.0, ['close to "GPTQ" from your library']) for p in papers()]
+    edition = renderer.render(similar, DAY, close, unsubscribe_url=UNSUBSCRIBE)
+    assert edition.subject == "Like your library: Attention Is Not All You Need and 2 more"
+    page = text_of(parse(edition.html).body)
+    assert "3 new papers like your library" in page and "trending" not in page.lower()
+    assert "here is what's new, best matches first." in page
+    weekly = similar.model_copy(update={"frequency": "weekly", "days": ["mon"]})
+    assert renderer.render(weekly, DAY, close, unsubscribe_url=UNSUBSCRIBE).subject.startswith("Like your library this week: ")
 
 
 def test_an_empty_edition_still_renders(renderer):

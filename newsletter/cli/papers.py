@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from newsletter.app import embed_papers, ingest_paths
+from newsletter.app import embed_libraries, embed_papers, ingest_paths
 from newsletter.cli.common import app, cell, err, fail, fetch_app, open_store, out, paper_json, parse_day, warn
 from newsletter.config import display_path
 from newsletter.sources import FORMATS, MAX_WARNINGS
@@ -37,6 +37,7 @@ def ingest(
         results = ingest_paths(store, paths, format=format, page_date=parse_day(page_date, "--page-date") or config.model.sources.page_date,
                                on_warning=warn)
         embed_papers(config, store, on_warning=warn)
+        embed_libraries(config, store, on_warning=warn)
     table = Table("file", "format", "parsed", "new", "updated", "skipped", "warnings", title="Ingest")
     for parsed, stats in results:
         table.add_row(cell(display_path(Path(parsed.path))), parsed.format, str(stats.parsed), str(stats.new),
@@ -91,6 +92,7 @@ def _ingest_fetched(ctx: typer.Context, source: str, fetcher) -> None:
         stats = store.add_papers(parsed.papers)
         store.record_fetch(source)
         embed_papers(config, store, on_warning=warn)
+        embed_libraries(config, store, on_warning=warn)
     out.print(f"{parsed.path}: {stats.parsed} papers ({stats.new} new, {stats.updated} updated)")
 
 
