@@ -154,6 +154,8 @@ def rank_benchmark(args, embedder, papers, vectors) -> None:
           f" {flops / min(times) / 1e9:,.0f} GFLOP/s overall; load average {os.getloadavg()[0]:.1f})")
     print(f"  CPU {span(cpu)} ({min(cpu) / len(profiles) * 1e6:.0f} us per profile): the wall time on"
           f" {os.cpu_count()} idle cores would be about {min(cpu) / (os.cpu_count() or 1):.1f} s")
+    print(f"  each repeat: {', '.join(f'{t:.2f}' for t in times)} s wall"
+          + (" (the first one imports numba and loads the compiled loop)" if compiled else ""))
     product = time_product(space, profiles, directions)
     print(f"  the matrix product alone, one thread, 256 profiles: {product:.1f} GFLOP/s -> {flops / product / 1e9:.2f} s"
           f" for all on one core")

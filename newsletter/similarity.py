@@ -52,8 +52,9 @@ are ranked by a compiled loop (similarity_kernel.py), measured on bench_similar.
   Dropping the other directions instead (no shortlist) cost quality among the 10,000 distractors of
   bench_relevance.py: P@10 0.80 -> 0.75 and nDCG@10 0.837 -> 0.787 on 128 principal directions,
   0.767 / 0.812 on wordllama's own first 128 (Matryoshka) dimensions, 0.783 / 0.810 on 192 principal ones;
-- 100,000 x 10,000: 77-82 us of CPU a profile, 4.0-5.3 s of wall time on 2 cores shared with other
-  work (load average 2), ~4 s on idle ones; numpy, same hour: ~190 us, 10.0-11.4 s.
+- 100,000 x 10,000: 75-80 us of CPU a profile; 3.9-5.0 s of wall time on 2 cores (4.0-4.3 s but for
+  a process's first call, which imports numba), up to 7 s with others' work on the machine; numpy,
+  same hour: ~190 us, 10.0-11.4 s.
 """
 
 from __future__ import annotations
