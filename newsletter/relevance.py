@@ -20,7 +20,7 @@ from newsletter.embeddings import Embedder, load_embedder, model_name, paper_tex
 from newsletter.library import Library, LibraryCache, LibraryError
 from newsletter.models import Pick, Subscriber, normalise_title
 from newsletter.selection import PaperIndex
-from newsletter.similarity import EMBEDDING_WEIGHT, Example, SimilarSpace
+from newsletter.similarity import EMBEDDING_WEIGHT, KERNEL_PROFILES, Example, SimilarSpace
 from newsletter.store import Feedback, Store
 
 log = logging.getLogger("newsletter.relevance")
@@ -61,6 +61,7 @@ class Relevance:
         self._library_examples_by: dict[tuple[str, str], list[Example]] = {}
         self._spaces: weakref.WeakKeyDictionary[PaperIndex, tuple[SimilarSpace, dict[str, int]]] = weakref.WeakKeyDictionary()
         self._reported: set[str] = set()
+        self.run_size = 0  # similar readers the run ranks (in chunks): from KERNEL_PROFILES on, by the compiled loop
         # profiles by (space, library content, clicks): subscribers sharing a library and clicks share one
         self._profiles: weakref.WeakKeyDictionary[SimilarSpace, dict[tuple, object]] = weakref.WeakKeyDictionary()
 
@@ -218,7 +219,8 @@ class Relevance:
         if not profiles:
             return {}
         limit = max(subscriber.max_items for subscriber in owners)
-        positions, scores = space.rank(profiles, blocked, limit, cuts)
+        big_run = self.run_size >= KERNEL_PROFILES  # numba's ~0.9 s load pays off over the run's chunks
+        positions, scores = space.rank(profiles, blocked, limit, cuts, compiled=True if big_run else None)
         found = {}
         for subscriber, profile, mine, values in zip(owners, profiles, positions.tolist(), scores.tolist()):
             pairs = [(i, score) for i, score in zip(mine[: subscriber.max_items], values) if i >= 0]

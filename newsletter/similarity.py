@@ -246,14 +246,16 @@ class SimilarSpace:
         return block
 
     def rank(
-        self, profiles: list[Profile], blocked: list[np.ndarray], limit: int, cuts: list[int] | None = None
+        self, profiles: list[Profile], blocked: list[np.ndarray], limit: int, cuts: list[int] | None = None,
+        *, compiled: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The best `limit` candidates of each profile, best first (ties to the lower position), as
         (positions, scores) arrays of shape (profiles, limit); -1 / -inf where a profile has fewer.
 
         A profile never gets its `blocked` positions nor any position from its `cut` on (an age limit keeps
         a prefix of the candidates). Blocks of profiles are scored in threads, one per core: the matrix
-        product and the reductions release the GIL.
+        product and the reductions release the GIL. `compiled`: whether to use the compiled loop (default:
+        for KERNEL_PROFILES profiles or more; a run that ranks that many in chunks says True for each).
         """
         count, total = len(self), len(profiles)
         limit = min(limit, count)
@@ -265,7 +267,7 @@ class SimilarSpace:
         order = np.argsort(-cuts, kind="stable")  # similar cuts share a block: each block's product stops at its cut
         starts = range(0, total, BLOCK)
         top = _top_block
-        if total >= KERNEL_PROFILES:
+        if total >= KERNEL_PROFILES if compiled is None else compiled:
             from newsletter.similarity_kernel import top_rows
 
             self._split()

@@ -183,3 +183,31 @@ def test_ingest_embeds_the_library_entries_so_send_loads_no_model(example_dir: P
         sub = Subscriber(email="lin@example.org", mode="similar", library=example_dir / "examples" / "libraries" / "ada-library.bib")
         assert relevance.embed_libraries([sub]) == 0
         assert len(relevance._library_examples(relevance.libraries.get(sub.library))) == len(library.items)
+
+
+def test_a_big_run_of_similar_readers_ranks_every_chunk_with_the_compiled_loop(tmp_path: Path, monkeypatch):
+    """A send's chunks are small, but a run with KERNEL_PROFILES similar readers or more pays numba's load
+    once and ranks each chunk with the compiled loop; a small run stays on numpy."""
+    from datetime import date
+
+    from newsletter import relevance as module
+    from newsletter.config import load_config
+    from newsletter.pipeline import run_edition
+    from newsletter.similarity import SimilarSpace
+
+    (tmp_path / "config.toml").write_text(
+        '[newsletter]\nfrom = "a@example.org"\nbase_url = "http://x"\n[store]\npath = "s.db"\n'
+        '[delivery]\nbackend = "memory"\nchunk_size = 2\n', encoding="utf-8")
+    config = load_config(tmp_path / "config.toml")
+    calls = []
+    rank = SimilarSpace.rank
+    monkeypatch.setattr(SimilarSpace, "rank", lambda self, *a, compiled=None, **k: calls.append(compiled) or rank(self, *a, compiled=compiled, **k))
+    readers = [subscriber(topic, "similar").model_copy(update={"email": f"r{n}@example.org"}) for n, topic in enumerate(topics()[:4])]
+    with open_fixture_store(config.store_url) as store:
+        monkeypatch.setattr(module, "KERNEL_PROFILES", 5)
+        run_edition(config, store, readers, day=date(2026, 12, 1), dry_run=True)
+        assert calls == [None, None]  # 4 readers, chunks of 2: numpy
+        calls.clear()
+        monkeypatch.setattr(module, "KERNEL_PROFILES", 4)
+        summary = run_edition(config, store, readers, day=date(2026, 12, 1), dry_run=True)
+        assert calls == [True, True] and summary.rendered == 4
