@@ -39,8 +39,9 @@ profiles is a matrix product over the day's candidates (`SimilarSpace.rank`):
   cheaper tf-idf side (only the rarer terms exact, the frequent ones dropped or
   projected on 64 LSA directions) kept only 91-99% of the top 10 in 100-400.
 
-Big batches (KERNEL_PROFILES and more: `newsletter send`'s chunks of a few thousand stay on numpy)
-are ranked by a compiled loop (similarity_kernel.py), measured on bench_similar.py's 100,000 x 10,000:
+Big batches (KERNEL_PROFILES and more, or every chunk of a `send` with that many similar readers in
+a worker; a smaller send stays on numpy) are ranked by a compiled loop (similarity_kernel.py),
+measured on bench_similar.py's 100,000 x 10,000:
 
 - the tf-idf postings are added into the dense block and the best kept in one pass per row
   (~30 us a profile, against ~110 us for scipy's product, its toarray and the group-max top-k);
@@ -83,8 +84,8 @@ GROUP = 32  # candidates per group in the top-k threshold (see _top_block)
 LEADING_DIRECTIONS = 128  # the compiled ranking's dense product: on this many principal directions, then
 SHORTLIST = 32  # ... the other directions for the best this many of each profile only (see module doc)
 KERNEL_PROFILES = 20_000  # from this many profiles a rank call uses the compiled loop (similarity_kernel):
-# it is ~3x cheaper per profile than numpy's, but importing numba costs ~0.4 s, what numpy spends on
-# ~4,000 profiles; a send's chunk of a few thousand similar readers stays on numpy
+# it is ~3x cheaper per profile than numpy's, but loading numba costs ~0.4-0.9 s (its import and first
+# call), what numpy spends on 4,000-8,000 profiles; a send with fewer similar readers stays on numpy
 
 
 @dataclass(slots=True)
