@@ -25,6 +25,8 @@ def ingest(
 ) -> None:
     """Parse paper files (Hugging Face pages or API JSON, arXiv Atom, JSON Lines) into the store.
 
+    Then embeds the new papers and the entries of the subscribers' libraries for the similar
+    ranking (offline, once each), so that `send` never loads the model.
     Exits 0 when anything was ingested, 1 when a file yielded nothing.
     """
     if format != "auto" and format not in FORMATS:
