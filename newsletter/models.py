@@ -141,6 +141,11 @@ class Subscriber(BaseModel):
         return self
 
     @property
+    def likes_library(self) -> bool:
+        """Whether a library shapes the picks: a `similar` or `mixed` profile that names one."""
+        return self.library is not None and self.mode in ("similar", "mixed")
+
+    @property
     def weekly(self) -> bool:
         return self.frequency == "weekly"
 

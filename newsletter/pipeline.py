@@ -36,7 +36,7 @@ from newsletter.message import build_message, make_message_id
 from newsletter.models import Edition, Pick, Subscriber
 from newsletter.processes import pid_gone
 from newsletter.recorder import Heartbeat, Recorder
-from newsletter.relevance import Relevance, wants_similar
+from newsletter.relevance import Relevance
 from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
 from newsletter.selection import PaperIndex, select
 from newsletter.store import LedgerEntry, Store
@@ -377,7 +377,7 @@ def run_edition(
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
     if isinstance(subscribers, Sized):  # a big run of similar readers ranks every chunk with the compiled loop
-        builder.relevance.run_size = sum(1 for s in subscribers if wants_similar(s, []))
+        builder.relevance.run_size = sum(1 for s in subscribers if s.likes_library)
     claim = claim or Claim(new_owner("send"), config.delivery.lease_seconds)
     owns_backend = backend is None and not dry_run
     if owns_backend:

@@ -44,9 +44,7 @@ def text_key(text: str) -> str:
 
 def wants_similar(subscriber: Subscriber, feedback: list[Feedback]) -> bool:
     """Whether a subscriber gets similar picks: a library in similar/mixed mode, or "more like this" clicks."""
-    return (subscriber.library is not None and subscriber.mode in ("similar", "mixed")) or any(
-        item.kind == "more" for item in feedback
-    )
+    return subscriber.likes_library or any(item.kind == "more" for item in feedback)
 
 
 class Relevance:
@@ -84,7 +82,7 @@ class Relevance:
         does, so that `send` loads no model); how many. A library that cannot be read is skipped here:
         `send` reports it for its reader."""
         stored = 0
-        for path in dict.fromkeys(s.library for s in subscribers if s.library is not None and s.mode in ("similar", "mixed")):
+        for path in dict.fromkeys(s.library for s in subscribers if s.likes_library):
             try:
                 library = self.libraries.get(path)
             except LibraryError:

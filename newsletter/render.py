@@ -143,11 +143,6 @@ def keywords(subscriber: Subscriber) -> list[str]:
     return [k.text for k in parse_keywords(list(subscriber.keywords)) if not k.exclude]
 
 
-def likes_library(subscriber: Subscriber) -> bool:
-    """Whether the edition holds papers like the reader's library (a `similar` or `mixed` profile with one)."""
-    return subscriber.library is not None and subscriber.mode in ("similar", "mixed")
-
-
 def _listed(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
@@ -271,7 +266,7 @@ def subject_line(subscriber: Subscriber, day: date, picks: list[Pick], wanted: l
         label = "Your papers this week" if subscriber.weekly else "Your papers"
         return f"{label}: {shorten(', '.join(topics[:3]), TOP_TITLE_CHARS)} · {short_date(day)}"
     more = f" and {len(picks) - 1} more" if len(picks) > 1 else ""
-    label = ("Like your library" + (" this week" if subscriber.weekly else "")) if likes_library(subscriber) else f"Trending {period}"
+    label = ("Like your library" + (" this week" if subscriber.weekly else "")) if subscriber.likes_library else f"Trending {period}"
     return f"{label}: {shorten(picks[0].paper.title, TOP_TITLE_CHARS)}{more}"
 
 
@@ -438,7 +433,7 @@ class Renderer:
         settings = self.settings
         count = len(picks)
         wanted = keywords(subscriber)
-        library = likes_library(subscriber)
+        library = subscriber.likes_library
         topic_text = shown(", ".join(wanted[:3]), TOPICS_CHARS) or ("papers like your library" if library else "trending papers")
         date_label = format_date(day)
         weekly = subscriber.weekly
