@@ -59,6 +59,7 @@ class Relevance:
         self._library_examples_by: dict[tuple[str, str], list[Example]] = {}
         self._spaces: weakref.WeakKeyDictionary[PaperIndex, tuple[SimilarSpace, dict[str, int]]] = weakref.WeakKeyDictionary()
         self._reported: set[str] = set()
+        self.entries_embedded = 0  # library entries this Relevance embedded (their vectors were not stored)
         self.run_size = 0  # similar readers the run ranks (in chunks): from KERNEL_PROFILES on, by the compiled loop
         # profiles by (space, library content, clicks): subscribers sharing a library and clicks share one
         self._profiles: weakref.WeakKeyDictionary[SimilarSpace, dict[tuple, object]] = weakref.WeakKeyDictionary()
@@ -81,16 +82,13 @@ class Relevance:
         """Store the vectors of every entry of these subscribers' libraries that has none yet (as `ingest`
         does, so that `send` loads no model); how many. A library that cannot be read is skipped here:
         `send` reports it for its reader."""
-        stored = 0
+        before = self.entries_embedded
         for path in dict.fromkeys(s.library for s in subscribers if s.likes_library):
             try:
-                library = self.libraries.get(path)
+                self._library_examples(self.libraries.get(path))
             except LibraryError:
                 continue
-            keys = {text_key(item.text) for item in library.items}
-            stored += len(keys) - len(self.store.load_vectors(self.model, keys))
-            self._library_examples(library)
-        return stored
+        return self.entries_embedded - before
 
     def paper_vectors(self, papers) -> np.ndarray:
         """The stored vectors of `papers`, computing (and storing) the ones that are missing."""
@@ -128,6 +126,7 @@ class Relevance:
                 vectors = self.embedder.embed(list(missing.values()))
                 self.store.save_vectors(self.model, list(missing), vectors)
                 found.update(zip(missing, vectors))
+                self.entries_embedded += len(missing)
             examples = self._library_examples_by[key] = [
                 Example(item.title, item.text, found[k]) for item, k in zip(library.items, keys)
             ]
