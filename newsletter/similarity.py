@@ -212,21 +212,18 @@ class SimilarSpace:
             return np.zeros_like(vector)
         return (vector * (self.embedding_weight / spread)).astype(np.float32)
 
-    def _query_terms(self, profiles: list[Profile]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The profiles' terms as CSR arrays (indptr, terms, weights), `_common` terms left out; int32
-        indices, as by_term's (int64 ones had scipy convert them at every product)."""
-        kept = [~self._common[p.terms] for p in profiles]
-        indptr = np.zeros(len(profiles) + 1, dtype=np.int32)
-        np.cumsum([np.count_nonzero(k) for k in kept], out=indptr[1:])
-        terms = np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32)
-        weights = np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False)
-        return indptr, terms, weights
-
     def _lexical_query(self, profiles: list[Profile]) -> tuple[csr_matrix, np.ndarray]:
         """The profiles' tf-idf overlaps with every candidate (sparse, one row each; `_common` terms left
         out), each row already scaled to its z-score weight, and each row's offset (its mean, scaled alike).
         The deviation comes from the row's nonzero values and the columns' means: no dense pass."""
-        query = sparse_rows(self._query_terms(profiles)[::-1], shape=(len(profiles), self.lexical.shape[1]))
+        kept = [~self._common[p.terms] for p in profiles]
+        indptr = np.zeros(len(profiles) + 1, dtype=np.int32)
+        np.cumsum([np.count_nonzero(k) for k in kept], out=indptr[1:])
+        query = sparse_rows(  # int32 indices, as by_term's: int64 ones had it converted at every product
+            (np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False),
+             np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32), indptr),
+            shape=(len(profiles), self.lexical.shape[1]),
+        )
         products = query @ self.by_term
         counts = np.diff(products.indptr)
         means = query @ self._term_means
@@ -271,7 +268,7 @@ class SimilarSpace:
         if total >= KERNEL_PROFILES if compiled is None else compiled:
             from newsletter.similarity_kernel import top_rows
 
-            self._split()
+            self._split()  # made here, once: the threads below only read it
             top = partial(_kernel_block, top_rows)
 
         def one(start: int) -> None:
