@@ -94,19 +94,18 @@ def among_distractors(count: int) -> None:
         libraries.append([similarity.Example(item.title, item.text, vector)
                           for item, vector in zip(items, embedder.embed([item.text for item in items]))])
     print(f"\nsimilar (hybrid) among {count:,} off-topic distractors ({len(papers):,} candidates):")
-    default, kernel = similarity.MIN_COMMON, similarity.KERNEL_PROFILES
-    for label, common, compiled in (("as ranked (common terms left out)", default, kernel),
-                                    ("compiled loop (a big batch's ranking)", default, 1),
-                                    ("every profile term kept", 10**12, kernel)):
-        similarity.MIN_COMMON, similarity.KERNEL_PROFILES = common, compiled
+    default = similarity.MIN_COMMON
+    for label, common, compiled in (("as ranked (common terms left out)", default, None),
+                                    ("compiled loop (a big batch's ranking)", default, True),
+                                    ("every profile term kept", 10**12, None)):
+        similarity.MIN_COMMON = common
         space = similarity.SimilarSpace(papers, vectors)
         similarity.MIN_COMMON = default
         results = {}
         for topic, examples in zip(judged, libraries):
-            positions, _ = space.rank([space.profile(examples)], [np.zeros(0, dtype=np.int64)], 10)
+            positions, _ = space.rank([space.profile(examples)], [np.zeros(0, dtype=np.int64)], 10, compiled=compiled)
             ids = [papers[i].id for i in positions[0] if i >= 0]
             results[topic.name] = (precision_at(ids, topic.relevant), ndcg_at(ids, topic.relevant))
-        similarity.KERNEL_PROFILES = kernel
         print(row(label, results))
 
 
