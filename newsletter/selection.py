@@ -58,10 +58,11 @@ import re
 import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
+from types import MappingProxyType
 
 import numpy as np
 
@@ -81,6 +82,7 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
+BATCH_PROFILES = 20_000  # keyword readers in a run (a worker's share) from which select_many's compiled loop pays its load
 
 
 @dataclass(slots=True)
@@ -174,6 +176,7 @@ class PaperIndex:
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._by_surname: dict[str, list[tuple[int, tuple[str, ...]]]] | None = None
+        self._table = None  # keyword_batch.KeywordTable, once a big run selects in batches
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -316,12 +319,14 @@ class PaperIndex:
             found = _common(found, self._positions_of(field, term) - offset)
         return found
 
-    def resolve(self, keywords: Iterable[str]) -> None:
+    def resolve(self, keywords: Iterable[str], *, compiled: bool = False) -> None:
         """Find every distinct keyword once, up front: worker processes forked afterwards share the results
         instead of each finding them again. Raises `ValueError` for a keyword with bad syntax.
+        `compiled`: also lay them out for `select_many(..., compiled=True)` and load its compiled loop.
 
         The keywords of one word that no split turns into two (most of them) are scored all at once."""
-        raws = [raw for raw in set(keywords) if raw not in self._keywords]
+        keywords = set(keywords)
+        raws = [raw for raw in keywords if raw not in self._keywords]
         single = {
             terms for terms in {parse_keyword(raw).terms for raw in raws}
             if len(terms) == 1 and terms not in self._matches and len(self._variants(terms)) == 1
@@ -330,6 +335,10 @@ class PaperIndex:
             self._matches.update(self._find_words(sorted(single)))
         for raw in raws:
             self._keyword(raw)
+        if compiled:
+            from newsletter.keyword_batch import prepare
+
+            prepare(self, keywords)
 
     def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
         """A keyword string parsed, with its matches (both kept for the next profile that has it)."""
@@ -596,6 +605,33 @@ def select(
     if subscriber.mode == "mixed":
         picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
     return pinned + picks
+
+
+def select_many(
+    index: PaperIndex,
+    subscribers: list[Subscriber],
+    already_sent: Mapping[str, set[str]] = MappingProxyType({}),
+    similar: Mapping[str, list[Pick]] = MappingProxyType({}),
+    has_positives: Container[str] = frozenset(),
+    *,
+    compiled: bool = False,
+) -> list[list[Pick]]:
+    """`select` for each of `subscribers` (by email: papers already sent, similar ranking, whether they
+    have "more like this" feedback). `compiled`: the keyword and trending profiles among them are
+    selected together in one compiled loop (keyword_batch; worth numba's load only for a big run),
+    with the very picks `select` makes."""
+    def one(s: Subscriber) -> list[Pick]:
+        return select(s, index, already_sent=already_sent.get(s.email, frozenset()), similar=similar.get(s.email),
+                      has_positives=s.email in has_positives)
+
+    if not compiled:
+        return [one(s) for s in subscribers]
+    from newsletter.keyword_batch import batchable, select_batch
+
+    together = [batchable(s, similar.get(s.email)) for s in subscribers]
+    batch = [s for s, ok in zip(subscribers, together) if ok]
+    picked = iter(select_batch(index, batch, [already_sent.get(s.email, frozenset()) for s in batch]))
+    return [next(picked) if ok else one(s) for s, ok in zip(subscribers, together)]
 
 
 def _with_similar(
