@@ -44,7 +44,7 @@ a worker; a smaller send stays on numpy) are ranked by a compiled loop (similari
 measured on bench_similar.py's 100,000 x 10,000:
 
 - the tf-idf postings are added into the dense block and the best kept in one pass per row
-  (~30 us a profile, against ~110 us for scipy's product, its toarray and the group-max top-k);
+  (~30 us a profile, against ~110 us for the numpy path's product made dense and its group-max top-k);
 - the embedding side is then half the cost, so the dense product runs on the candidates' leading
   LEADING_DIRECTIONS principal directions (the embeddings are turned onto them once per day: the
   cosines are unchanged) and only each profile's best SHORTLIST get the other directions' share,
