@@ -195,7 +195,7 @@ def distinct_profiles(space: SimilarSpace, pool: list[Example], count: int, rng:
     (the pool's tf-idf rows computed once, not per library file as a real run does)."""
     centred = np.stack([e.vector for e in pool]) - space.mean
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
-    lexical = space._lexical([e.text for e in pool])
+    lexical = scipy_rows(space._lexical([e.text for e in pool]))
     sizes = [rng.randint(3, 8) for _ in range(count)]
     members = np.concatenate([rng.sample(range(len(pool)), size) for size in sizes])
     mixing = csr_matrix((np.repeat([1 / size for size in sizes], sizes), members, np.concatenate([[0], np.cumsum(sizes)])),
@@ -214,6 +214,11 @@ def distinct_profiles(space: SimilarSpace, pool: list[Example], count: int, rng:
         profile.query = space.query(profile)
         profiles.append(profile)
     return profiles
+
+
+def scipy_rows(rows) -> csr_matrix:
+    """A SparseRows (newsletter/tfidf.py) as scipy's CSR matrix, for the products this benchmark makes."""
+    return csr_matrix((rows.data, rows.indices, rows.indptr), shape=rows.shape)
 
 
 def time_product(space: SimilarSpace, profiles: list[Profile], directions: int) -> float:
@@ -238,7 +243,7 @@ def exact_hybrid_top(space: SimilarSpace, profile: Profile, skip: np.ndarray) ->
         return (x - x.mean()) / spread if spread > 0 else x * 0
 
     embedding = space.vectors @ profile.vector
-    lexical = space.lexical[:, profile.terms] @ profile.weights
+    lexical = scipy_rows(space.lexical)[:, profile.terms] @ profile.weights
     scores = space.embedding_weight * z(embedding) + (1 - space.embedding_weight) * z(np.asarray(lexical).ravel())
     scores[skip] = -np.inf
     return np.argsort(-scores, kind="stable")[:10]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, time
@@ -485,8 +486,14 @@ class SubscriberList:
     subscribers: list[Subscriber] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # email -> the file it came from, as shown
-    paths: dict[str, Path] = field(default_factory=dict)  # email -> the file it came from
+    names: dict[str, str] = field(default_factory=dict)  # email -> the name of the file it came from
+    directory: Path = Path()
     missing_dir: bool = False
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """email -> the file it came from (made when asked: a big send never needs them)."""
+        return {email: self.directory / name for email, name in self.names.items()}
 
     def find(self, email: str) -> Subscriber | None:
         email = email.strip().lower()
@@ -501,20 +508,58 @@ class SubscriberCache(Protocol):
     def save_subscriber_files(self, directory: str, rows: list[dict], keep: set[str]) -> None: ...
 
 
+SUBSCRIBER_FIELDS = tuple(Subscriber.model_fields)  # a cached row holds their values as a JSON array, in this order
+
+
 @functools.cache
 def subscriber_shape() -> str:
-    """A digest of the `Subscriber` model: a cached file validated by another version is read again."""
-    return hashlib.sha256(json.dumps(Subscriber.model_json_schema(), sort_keys=True).encode()).hexdigest()[:16]
+    """A digest of what validated a cached subscriber: the code of the model, of the keyword parser and of
+    this module (which writes the rows), and pydantic's version; a file cached by another version is read again.
+
+    Taken from the source, not from the model's JSON schema: that would build the model's validator (and
+    import email-validator) in every run, while a run that finds every file cached validates nothing.
+    """
+    import pydantic
+
+    from newsletter import keywords, models
+
+    digest = hashlib.sha256(f"{pydantic.VERSION} {SUBSCRIBER_FIELDS}".encode())
+    for module in (models, keywords, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
-def _cached_subscriber(data: str) -> Subscriber:
-    """A subscriber validated when its file was cached, rebuilt without validating again (the fields
-    JSON does not hold as such are made again: a time, a path)."""
-    fields = json.loads(data)
-    fields["send_at"] = time.fromisoformat(fields["send_at"])
-    if fields["library"] is not None:
-        fields["library"] = Path(fields["library"])
-    return Subscriber.model_construct(**fields)
+def _cached_row(subscriber: Subscriber) -> str:
+    """The cached form of a validated subscriber: its fields' values, in SUBSCRIBER_FIELDS order."""
+    return json.dumps(list(subscriber.model_dump(mode="json").values()), separators=(",", ":"))
+
+
+@functools.cache
+def _blank_subscriber() -> Subscriber:
+    return Subscriber.model_construct(email="")
+
+
+def _cached_subscribers(rows: list[str]) -> list[Subscriber] | None:
+    """Subscribers validated when their files were cached, rebuilt without validating again (the fields
+    JSON does not hold as such are made again: a time, a path); None when a row is damaged.
+
+    One `json.loads` for all the rows (a call per row costs more than the decoding), and a copy of one
+    blank model per row, updated with its fields (`model_copy` validates nothing, unlike the constructor).
+    """
+    blank = _blank_subscriber()
+    subscribers = []
+    try:
+        for values in json.loads(f"[{','.join(rows)}]"):
+            if len(values) != len(SUBSCRIBER_FIELDS):
+                return None
+            fields = dict(zip(SUBSCRIBER_FIELDS, values))
+            fields["send_at"] = time.fromisoformat(fields["send_at"])
+            if fields["library"] is not None:
+                fields["library"] = Path(fields["library"])
+            subscribers.append(blank.model_copy(update=fields))
+    except (ValueError, TypeError):
+        return None
+    return subscribers
 
 
 def parse_subscriber(data: dict[str, Any], shown: str) -> Subscriber:
@@ -543,7 +588,7 @@ def load_subscribers(
     """
     from newsletter.render import unknown_template
 
-    result = SubscriberList()
+    result = SubscriberList(directory=directory)
     if not directory.is_dir():
         result.problems.append(f"{display_path(directory)}: subscriber directory not found")
         result.missing_dir = True
@@ -552,40 +597,51 @@ def load_subscribers(
     key = str(root)
     cached = cache.subscriber_files(key) if cache is not None else {}
     shape = subscriber_shape() if cache is not None else ""
-    fresh: list[dict] = []
-    present: set[str] = set()
-    first_file_of = result.files
-    shown_dir = display_path(directory)  # once: each file is shown as this folder and its name
     with os.scandir(root) as scan:
         files = sorted((entry for entry in scan if entry.name.endswith(".toml") and not entry.is_dir()), key=lambda e: e.name)
+    # the files whose cached copy is current (the same path, size and modification time) are rebuilt together
+    present: set[str] = set()
+    checked: list[tuple[os.DirEntry, os.stat_result | OSError, bool]] = []  # each file, its stat, whether cached
+    hits: list[str] = []
     for entry in files:
-        name = f"{key}/{entry.name}"
-        path = directory / entry.name
-        shown = entry.name if shown_dir == "." else os.path.join(shown_dir, entry.name)
         try:
             stat = entry.stat()
         except OSError as error:
-            result.problems.append(f"{shown}: cannot read: {error}")
+            checked.append((entry, error, False))
             continue
+        name = f"{key}/{entry.name}"
         present.add(name)
         hit = cached.get(name)
-        if hit is not None and hit[:3] == (stat.st_size, stat.st_mtime_ns, shape):
-            subscriber = _cached_subscriber(hit[3])
-        else:
+        current = hit is not None and hit[:3] == (stat.st_size, stat.st_mtime_ns, shape)
+        if current:
+            hits.append(hit[3])
+        checked.append((entry, stat, current))
+    rebuilt = iter((_cached_subscribers(hits) or []) if hits else [])  # damaged rows: every file is read again
+    fresh: list[dict] = []
+    first_file_of = result.files
+    shown_dir = display_path(directory)  # once: each file is shown as this folder and its name
+    prefix = "" if shown_dir == "." else os.path.join(shown_dir, "")
+    for entry, stat, current in checked:
+        shown = prefix + entry.name
+        if isinstance(stat, OSError):
+            result.problems.append(f"{shown}: cannot read: {stat}")
+            continue
+        subscriber = next(rebuilt, None) if current else None
+        if subscriber is None:
             try:
-                subscriber = parse_subscriber(read_toml(path), shown)
+                subscriber = parse_subscriber(read_toml(directory / entry.name), shown)
             except ConfigError as error:
                 result.problems.extend(error.problems)
                 continue
             if cache is not None:
-                fresh.append({"path": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": shape,
-                              "subscriber": subscriber.model_dump_json()})
+                fresh.append({"path": f"{key}/{entry.name}", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                              "shape": shape, "subscriber": _cached_row(subscriber)})
         if templates is not None and (problem := unknown_template(subscriber.template, templates)):
             result.problems.append(f"{shown}: template: {problem}")
             continue
         if subscriber.library is not None:
             library = subscriber.library.expanduser()
-            library = library if library.is_absolute() else path.parent / library
+            library = library if library.is_absolute() else directory / library
             if not library.is_file():
                 result.problems.append(f"{shown}: library: file not found: {display_path(library)}")
                 continue
@@ -598,7 +654,7 @@ def load_subscribers(
             continue
         first_file_of[subscriber.email] = shown
         result.subscribers.append(subscriber)
-        result.paths[subscriber.email] = path
+        result.names[subscriber.email] = entry.name
     if cache is not None and (fresh or set(cached) - present):
         cache.save_subscriber_files(key, fresh, keep=present)
     return result

@@ -96,7 +96,9 @@ WEEK_DAYS = 7  # a weekly edition covers the seven days ending on its date
 class Subscriber(BaseModel):
     """One reader's profile, read from a TOML file in `[subscribers] dir`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: the validator (and email-validator's import) is built on first use, which a `send`
+    # finding every file in the store's cache never comes to (see config.load_subscribers)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     email: EmailStr
     name: str = ""

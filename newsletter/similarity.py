@@ -44,7 +44,7 @@ a worker; a smaller send stays on numpy) are ranked by a compiled loop (similari
 measured on bench_similar.py's 100,000 x 10,000:
 
 - the tf-idf postings are added into the dense block and the best kept in one pass per row
-  (~30 us a profile, against ~110 us for scipy's product, its toarray and the group-max top-k);
+  (~30 us a profile, against ~110 us for the numpy path's product made dense and its group-max top-k);
 - the embedding side is then half the cost, so the dense product runs on the candidates' leading
   LEADING_DIRECTIONS principal directions (the embeddings are turned onto them once per day: the
   cosines are unchanged) and only each profile's best SHORTLIST get the other directions' share,
@@ -63,16 +63,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from newsletter.embeddings import paper_text
 from newsletter.models import Paper
-from newsletter.tfidf import Tfidf, sparse_rows
-
-if TYPE_CHECKING:
-    from scipy.sparse import csr_matrix
+from newsletter.tfidf import SparseRows, Tfidf
 
 EMBEDDING_WEIGHT = 0.5
 LEXICAL_TERMS = 32
@@ -115,7 +111,7 @@ class Profile:
     weights: np.ndarray
     examples: list[Example] = field(default_factory=list)  # the positive ones, for reasons
     example_vectors: np.ndarray | None = None  # centred, unit
-    example_lexical: csr_matrix | None = None
+    example_lexical: SparseRows | None = None
     query: np.ndarray | None = None  # the row against SimilarSpace.matrix (set by SimilarSpace.profile)
     labels: dict[int, str] = field(default_factory=dict)  # reasons found so far, by candidate position
 
@@ -141,7 +137,7 @@ class SimilarSpace:
             self.lexical = self.vectorizer.rows
         except ValueError:  # no words at all (empty day, or only stop words)
             self.vectorizer = None
-            self.lexical = sparse_rows((len(papers), 1), dtype=np.float32)
+            self.lexical = SparseRows.empty(len(papers), 1)
         self._project()
 
     def _project(self) -> None:
@@ -156,8 +152,8 @@ class SimilarSpace:
         self.matrix = np.ascontiguousarray(centred @ self._rotation)  # the same cosines, on those directions
         self._spreads = np.maximum(spreads[::-1], 0.0)  # the covariance on them: diagonal
         self._parts: tuple[np.ndarray, np.ndarray] | None = None  # matrix's leading and other directions
-        self.by_term = self.lexical.T.tocsr()
-        self._term_means = np.asarray(self.lexical.mean(axis=0)).ravel() if count else np.zeros(self.lexical.shape[1])
+        self.by_term = self.lexical.by_column()
+        self._term_means = self.lexical.column_means()
         self._common = np.diff(self.by_term.indptr) > max(MAX_TERM_SHARE * count, MIN_COMMON)
 
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
@@ -171,9 +167,9 @@ class SimilarSpace:
     def __len__(self) -> int:
         return len(self.papers)
 
-    def _lexical(self, texts: list[str]) -> csr_matrix:
+    def _lexical(self, texts: list[str]) -> SparseRows:
         if self.vectorizer is None or not texts:
-            return sparse_rows((len(texts), self.lexical.shape[1]), dtype=np.float32)
+            return SparseRows.empty(len(texts), self.lexical.shape[1])
         return self.vectorizer.transform(texts)
 
     def profile(self, positives: list[Example], negatives: list[Example] = ()) -> Profile | None:
@@ -183,11 +179,11 @@ class SimilarSpace:
         centred = _unit(np.stack([example.vector for example in positives]) - self.mean)
         direction = centred.mean(axis=0)
         lexical = self._lexical([example.text for example in positives])
-        terms = np.asarray(lexical.mean(axis=0)).ravel()
+        terms = lexical.column_means()
         if negatives:
             against = _unit(np.stack([example.vector for example in negatives]) - self.mean)
             direction = direction - NEGATIVE_WEIGHT * against.mean(axis=0)
-            terms = terms - NEGATIVE_WEIGHT * np.asarray(self._lexical([e.text for e in negatives]).mean(axis=0)).ravel()
+            terms = terms - NEGATIVE_WEIGHT * self._lexical([e.text for e in negatives]).column_means()
         top = np.flatnonzero(terms > 0)
         if len(top) > LEXICAL_TERMS:
             top = top[np.argpartition(terms[top], -LEXICAL_TERMS)[-LEXICAL_TERMS:]]
@@ -212,35 +208,31 @@ class SimilarSpace:
             return np.zeros_like(vector)
         return (vector * (self.embedding_weight / spread)).astype(np.float32)
 
-    def _lexical_query(self, profiles: list[Profile]) -> tuple[csr_matrix, np.ndarray]:
-        """The profiles' tf-idf overlaps with every candidate (sparse, one row each; `_common` terms left
+    def _lexical_query(self, profiles: list[Profile]) -> tuple[np.ndarray, np.ndarray]:
+        """The profiles' tf-idf overlaps with every candidate (dense, one row each; `_common` terms left
         out), each row already scaled to its z-score weight, and each row's offset (its mean, scaled alike).
-        The deviation comes from the row's nonzero values and the columns' means: no dense pass."""
+        The deviation comes from the row's squares and the columns' means: no pass to centre the row."""
         kept = [~self._common[p.terms] for p in profiles]
-        indptr = np.zeros(len(profiles) + 1, dtype=np.int32)
+        indptr = np.zeros(len(profiles) + 1, dtype=np.int64)
         np.cumsum([np.count_nonzero(k) for k in kept], out=indptr[1:])
-        query = sparse_rows(  # int32 indices, as by_term's: int64 ones had it converted at every product
-            (np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False),
-             np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32), indptr),
-            shape=(len(profiles), self.lexical.shape[1]),
+        query = SparseRows(
+            np.concatenate([p.weights[k] for p, k in zip(profiles, kept)]).astype(np.float32, copy=False),
+            np.concatenate([p.terms[k] for p, k in zip(profiles, kept)]).astype(np.int32), indptr, self.lexical.shape[1],
         )
-        products = query @ self.by_term
-        counts = np.diff(products.indptr)
-        means = query @ self._term_means
-        squares = np.zeros(len(profiles))
-        filled = counts > 0  # reduceat sums from each start to the next one: empty rows left out
-        if filled.any():
-            squares[filled] = np.add.reduceat(np.square(products.data, dtype=np.float64), products.indptr[:-1][filled])
+        products = query.dense_product(self.by_term)
+        means = np.zeros(len(profiles), dtype=np.float32)  # summed in row order, as `products`
+        np.add.at(means, query.owners(), query.data * self._term_means[query.indices])
+        squares = np.einsum("ij,ij->i", products, products, dtype=np.float64)
         spread = np.sqrt(np.maximum(squares / max(len(self), 1) - means**2, 0.0))
         scale = np.divide(1 - self.embedding_weight, spread, out=np.zeros_like(spread), where=spread > 1e-12)
-        products.data *= np.repeat(scale.astype(np.float32), counts)
+        products *= scale.astype(np.float32)[:, None]
         return products, (-means * scale).astype(np.float32)
 
     def scores(self, profiles: list[Profile]) -> np.ndarray:
         """(profiles x candidates) hybrid scores: z-scored embedding cosine plus z-scored tf-idf overlap."""
         block = np.stack([profile.query for profile in profiles]) @ self.matrix.T
         products, offset = self._lexical_query(profiles)
-        block += products.toarray() + offset[:, None]
+        block += products + offset[:, None]
         return block
 
     def rank(
@@ -298,7 +290,7 @@ class SimilarSpace:
         if missing:
             closeness = profile.example_vectors @ self.vectors[missing].T
             if profile.example_lexical is not None and profile.example_lexical.shape[0]:
-                closeness = closeness + (profile.example_lexical @ self.lexical[missing].T).toarray()
+                closeness = closeness + profile.example_lexical.dense_product(self.lexical.select(missing).by_column())
             for i, best in zip(missing, np.argmax(closeness, axis=0).tolist()):
                 labels[i] = profile.examples[best].label
         return [labels[i] for i in candidates]
@@ -322,7 +314,7 @@ def _top_block(
     block = np.empty((rows, depth * groups), dtype=np.float32)
     np.matmul(np.stack([p.query for p in profiles]), space.matrix[:span].T, out=block[:, :span])
     products, offset = space._lexical_query(profiles)
-    block[:, :span] += (products[:, :span] if span < products.shape[1] else products).toarray()
+    block[:, :span] += products[:, :span]
     block[:, span:] = -np.inf
     for row in np.flatnonzero(cuts < span):
         block[row, cuts[row] : span] = -np.inf

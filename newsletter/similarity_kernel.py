@@ -1,7 +1,7 @@
 """The similar ranking's per-row work for big batches, compiled with numba (see SimilarSpace.rank).
 
-Per profile, numpy and scipy make one sparse tf-idf product (a CSR row built, then densified), a pass
-to normalise it and the group-max top-k: ~110 us a profile over 10,000 candidates, more than the
+Per profile, the numpy path makes its tf-idf product (SparseRows.dense_product: postings gathered,
+then added into a dense row), a pass to normalise it and the group-max top-k: ~110 us a profile over 10,000 candidates, more than the
 dense product itself. `top_rows` does it on the block the dense product (on the leading principal
 directions) left, row by row: the postings of the profile's terms added into a scratch row, their
 spread, the scaled row added to the block's, then the best SHORTLIST kept in a short sorted list,

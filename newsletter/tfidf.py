@@ -10,24 +10,73 @@ stop words (scikit-learn's list); tf is 1 + ln(count), idf ln((1 + n) / (1 + df)
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from scipy.sparse import csr_matrix
+
+@dataclass(frozen=True, slots=True)
+class SparseRows:
+    """Rows of float32 values stored as scipy's CSR (row r: `data[indptr[r]:indptr[r + 1]]` at columns
+    `indices[...]`, sorted), with the few operations the similar ranking needs done in numpy.
+
+    Not scipy: importing scipy.sparse costs ~0.3 s per process (`python -X importtime`), more than a
+    `send` of 1,000 similar readers spends ranking them. Sums run in the order scipy's do, in float32,
+    so the scores are scipy's to the last bit (tests/test_tfidf.py compares them)."""
+
+    data: np.ndarray  # float32
+    indices: np.ndarray  # int32
+    indptr: np.ndarray
+    columns: int
+
+    @classmethod
+    def empty(cls, rows: int, columns: int) -> SparseRows:
+        return cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(rows + 1, np.int64), columns)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.indptr) - 1, self.columns
+
+    def owners(self) -> np.ndarray:
+        """The row of each stored value."""
+        return np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+
+    def select(self, rows: list[int] | np.ndarray) -> SparseRows:
+        starts, ends = self.indptr[rows], self.indptr[np.asarray(rows) + 1]
+        lengths = ends - starts
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        at = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SparseRows(self.data[at], self.indices[at], indptr, self.columns)
+
+    def by_column(self) -> SparseRows:
+        """The transpose, as rows (one per column, its values in row order)."""
+        order = np.argsort(self.indices, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(self.indices, minlength=self.columns))])
+        return SparseRows(self.data[order], self.owners()[order].astype(np.int32), indptr, self.shape[0])
+
+    def column_means(self) -> np.ndarray:
+        """Each column's mean over the rows (float32, summed in row order as scipy's `mean(axis=0)`)."""
+        means = np.zeros(self.columns, dtype=np.float32)
+        if self.shape[0]:
+            np.add.at(means, self.indices, self.data * (1.0 / self.shape[0]))
+        return means
+
+    def dense_product(self, other: SparseRows) -> np.ndarray:
+        """self @ other as a dense (rows x other's columns) float32 array; each value summed over self's
+        row in column order, as scipy's product sums it."""
+        starts = other.indptr[self.indices]
+        lengths = other.indptr[self.indices + 1] - starts
+        ends = np.cumsum(lengths)
+        at = np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
+        keys = np.repeat(self.owners() * other.columns, lengths) + other.indices[at]
+        out = np.zeros(self.shape[0] * other.columns, dtype=np.float32)
+        np.add.at(out, keys, np.repeat(self.data, lengths) * other.data[at])
+        return out.reshape(self.shape[0], other.columns)
 
 
-
-def sparse_rows(*args, **kwargs) -> csr_matrix:
-    """A scipy CSR matrix. scipy is imported here, on first use: importing it costs ~250 ms, which a
-    `send` without similar profiles (most runs) should not pay at every start."""
-    from scipy.sparse import csr_matrix
-
-    return csr_matrix(*args, **kwargs)
-
-
-TOKEN = re.compile(r"(?u)\b\w\w+\b")
+TOKEN = re.compile(r"\w\w+")  # scikit-learn's r"(?u)\b\w\w+\b" finds the same words: a greedy run of
+# word characters ends at a boundary anyway, and findall never starts one mid-run; without the \b checks
+# it runs in ~3/4 of the time (most of a day's tf-idf fit)
 STOP_WORDS = frozenset(
     """
     a about above across after afterwards again against all almost alone along already also although always am
@@ -72,11 +121,11 @@ class Tfidf:
     def _words(text: str) -> list[str]:
         return [word for word in TOKEN.findall(text.lower()) if word not in STOP_WORDS]
 
-    def transform(self, texts: list[str]) -> csr_matrix:
+    def transform(self, texts: list[str]) -> SparseRows:
         return self._weigh(self._counts([self._words(text) for text in texts]))
 
-    def _counts(self, words: list[list[str]]) -> csr_matrix:
-        """Each text's count of each known word (a sorted CSR matrix)."""
+    def _counts(self, words: list[list[str]]) -> SparseRows:
+        """Each text's count of each known word."""
         size, lookup = len(self.vocabulary), self.vocabulary.get
         flat = np.fromiter((lookup(word, -1) for found in words for word in found), dtype=np.int64,
                            count=sum(len(found) for found in words))
@@ -84,12 +133,12 @@ class Tfidf:
         known = flat >= 0
         keys, counts = np.unique(owner[known] * size + flat[known], return_counts=True)
         starts = np.concatenate([[0], np.cumsum(np.bincount(keys // size, minlength=len(words)))])
-        return sparse_rows((counts.astype(np.float32), (keys % size).astype(np.int32), starts), shape=(len(words), size))
+        return SparseRows(counts.astype(np.float32), (keys % size).astype(np.int32), starts, size)
 
-    def _weigh(self, counts: csr_matrix) -> csr_matrix:
+    def _weigh(self, counts: SparseRows) -> SparseRows:
         """Sublinear tf times idf, each row scaled to unit length."""
         data = (1 + np.log(counts.data)) * self.idf[counts.indices]
-        owner = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        owner = counts.owners()
         norms = np.sqrt(np.bincount(owner, data.astype(np.float64) ** 2, minlength=counts.shape[0]))
         norms[norms == 0] = 1.0  # a text with none of the words stays a zero row
-        return sparse_rows((data / norms[owner].astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
+        return SparseRows(data / norms[owner].astype(np.float32), counts.indices, counts.indptr, counts.columns)

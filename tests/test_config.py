@@ -219,6 +219,32 @@ def test_a_cached_subscriber_equals_the_validated_one_in_every_field(tmp_path: P
         assert type(getattr(cached.subscribers[0], name)) is type(getattr(validated[0], name)), name
 
 
+def test_a_damaged_subscriber_cache_is_read_again_from_the_files(tmp_path: Path):
+    """A cached row that is not what this version writes (cut short, not JSON) must not break the load or
+    give a half-made subscriber: every file is parsed again and the rows are written anew."""
+    from sqlalchemy import update
+
+    from newsletter.store import Store
+    from newsletter.store.schema import subscriber_files_table
+
+    folder = tmp_path / "subscribers"
+    for n in range(3):
+        write(folder / f"r{n}.toml", f'email = "r{n}@example.org"\nsend_at = "06:0{n}"\n')
+    expected = load_subscribers(folder).subscribers
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        load_subscribers(folder, cache=store)
+        directory = str(folder.resolve())
+        for damage in ('["r0@example.org"]', "{not json"):
+            with store._writes.begin() as conn:
+                conn.execute(update(subscriber_files_table).where(subscriber_files_table.c.path == f"{directory}/r1.toml")
+                             .values(subscriber=damage))
+            again = load_subscribers(folder, cache=store)
+            assert again.problems == [] and again.subscribers == expected
+            assert again.paths == {s.email: folder / f"r{n}.toml" for n, s in enumerate(expected)}
+            assert store.subscriber_files(directory)[f"{directory}/r1.toml"][3] != damage  # written anew
+        assert load_subscribers(folder, cache=store).subscribers == expected
+
+
 def test_two_runs_saving_the_subscriber_cache_at_once_both_load_everyone(tmp_path: Path, pg_url):
     """Two sends starting together parse the same files and save them: the second must not fail on the first's rows."""
     import threading

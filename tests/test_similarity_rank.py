@@ -36,10 +36,17 @@ def zscore(row: np.ndarray) -> np.ndarray:
     return (row - row.mean()) / spread if spread > 0 else row * 0
 
 
+def dense(rows) -> np.ndarray:
+    """SparseRows as a plain array."""
+    out = np.zeros(rows.shape, dtype=np.float32)
+    out[np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), rows.indices] = rows.data
+    return out
+
+
 def plain_top(space: SimilarSpace, profile, skip: np.ndarray, cut: int, limit: int) -> tuple[list[int], np.ndarray]:
     weight = space.embedding_weight
     embedding = space.vectors @ profile.vector
-    lexical = np.asarray(space.lexical[:, profile.terms] @ profile.weights).ravel()
+    lexical = dense(space.lexical)[:, profile.terms] @ profile.weights
     scores = weight * zscore(embedding) + (1 - weight) * zscore(lexical)
     scores[skip] = -np.inf
     scores[cut:] = -np.inf
@@ -141,12 +148,14 @@ def test_common_terms_are_left_out_only_on_big_days(monkeypatch):
     assert space._common.any() and np.array_equal(space._common, frequent)
 
 
-def test_small_batches_never_import_numba():
-    """Importing numba costs ~0.4 s: a send's chunk of similar readers (below KERNEL_PROFILES) must not pay it."""
+def test_small_batches_never_import_numba_nor_scipy():
+    """Importing numba costs ~0.4 s, scipy.sparse ~0.3 s: a send's chunk of similar readers (below
+    KERNEL_PROFILES) must pay neither, from its profiles to its reasons."""
     script = (
         "import sys; from tests.test_similarity_rank import batch; from newsletter import similarity\n"
-        "papers, space, profiles, blocked, cuts = batch(); space.rank(profiles, blocked, 10, cuts)\n"
-        "assert 'numba' not in sys.modules, 'numba imported'\n"
+        "papers, space, profiles, blocked, cuts = batch(); positions, _ = space.rank(profiles, blocked, 10, cuts)\n"
+        "space.reasons(profiles[0], positions[0][positions[0] >= 0].tolist())\n"
+        "assert not {'numba', 'scipy'} & set(sys.modules), 'numba or scipy imported'\n"
         "similarity.KERNEL_PROFILES = len(profiles); space.rank(profiles, blocked, 10, cuts)\n"
         "assert 'numba' in sys.modules\n"
     )

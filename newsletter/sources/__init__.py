@@ -14,12 +14,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 from newsletter.models import Paper
-from newsletter.sources import arxiv, hf_api, hf_page, jsonl
 from newsletter.sources.problems import MAX_WARNINGS, Warnings
-from newsletter.tex import decode_paper
 
 FORMATS = ("hf-page", "hf-api", "arxiv", "jsonl")
-PARSERS = {"hf-page": hf_page.parse, "hf-api": hf_api.parse, "arxiv": arxiv.parse, "jsonl": jsonl.parse}
 MAX_DECODE_WARNINGS = 10
 BINARY_SAMPLE = 65536      # bytes looked at to tell text from binary
 BINARY_SHARE = 0.2         # more than this share of control bytes or invalid UTF-8: not text
@@ -116,11 +113,15 @@ def parse_bytes(
             format = detect_format(Path(name), data[:4096])
         except UnknownFormat as error:
             return ParseResult(name, format, [], [f"{error}; give the format explicitly ({', '.join(FORMATS)})"])
+    # the parsers and the LaTeX decoder load here: the commands that parse nothing (`send`) never import them
+    from newsletter.sources import arxiv, hf_api, hf_page, jsonl
+    from newsletter.tex import decode_paper
+
     text, decode_warnings = decode(data, name)
     if format == "hf-page":
         papers, problems = hf_page.parse(text, name=name, page_date=page_date, seen_on=seen_on)
     else:
-        papers, problems = PARSERS[format](text, name=name)
+        papers, problems = {"hf-api": hf_api.parse, "arxiv": arxiv.parse, "jsonl": jsonl.parse}[format](text, name=name)
     warnings = Warnings(MAX_WARNINGS)
     warnings.extend(decode_warnings)
     warnings.extend(problems)
