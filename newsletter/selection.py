@@ -5,7 +5,9 @@ scores one subscriber's profile against it.  Selection is pure: papers in,
 picks out.  Speed comes from the index: it tokenises every paper once, keeps
 postings per word, ranks trending papers once, and keeps the score array of
 every keyword it has seen, so each profile only adds up the arrays of its few
-keywords (numpy) instead of looping over the papers.
+keywords (numpy) instead of looping over the papers. `select_many` selects a
+batch; for a big run it hands the keyword and trending profiles to one compiled
+loop (keyword_batch, keyword_kernel), which makes the very same picks.
 
 Age: a paper's date is `published`, else `first_seen.date()`; its age is
 `today - date` in days (never below 0).  A paper with neither date passes
@@ -54,8 +56,6 @@ alone) over the seven days ending on the edition date (`Subscriber.window_days`)
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping
@@ -68,6 +68,7 @@ import numpy as np
 
 from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
+from newsletter.names import joined, name_tokens, same_person
 
 DECAY_OFFSET = 2.0
 DECAY_POWER = 1.5
@@ -220,7 +221,7 @@ class PaperIndex:
             key=lambda i: (self._recency[i], -self._trend_score[i]),
         )
         return [
-            Pick(self.papers[i], self._trend_score[i], [f"by {_names(by[i])}, whom you follow"]) for i in ordered[:limit]
+            Pick(self.papers[i], self._trend_score[i], [f"by {joined(by[i])}, whom you follow"]) for i in ordered[:limit]
         ]
 
     # -- filters and trending -------------------------------------------------
@@ -509,41 +510,6 @@ class PaperIndex:
                     break
         reasons, papers, scores = self._trend_reasons, self.papers, self._trend_score
         return [Pick(papers[i], scores[i], [reasons[i]]) for i in chosen]
-
-
-def name_tokens(name: str) -> tuple[str, ...]:
-    """A person's name as comparable words: accents dropped, case folded, initials as single letters,
-    and "LeCun, Yann" turned to "yann lecun"."""
-    if name.count(",") == 1:
-        family, given = name.split(",")
-        name = f"{given} {family}"
-    plain = unicodedata.normalize("NFKD", name)
-    plain = "".join(ch for ch in plain if not unicodedata.combining(ch)).casefold()
-    return tuple(re.findall(r"[^\W\d_]+", plain))
-
-
-def same_person(wanted: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
-    """Whether two names (as `name_tokens`) can be one person: every word of the shorter name matches
-    a different word of the longer (equal, or an initial of it), and one full word is equal."""
-    short, long = (wanted, tokens) if len(wanted) <= len(tokens) else (tokens, wanted)
-    free = list(long)
-    full_match = False
-    for word in short:
-        match = next((other for other in free if other == word), None)
-        if match is None:
-            match = next(
-                (other for other in free if (len(word) == 1 or len(other) == 1) and other[0] == word[0]), None
-            )
-        else:
-            full_match = full_match or len(word) > 1
-        if match is None:
-            return False
-        free.remove(match)
-    return full_match
-
-
-def _names(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
