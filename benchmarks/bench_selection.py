@@ -11,7 +11,7 @@ per keyword; it runs on a sample of subscribers and is extrapolated.
 
     python benchmarks/bench_selection.py                       # 10,000 papers x 100,000 subscribers
     python benchmarks/bench_selection.py --papers 2000 --subscribers 5000
-    python benchmarks/bench_selection.py --check main    # same picks as main's selection.py? (no timing)
+    python benchmarks/bench_selection.py --check main    # same picks as main's selection.py, both ways? (no timing)
 
 It also times selection spread over forked worker processes (`--processes`,
 default one per core): every distinct keyword resolved once on the index, then
@@ -217,18 +217,28 @@ def selection_at(revision: str):
 
 
 def check(papers: list[Paper], subscribers: list[tuple[Subscriber, set[str]]], revision: str) -> int:
-    """Every profile's picks (paper, score, reasons, in order) now against `revision`'s; the number that differ."""
+    """Every profile's picks (paper, score, reasons, in order) now, one at a time and by the compiled loop,
+    against `revision`'s; the number that differ."""
     old = selection_at(revision)
     old_index, index = old.PaperIndex(papers, TODAY), PaperIndex(papers, TODAY)
     index.resolve(keyword for subscriber, _ in subscribers for keyword in subscriber.keywords)  # as forked workers
+    compiled = PaperIndex(papers, TODAY)
+    compiled.resolve((keyword for subscriber, _ in subscribers for keyword in subscriber.keywords), compiled=True)
+    sent_by_email = {subscriber.email: sent for subscriber, sent in subscribers}
+    batched = []
+    for at in range(0, len(subscribers), CHUNK):
+        chunk = [subscriber for subscriber, _ in subscribers[at : at + CHUNK]]
+        batched += select_many(compiled, chunk, sent_by_email, compiled=True)
     differ = 0
-    for subscriber, sent in subscribers:
+    for (subscriber, sent), picks in zip(subscribers, batched):
         before = [(p.paper.id, p.score, p.reasons) for p in old.select(subscriber, old_index, already_sent=sent)]
         now = [(p.paper.id, p.score, p.reasons) for p in select(subscriber, index, already_sent=sent)]
-        if before != now:
+        also = [(p.paper.id, p.score, p.reasons) for p in picks]
+        if not before == now == also:
             differ += 1
             if differ <= 3:
-                print(f"differs: {subscriber.email} {subscriber.keywords}\n  {revision}: {before}\n  now: {now}")
+                print(f"differs: {subscriber.email} {subscriber.keywords}\n  {revision}: {before}\n  now: {now}"
+                      f"\n  compiled: {also}")
     return differ
 
 
