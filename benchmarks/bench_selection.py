@@ -14,9 +14,12 @@ per keyword; it runs on a sample of subscribers and is extrapolated.
     python benchmarks/bench_selection.py --check main    # same picks as main's selection.py, both ways? (no timing)
 
 It also times selection spread over forked worker processes (`--processes`,
-default one per core): every distinct keyword resolved once on the index, then
-the profiles shared out. (`newsletter send`'s workers each build the index of
-their edition dates and resolve their own share's keywords.)
+default one per core), the way a big `send` selects: numba loaded, every
+distinct keyword resolved and laid out once on the index, then the profiles
+shared out, each worker selecting CHUNK at a time with `select_many`'s compiled
+loop (`--way numpy`: one `select` call a profile instead). (`newsletter send`'s
+workers each build the index of their edition dates and resolve their own
+share's keywords.)
 """
 
 from __future__ import annotations
