@@ -228,6 +228,8 @@ def wrap_text(text: str, width: int = TEXT_WIDTH, *, remember: bool = True) -> s
     reader's signed token, and a line with `remember` False a reader's own values:
     caching those would only push the others out.
     """
+    if "\n" not in text and (len(text) <= width or len(text.split(maxsplit=1)) == 1):
+        return text  # one line that stays (a reader's link or short line in a shared edition), without the join
     return "\n".join(
         line if len(line) <= width or len(line.split(maxsplit=1)) == 1  # a lone link stays
         else wrap_line(line, width) if remember and "://" not in line else _wrap_line(line, width)
