@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from newsletter.keywords import parse_keywords  # noqa: E402
 from newsletter.models import Paper, Subscriber  # noqa: E402
-from newsletter.selection import PaperIndex, paper_age, select  # noqa: E402
+from newsletter.selection import PaperIndex, paper_age, select, select_many  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "selection" / "hf-page-000.txt"
 TODAY = date(2026, 11, 25)
@@ -182,14 +182,24 @@ def naive_select(subscriber: Subscriber, papers: list[Paper], already_sent: set[
 
 
 FORKED: tuple = ()  # (index, subscribers) set before forking: the workers inherit them
+CHUNK = 500  # profiles per select_many call in a worker
 
 
-def select_share(share: tuple[int, int]) -> tuple[int, float]:
-    """In a forked worker: select every `step`th subscriber from `start`; the number of picks and the CPU time."""
-    start, step = share
+def select_share(share: tuple[int, int, bool]) -> tuple[int, float]:
+    """In a forked worker: select every `step`th subscriber from `start` (`compiled`: CHUNK at a time, as
+    `send`'s workers do); the number of picks and the CPU time."""
+    start, step, compiled = share
     index, subscribers = FORKED
     cpu = time.process_time()
-    picks = sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in subscribers[start::step])
+    mine = subscribers[start::step]
+    if compiled:
+        picks = 0
+        for at in range(0, len(mine), CHUNK):
+            chunk = mine[at : at + CHUNK]
+            sent = {subscriber.email: already for subscriber, already in chunk}
+            picks += sum(map(len, select_many(index, [subscriber for subscriber, _ in chunk], sent, compiled=True)))
+    else:
+        picks = sum(len(select(subscriber, index, already_sent=sent)) for subscriber, sent in mine)
     return picks, time.process_time() - cpu
 
 
@@ -230,6 +240,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
                         help="also time selection shared out to this many forked workers (default: the cores)")
+    parser.add_argument("--way", choices=["compiled", "numpy"], default="compiled",
+                        help="how the forked workers select: select_many's compiled loop, CHUNK profiles a call"
+                        " (default), or select one profile at a time (numpy)")
     parser.add_argument("--check", metavar="REVISION",
                         help="instead of timing, compare every profile's picks with selection.py at this git revision")
     parser.add_argument("--check-sample", type=int, default=5_000, help="how many profiles --check compares")
@@ -260,21 +273,28 @@ def main() -> None:
     forked = None
     if args.processes > 1:
         fresh = PaperIndex(papers, TODAY)
+        gc.freeze()  # as `newsletter send` does once its subscribers are loaded: no collection rescans them
         start = time.perf_counter()
-        fresh.resolve(keyword for subscriber, _ in subscribers for keyword in subscriber.keywords)
-        resolved = time.perf_counter() - start
+        if args.way == "compiled":
+            import newsletter.keyword_kernel  # noqa: F401 - timed apart: numba's load
+        loaded = time.perf_counter() - start
+        fresh.resolve((keyword for subscriber, _ in subscribers for keyword in subscriber.keywords),
+                      compiled=args.way == "compiled")
+        resolved = time.perf_counter() - start - loaded
         global FORKED
         FORKED = (fresh, subscribers)
-        gc.freeze()  # as `newsletter send` does: collections in the workers must not touch (and copy) the shared pages
+        gc.freeze()  # and what resolving made: collections in the workers must not touch (and copy) the shared pages
         start = time.perf_counter()
         with multiprocessing.get_context("fork").Pool(args.processes) as pool:
-            shares = pool.map(select_share, [(n, args.processes) for n in range(args.processes)])
+            shares = pool.map(select_share, [(n, args.processes, args.way == "compiled") for n in range(args.processes)])
         selected = time.perf_counter() - start
         assert sum(count for count, _ in shares) == picks
-        forked = resolved + selected
+        forked = loaded + resolved + selected
         print(
-            f"select, {args.processes} processes: {forked:6.2f} s  ({resolved:.2f} s resolving"
-            f" {len(fresh._keywords):,} distinct keywords once, then {selected:.2f} s in forked workers,"
+            f"select, {args.processes} processes, {args.way}: {forked:6.2f} s  ("
+            + (f"{loaded:.2f} s loading numba, " if args.way == "compiled" else "")
+            + f"{resolved:.2f} s resolving {len(fresh._keywords):,} distinct keywords once,"
+            f" then {selected:.2f} s in forked workers,"
             f" {' + '.join(f'{cpu:.2f}' for _, cpu in shares)} s CPU); {built + forked:.2f} s with the index build"
         )
 

@@ -38,7 +38,7 @@ from newsletter.processes import pid_gone
 from newsletter.recorder import Heartbeat, Recorder
 from newsletter.relevance import Relevance
 from newsletter.render import EmptyNote, RenderedEdition, Renderer, RenderSettings, format_date, keywords
-from newsletter.selection import PaperIndex, select
+from newsletter.selection import BATCH_PROFILES, PaperIndex, select_many
 from newsletter.store import LedgerEntry, Store
 from newsletter.store.ledger import HELD, SETTLED, EditionRecord, Outcome, State, not_due
 from newsletter.summaries import Summariser
@@ -110,6 +110,7 @@ class EditionBuilder:
         self.summariser = Summariser(config.model.summaries, store)
         self._indexes: dict[tuple[date, int, bool], PaperIndex] = {}
         self.relevance = Relevance(store, config.model.selection.embedder)
+        self.keyword_run_size = 0  # keyword and trending readers the run selects (in chunks): from BATCH_PROFILES on, compiled
         self.signer = Signer.from_config(config)  # raises DkimError when [dkim] is set but its key cannot be used
 
     def index(self, day: date, max_age_days: int, *, weekly: bool = False) -> PaperIndex:
@@ -143,16 +144,17 @@ class EditionBuilder:
         for window, weekly in sorted({(s.window_days, s.weekly) for s in subscribers}):
             group = [s for s in subscribers if (s.window_days, s.weekly) == (window, weekly)]
             similar.update(self.relevance.similar_picks(group, self.index(day, window, weekly=weekly), sent, feedback))
-        return {
-            s.email: select(
-                s,
-                self.index_for(s, day),
-                already_sent=sent.get(s.email, set()),
-                similar=similar.get(s.email),
-                has_positives=any(item.kind == "more" for item in feedback.get(s.email, ())),
-            )
-            for s in subscribers
-        }
+        positives = {email for email, items in feedback.items() if any(item.kind == "more" for item in items)}
+        compiled = self.keyword_run_size >= BATCH_PROFILES
+        groups: dict[int, tuple[PaperIndex, list[Subscriber]]] = {}
+        for s in subscribers:
+            index = self.index_for(s, day)
+            groups.setdefault(id(index), (index, []))[1].append(s)
+        picks = {}
+        for index, group in groups.values():
+            chosen = select_many(index, group, sent, similar, positives, compiled=compiled)
+            picks.update(zip([s.email for s in group], chosen))
+        return {s.email: picks[s.email] for s in subscribers}
 
     def picks_from_ledger(self, entry: LedgerEntry) -> list[Pick]:
         """The picks an earlier run recorded, so a resend carries exactly the same edition.
@@ -376,8 +378,9 @@ def run_edition(
     """
     summary = RunSummary(dry_run=dry_run, skip_empty=skip_empty)
     builder = EditionBuilder(config, store, recheck_seconds=TEMPLATE_RECHECK_SECONDS)
-    if isinstance(subscribers, Sized):  # a big run of similar readers ranks every chunk with the compiled loop
+    if isinstance(subscribers, Sized):  # a big run ranks every chunk with the compiled loops
         builder.relevance.run_size = sum(1 for s in subscribers if s.likes_library)
+        builder.keyword_run_size = len(subscribers) - builder.relevance.run_size
     claim = claim or Claim(new_owner("send"), config.delivery.lease_seconds)
     owns_backend = backend is None and not dry_run
     if owns_backend:

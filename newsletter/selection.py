@@ -5,7 +5,9 @@ scores one subscriber's profile against it.  Selection is pure: papers in,
 picks out.  Speed comes from the index: it tokenises every paper once, keeps
 postings per word, ranks trending papers once, and keeps the score array of
 every keyword it has seen, so each profile only adds up the arrays of its few
-keywords (numpy) instead of looping over the papers.
+keywords (numpy) instead of looping over the papers. `select_many` selects a
+batch; for a big run it hands the keyword and trending profiles to one compiled
+loop (keyword_batch, keyword_kernel), which makes the very same picks.
 
 Age: a paper's date is `published`, else `first_seen.date()`; its age is
 `today - date` in days (never below 0).  A paper with neither date passes
@@ -54,19 +56,19 @@ alone) over the seven days ending on the edition date (`Subscriber.window_days`)
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
+from types import MappingProxyType
 
 import numpy as np
 
 from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
+from newsletter.names import joined, name_tokens, same_person
 
 DECAY_OFFSET = 2.0
 DECAY_POWER = 1.5
@@ -81,6 +83,7 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
+BATCH_PROFILES = 20_000  # keyword readers in a run (a worker's share) from which select_many's compiled loop pays its load
 
 
 @dataclass(slots=True)
@@ -174,6 +177,7 @@ class PaperIndex:
         self._matches: dict[tuple[str, ...], _Matches] = {}
         self._filters: dict[tuple[int, int | None], _Filter] = {}
         self._by_surname: dict[str, list[tuple[int, tuple[str, ...]]]] | None = None
+        self._table = None  # keyword_batch.KeywordTable, once a big run selects in batches
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -217,7 +221,7 @@ class PaperIndex:
             key=lambda i: (self._recency[i], -self._trend_score[i]),
         )
         return [
-            Pick(self.papers[i], self._trend_score[i], [f"by {_names(by[i])}, whom you follow"]) for i in ordered[:limit]
+            Pick(self.papers[i], self._trend_score[i], [f"by {joined(by[i])}, whom you follow"]) for i in ordered[:limit]
         ]
 
     # -- filters and trending -------------------------------------------------
@@ -316,12 +320,14 @@ class PaperIndex:
             found = _common(found, self._positions_of(field, term) - offset)
         return found
 
-    def resolve(self, keywords: Iterable[str]) -> None:
+    def resolve(self, keywords: Iterable[str], *, compiled: bool = False) -> None:
         """Find every distinct keyword once, up front: worker processes forked afterwards share the results
         instead of each finding them again. Raises `ValueError` for a keyword with bad syntax.
+        `compiled`: also lay them out for `select_many(..., compiled=True)` and load its compiled loop.
 
         The keywords of one word that no split turns into two (most of them) are scored all at once."""
-        raws = [raw for raw in set(keywords) if raw not in self._keywords]
+        keywords = set(keywords)
+        raws = [raw for raw in keywords if raw not in self._keywords]
         single = {
             terms for terms in {parse_keyword(raw).terms for raw in raws}
             if len(terms) == 1 and terms not in self._matches and len(self._variants(terms)) == 1
@@ -330,6 +336,10 @@ class PaperIndex:
             self._matches.update(self._find_words(sorted(single)))
         for raw in raws:
             self._keyword(raw)
+        if compiled:
+            from newsletter.keyword_batch import prepare
+
+            prepare(self, keywords)
 
     def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
         """A keyword string parsed, with its matches (both kept for the next profile that has it)."""
@@ -502,41 +512,6 @@ class PaperIndex:
         return [Pick(papers[i], scores[i], [reasons[i]]) for i in chosen]
 
 
-def name_tokens(name: str) -> tuple[str, ...]:
-    """A person's name as comparable words: accents dropped, case folded, initials as single letters,
-    and "LeCun, Yann" turned to "yann lecun"."""
-    if name.count(",") == 1:
-        family, given = name.split(",")
-        name = f"{given} {family}"
-    plain = unicodedata.normalize("NFKD", name)
-    plain = "".join(ch for ch in plain if not unicodedata.combining(ch)).casefold()
-    return tuple(re.findall(r"[^\W\d_]+", plain))
-
-
-def same_person(wanted: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
-    """Whether two names (as `name_tokens`) can be one person: every word of the shorter name matches
-    a different word of the longer (equal, or an initial of it), and one full word is equal."""
-    short, long = (wanted, tokens) if len(wanted) <= len(tokens) else (tokens, wanted)
-    free = list(long)
-    full_match = False
-    for word in short:
-        match = next((other for other in free if other == word), None)
-        if match is None:
-            match = next(
-                (other for other in free if (len(word) == 1 or len(other) == 1) and other[0] == word[0]), None
-            )
-        else:
-            full_match = full_match or len(word) > 1
-        if match is None:
-            return False
-        free.remove(match)
-    return full_match
-
-
-def _names(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
 def _common(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The values in both sorted arrays of unique values."""
     if len(first) > len(second):
@@ -596,6 +571,33 @@ def select(
     if subscriber.mode == "mixed":
         picks += index._trending_picks(flt, sent.union(i for i, _ in ranked), excluded, limit - len(picks))
     return pinned + picks
+
+
+def select_many(
+    index: PaperIndex,
+    subscribers: list[Subscriber],
+    already_sent: Mapping[str, set[str]] = MappingProxyType({}),
+    similar: Mapping[str, list[Pick]] = MappingProxyType({}),
+    has_positives: Container[str] = frozenset(),
+    *,
+    compiled: bool = False,
+) -> list[list[Pick]]:
+    """`select` for each of `subscribers` (by email: papers already sent, similar ranking, whether they
+    have "more like this" feedback). `compiled`: the keyword and trending profiles among them are
+    selected together in one compiled loop (keyword_batch; worth numba's load only for a big run),
+    with the very picks `select` makes."""
+    def one(s: Subscriber) -> list[Pick]:
+        return select(s, index, already_sent=already_sent.get(s.email, frozenset()), similar=similar.get(s.email),
+                      has_positives=s.email in has_positives)
+
+    if not compiled:
+        return [one(s) for s in subscribers]
+    from newsletter.keyword_batch import batchable, select_batch
+
+    together = [batchable(s, similar.get(s.email)) for s in subscribers]
+    batch = [s for s, ok in zip(subscribers, together) if ok]
+    picked = iter(select_batch(index, batch, [already_sent.get(s.email, frozenset()) for s in batch]))
+    return [next(picked) if ok else one(s) for s, ok in zip(subscribers, together)]
 
 
 def _with_similar(

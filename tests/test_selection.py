@@ -1,4 +1,9 @@
-"""Selection: ranking properties on small hand-made papers, and keyword picks on a real page."""
+"""Selection: ranking properties on small hand-made papers, and keyword picks on a real page.
+
+Every test runs twice: `select` one profile at a time (numpy), and `select_many`'s compiled loop
+(keyword_batch, what a big run uses), so both ways are held to every property."""
+
+import sys
 
 import random
 import re
@@ -8,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.models import Paper, Subscriber
-from newsletter.selection import PaperIndex, select
+from newsletter.selection import PaperIndex, select, select_many
 
 TODAY = date(2026, 11, 25)
 PAGE = Path(__file__).parent / "fixtures" / "selection" / "hf-page-000.txt"
@@ -17,6 +22,23 @@ FILLER = [
     ("A dataset of street scenes", "We collect street scenes from many cities and label them."),
     ("Faster matrix multiplication on GPUs", "Kernels for matrix multiplication run faster on new hardware."),
 ]
+
+
+def compiled_select(subscriber, index, *, already_sent=frozenset(), similar=None, has_positives=False):
+    """`select` by way of `select_many(..., compiled=True)`."""
+    email = subscriber.email
+    return select_many(
+        index, [subscriber], {email: already_sent}, {email: similar} if similar is not None else {},
+        {email} if has_positives else set(), compiled=True,
+    )[0]
+
+
+@pytest.fixture(autouse=True, params=["numpy", "compiled"])
+def ranking_way(request, monkeypatch):
+    """Which way the tests' `select` goes: "compiled" sends it through the compiled batch loop."""
+    if request.param == "compiled":
+        monkeypatch.setattr(sys.modules[__name__], "select", compiled_select)
+    return request.param
 
 
 def paper(title, abstract="", *, days=0, upvotes=None, **fields) -> Paper:
