@@ -17,6 +17,8 @@ import hmac
 PURPOSE = b"newsletter-feedback\n"
 KINDS = ("more", "fewer")
 LABELS = {"more": "More like this", "fewer": "Fewer like this"}
+BLOCK = 64  # SHA-256's block size in bytes
+IPAD, OPAD = bytes(b ^ 0x36 for b in range(256)), bytes(b ^ 0x5C for b in range(256))  # as translate tables
 
 
 def _b64(data: bytes) -> str:
@@ -40,16 +42,29 @@ def make_feedback_token(email: str, paper_id: str, kind: str, key: bytes) -> str
     return _signed(_reader(email, key), email, paper_id, kind)
 
 
-def _reader(email: str, key: bytes) -> hmac.HMAC:
-    """The HMAC over a token's first part (the purpose and the reader), to copy for each of their links."""
-    return hmac.new(key, PURPOSE + email.encode("utf-8") + b"\n", hashlib.sha256)
+@functools.lru_cache(maxsize=8)
+def _pads(key: bytes) -> tuple:
+    """SHA-256 over the key's inner and outer pads (RFC 2104), taken once per key: copying them makes
+    an HMAC without `hmac`'s Python wrapper, half the cost of a token."""
+    key = (hashlib.sha256(key).digest() if len(key) > BLOCK else key).ljust(BLOCK, b"\0")
+    return hashlib.sha256(key.translate(IPAD)), hashlib.sha256(key.translate(OPAD))
 
 
-def _signed(reader: hmac.HMAC, email: str, paper_id: str, kind: str) -> str:
-    """The token: reader, paper and choice, then the HMAC of PURPOSE + "email\npaper\nkind"."""
-    mac = reader.copy()
-    mac.update(paper_id.encode("utf-8") + b"\n" + kind.encode("ascii"))
-    return f"{_b64_text(email)}.{_b64_text(paper_id)}.{kind}.{_b64(mac.digest())}"
+def _reader(email: str, key: bytes) -> tuple:
+    """The inner hash over a token's first part (the purpose and the reader), to copy for each of their links,
+    and the outer pad's hash."""
+    inner, outer = _pads(key)
+    inner = inner.copy()
+    inner.update(PURPOSE + email.encode("utf-8") + b"\n")
+    return inner, outer
+
+
+def _signed(reader: tuple, email: str, paper_id: str, kind: str) -> str:
+    """The token: reader, paper and choice, then the HMAC-SHA256 of PURPOSE + "email\npaper\nkind"."""
+    inner, outer = reader[0].copy(), reader[1].copy()
+    inner.update(paper_id.encode("utf-8") + b"\n" + kind.encode("ascii"))
+    outer.update(inner.digest())
+    return f"{_b64_text(email)}.{_b64_text(paper_id)}.{kind}.{_b64(outer.digest())}"
 
 
 def verify_feedback_token(token: str, key: bytes) -> tuple[str, str, str] | None:

@@ -13,7 +13,7 @@ import functools
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -88,11 +88,12 @@ class RenderedEdition:
     html: str
     text: str
     count: int = 0
+    encoded: bytes | None = field(default=None, repr=False, compare=False)  # the HTML's UTF-8, when made with it
 
     @functools.cached_property
     def html_utf8(self) -> bytes:
         """The HTML as sent (the size budget measures it, the message carries it): encoded once."""
-        return self.html.encode("utf-8")
+        return self.encoded if self.encoded is not None else self.html.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,8 @@ def wrap_text(text: str, width: int = TEXT_WIDTH, *, remember: bool = True) -> s
     reader's signed token, and a line with `remember` False a reader's own values:
     caching those would only push the others out.
     """
+    if "\n" not in text and (len(text) <= width or len(text.split(maxsplit=1)) == 1):
+        return text  # one line that stays (a reader's link or short line in a shared edition), without the join
     return "\n".join(
         line if len(line) <= width or len(line.split(maxsplit=1)) == 1  # a lone link stays
         else wrap_line(line, width) if remember and "://" not in line else _wrap_line(line, width)
@@ -400,11 +403,11 @@ class Renderer:
             return html, text
 
         if shared:
-            html, text = self.shared.render((html_template, text_template), context, parts)
+            html, text, utf8 = self.shared.render((html_template, text_template), context, parts)
         else:
             html, text = parts(context)
-            text = wrap_text(text)
-        return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks))
+            text, utf8 = wrap_text(text), None
+        return RenderedEdition(subject=context["subject"], html=html, text=text, count=len(picks), encoded=utf8)
 
     def check(self, name: str) -> str | None:
         """None when template `name` is found and compiles, else the problem (naming the file)."""

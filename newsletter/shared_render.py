@@ -88,15 +88,16 @@ class SharedRenders:
         per reader (and not remembered) for the others."""
         self.wrap = wrap
         self.size = size
-        self._parts: OrderedDict[tuple, tuple[list, list]] = OrderedDict()
+        self._parts: OrderedDict[tuple, tuple[list, list, list]] = OrderedDict()
         self._seen: OrderedDict[tuple, int] = OrderedDict()  # -> when it was last rendered as is (a count of renders)
         self._renders = 0
         nonce = secrets.token_hex(6)  # a paper's text cannot spell a placeholder it cannot guess
         self._placeholder = "\ue000" + nonce + "{}\ue001"
         self._found = re.compile("\ue000" + nonce + "(\\d+)\ue001")
 
-    def render(self, templates: tuple, context: dict, render: RenderParts) -> tuple[str, str]:
-        """(html, wrapped text) of `context` through `render`, from the shared copy of this edition when there is one.
+    def render(self, templates: tuple, context: dict, render: RenderParts) -> tuple[str, str, bytes | None]:
+        """(html, wrapped text, the html's UTF-8 or None) of `context` through `render`, from the shared copy of
+        this edition when there is one (then the UTF-8 too: joining encoded parts is a tenth of encoding the whole).
 
         `templates` are the compiled templates `render` uses: a recompiled one shares nothing older.
         """
@@ -105,7 +106,7 @@ class SharedRenders:
             values += (item.more_url, item.fewer_url)
         if any(isinstance(value, str) and ("\ue000" in value or "\ue001" in value) for value in values):
             html, text = render(context)  # a value holding the placeholder's marks is not put in blind
-            return html, self.wrap(text, remember=False)
+            return html, self.wrap(text, remember=False), None
         key = (templates, _shape(context))
         parts = self._parts.get(key)
         self._renders += 1
@@ -118,20 +119,24 @@ class SharedRenders:
             if len(self._seen) > SEEN_EDITIONS:
                 self._seen.popitem(last=False)
             html, text = render(context)
-            return html, self.wrap(text)
+            return html, self.wrap(text), None
         if parts is None:
             del self._seen[key]
             html, text = render(self._placeholders(context))
-            parts = self._parts[key] = (self._split(html), self._text_lines(text))
+            html_parts = self._split(html)
+            utf8_parts = [part.encode("utf-8") if type(part) is str else part for part in html_parts]
+            parts = self._parts[key] = (html_parts, self._text_lines(text), utf8_parts)
             if len(self._parts) > self.size:
                 self._parts.popitem(last=False)
         else:
             self._parts.move_to_end(key)
-        html_parts, text_lines = parts
-        html = _fill(html_parts, [escape(value) for value in values])
+        html_parts, text_lines, utf8_parts = parts
+        escaped = [escape(value) for value in values]
+        html = _fill(html_parts, escaped)
+        utf8 = b"".join([part if type(part) is bytes else escaped[part].encode("utf-8") for part in utf8_parts])
         plain = [str(value) for value in values]
         text = "\n".join([line if type(line) is str else self.wrap(_fill(line, plain), remember=False) for line in text_lines])
-        return html, text
+        return html, text, utf8
 
     def _placeholders(self, context: dict) -> dict:
         """`context` with each truthy personal value replaced by its numbered placeholder."""

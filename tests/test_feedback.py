@@ -174,3 +174,17 @@ def test_an_editions_links_are_the_feedback_urls_of_each_paper():
              feedback_url("https://n.example.org/", address, paper, "fewer", KEY)) for paper in ids
         ]
     assert feedback_links("https://n", "ada@example.org", [], KEY) == []
+
+
+def test_a_tokens_signature_is_hmac_sha256_for_keys_of_every_length():
+    import base64
+    import hashlib
+    import hmac
+
+    for key in (b"", b"k", KEY, b"x" * 63, b"y" * 64, b"z" * 65, bytes(range(256)) * 2):
+        for address, paper, kind in (("ada@example.org", "2401.00001", "more"), ("bö@exämple.org", "t:ü", "fewer")):
+            signature = make_feedback_token(address, paper, kind, key).split(".")[3]
+            message = b"newsletter-feedback\n" + f"{address}\n{paper}\n{kind}".encode()
+            expected = base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
+            assert signature == expected
+            assert verify_feedback_token(make_feedback_token(address, paper, kind, key), key) == (address, paper, kind)

@@ -62,15 +62,18 @@ def test_shared_editions_equal_the_ones_rendered_for_each_reader(monkeypatch, su
     settings = RenderSettings(newsletter_name="Papers & Co", base_url="https://n.example.org", address="1 Main St", subject=subject)
     shared, alone = Renderer(settings), unshared(monkeypatch, settings)
     assert shared._template("digest")[2] and not alone._template("digest")[2]
-    kept = []
+    kept, filled = [], 0
     for _ in range(3):  # an edition's second reader makes its shared copy: the third round takes every one from them
         count = 0
         for n, reader in enumerate(READERS):
             for fast, slow in zip(editions(shared, reader, n), editions(alone, reader, n), strict=True):
                 assert (fast.subject, fast.html, fast.text, fast.count) == (slow.subject, slow.html, slow.text, slow.count)
+                assert fast.html_utf8 == slow.html.encode("utf-8")  # the shared copy's UTF-8 is joined from its parts
+                filled += fast.encoded is not None
                 count += 1
         kept.append(len(shared.shared._parts))
     assert 0 < kept[0] < kept[1] == kept[2] < count * 2 / 3  # readers of the same edition shared it
+    assert filled >= count  # the third round at least
     assert not alone.shared._parts
 
 
