@@ -2,10 +2,10 @@
 
 `selection.select_many(..., compiled=True)` sends here every profile that `select` would rank by
 keywords and trending alone (no followed authors, no similar share); the rest still go through
-`select`. Each index keeps one `KeywordTable`: every keyword the batches
-met, its postings appended to flat arrays the kernel reads (capacity doubling, so a run meeting new
-keywords chunk after chunk does not copy the whole table each time), and the reason strings the
-kernel's codes stand for, made once per keyword instead of once per pick.
+`select`. Each index keeps one `KeywordTable`: every keyword the batches met, its postings appended
+to flat arrays the kernel reads (capacity doubling, so a run meeting new keywords chunk after chunk
+does not copy the whole table each time), and the reason strings the kernel's codes stand for, made
+once per keyword instead of once per pick.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from newsletter.models import Pick, Subscriber
 from newsletter.selection import PLACES, PaperIndex
+
 
 class KeywordTable:
     """The keywords one `PaperIndex` has selected with in batches, as the kernel reads them: each
@@ -153,7 +154,7 @@ def table_of(index: PaperIndex) -> KeywordTable:
 
 def prepare(index: PaperIndex, keywords: Iterable[str]) -> None:
     """Lay `keywords` out in the index's table and load the compiled loop (numba's import and its
-    machine code, ~0.6-0.9 s), so that worker processes forked afterwards share both instead of each
+    machine code, ~0.8-1.1 s here), so that worker processes forked afterwards share both instead of each
     doing it."""
     table = table_of(index)
     for raw in keywords:

@@ -9,9 +9,10 @@ keeps the best `wanted` by (score descending, recency ascending), and fills a mi
 profile's other slots in trending order: the very picks `select` makes. tests/test_keyword_batch.py
 holds both ways to the same picks, bit for bit, on every kind of profile.
 
-Loading numba costs ~0.6-0.9 s a process (its import, and its numpy support importing scipy), more
-than a few thousand profiles save: only a big run uses this (see `keyword_batch`). The machine code
-is cached beside this file (`cache=True`), so only a checkout's first use compiles it (~3 s).
+Loading numba costs ~0.8-1.1 s a process here (its import, and its numpy support importing
+scipy.linalg), more than a few thousand profiles save: only a big run uses this (see
+`selection.BATCH_PROFILES`). The machine code is cached beside this file (`cache=True`), so only a
+checkout's first use compiles it (~3-4 s).
 """
 
 from __future__ import annotations
