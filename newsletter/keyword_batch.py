@@ -92,14 +92,16 @@ class KeywordTable:
         """Per filter: its age cut, its row of `keeps` (-1: keeps every paper), its trending order."""
         if not self._filter_arrays:
             found = [self.index._filter(*key) for key in self.filters]
-            kept = [flt.keep for flt in found if flt.keep is not None]
+            rows, kept = [], []
+            for flt in found:
+                rows.append(-1 if flt.keep is None else len(kept))
+                if flt.keep is not None:
+                    kept.append(flt.keep)
             keeps = np.zeros((len(kept), len(self.index)), dtype=np.bool_)
             for row, keep in enumerate(kept):
                 keeps[row, : len(keep)] = keep > 0
-            rows = np.cumsum([flt.keep is not None for flt in found]) - 1
-            rows[[flt.keep is None for flt in found]] = -1
             self._filter_arrays = (
-                np.array([flt.cut for flt in found], dtype=np.int64), rows.astype(np.int64), keeps,
+                np.array([flt.cut for flt in found], dtype=np.int64), np.array(rows, dtype=np.int64), keeps,
                 *_ragged([flt.trending for flt in found]), self.trend_scores,
             )
         return self._filter_arrays

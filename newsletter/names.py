@@ -36,8 +36,3 @@ def same_person(wanted: tuple[str, ...], tokens: tuple[str, ...]) -> bool:
             return False
         free.remove(match)
     return full_match
-
-
-def joined(names: list[str]) -> str:
-    """The names in words: Ada; Ada and Bob; Ada, Bob and Cy."""
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -22,7 +22,7 @@ import jinja2
 import mjml
 
 from newsletter import mjml_source
-from newsletter.display import ABSTRACT_CHARS, AUTHOR_CHARS, LINK_CHARS, NAME_CHARS, ORGANIZATION_CHARS, SUBJECT_CHARS, TITLE_CHARS, shown
+from newsletter.display import ABSTRACT_CHARS, AUTHOR_CHARS, LINK_CHARS, NAME_CHARS, ORGANIZATION_CHARS, SUBJECT_CHARS, TITLE_CHARS, listed, shown
 from newsletter.keywords import parse_keywords
 from newsletter.models import Paper, Pick, Subscriber
 from newsletter.shared_render import SharedRenders, shareable
@@ -142,10 +142,6 @@ def keywords(subscriber: Subscriber) -> list[str]:
     if subscriber.mode in ("trending", "similar"):
         return []
     return [k.text for k in parse_keywords(list(subscriber.keywords)) if not k.exclude]
-
-
-def _listed(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def matched_topics(wanted: list[str], picks: list[Pick]) -> list[str]:
@@ -456,7 +452,7 @@ class Renderer:
             asked.append("papers like the ones in your library" if asked else "new papers like the ones in your library")
         if subscriber.mode in ("trending", "mixed") and (subscriber.mode == "trending" or subscriber.trending_share > 0 or not asked):
             asked.append("the most upvoted new papers")
-        reason = _listed(asked)
+        reason = listed(asked)
         if subscriber.authors:
             reason += " and the papers of " + ", ".join(subscriber.authors)
         if weekly:

@@ -68,7 +68,8 @@ import numpy as np
 
 from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
-from newsletter.names import joined, name_tokens, same_person
+from newsletter.display import listed
+from newsletter.names import name_tokens, same_person
 
 DECAY_OFFSET = 2.0
 DECAY_POWER = 1.5
@@ -221,7 +222,7 @@ class PaperIndex:
             key=lambda i: (self._recency[i], -self._trend_score[i]),
         )
         return [
-            Pick(self.papers[i], self._trend_score[i], [f"by {joined(by[i])}, whom you follow"]) for i in ordered[:limit]
+            Pick(self.papers[i], self._trend_score[i], [f"by {listed(by[i])}, whom you follow"]) for i in ordered[:limit]
         ]
 
     # -- filters and trending -------------------------------------------------
