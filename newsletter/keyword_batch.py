@@ -11,8 +11,8 @@ once per keyword instead of once per pick.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
-from itertools import chain, repeat
+from itertools import chain, pairwise, repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -30,8 +30,8 @@ class KeywordTable:
         self.number: dict[str, int] = {}  # keyword string -> its number
         self._rows: dict[int, int] = {}  # id of the index's matches -> row
         self._labels: dict[str, int] = {}  # keyword text -> label
-        self.parts: list[str] = []  # label * len(PLACES) + place -> '"text" in title'
-        # reason strings: each paper's trending reason, then (from labels_at) 'matched "text" in title' by part
+        # reason strings: each paper's trending reason, then from labels_at each label's 'matched "text" in
+        # title' by place (PLACES), and their continuations ('; "text" in title') by place
         self.reasons: list[str] = list(index._trend_reasons)
         self.labels_at = len(self.reasons)
         self._new: list = []  # matches given a row, not yet in the arrays
@@ -56,18 +56,30 @@ class KeywordTable:
         if label is None:
             label = self._labels[keyword.text] = len(self._labels)
             parts = [""] + [f'"{keyword.text}" {place}' for place in PLACES[1:]]
-            self.parts += parts
-            self.reasons += [f"matched {part}" for part in parts]
+            self.reasons += [f"matched {part}" for part in parts] + [f"; {part}" for part in parts]
         self._keywords.append((row, label, keyword.weight, keyword.exclude))
         number = self.number[raw] = len(self.number)
         return number
 
-    def filter(self, max_age_days: int, min_upvotes: int | None) -> int:
-        number = self.filters.get((max_age_days, min_upvotes))
-        if number is None:
-            number = self.filters[(max_age_days, min_upvotes)] = len(self.filters)
-            self._filter_arrays = ()
-        return number
+    def numbers(self, raws: Iterable[str]) -> list[int]:
+        """Each keyword string's number, learning the new ones."""
+        raws = list(raws)
+        try:
+            return list(map(self.number.__getitem__, raws))
+        except KeyError:
+            return [self.number[raw] if raw in self.number else self.learn(raw) for raw in raws]
+
+    def filter_numbers(self, keys: Iterable[tuple[int, int | None]]) -> list[int]:
+        """Each (max age, min upvotes) filter's number, numbering the new ones."""
+        keys = list(keys)
+        try:
+            return list(map(self.filters.__getitem__, keys))
+        except KeyError:
+            for key in keys:
+                if key not in self.filters:
+                    self.filters[key] = len(self.filters)
+                    self._filter_arrays = ()
+            return list(map(self.filters.__getitem__, keys))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """The postings table with every learned keyword in it, and the keywords' columns."""
@@ -166,55 +178,53 @@ def prepare(index: PaperIndex, keywords: Iterable[str]) -> None:
 
 
 def select_batch(index: PaperIndex, subscribers: list[Subscriber], sent: list[set[str]]) -> list[list[Pick]]:
-    """`select` of each subscriber (`batchable` ones) with `sent[r]` already sent: the same picks."""
+    """`select` of each subscriber (`batchable` ones) with `sent[r]` already sent: the same picks.
+
+    The batch goes to the kernel and back as whole columns (`map` over all profiles, not a loop of
+    Python statements per profile): at ~12 picks a profile, the Python around the kernel costs
+    more than the kernel itself."""
     from newsletter.keyword_kernel import select_batch as kernel
 
     table = table_of(index)
-    number, learn, filter_number, position = table.number, table.learn, table.filter, index._position.get
-    request_ptr, request_kw, sent_ptr, sent_docs = [0], [], [0], []
-    filters, wanted, limits, fill = [], [], [], []
-    for subscriber, already in zip(subscribers, sent):
-        try:
-            request_kw += [number[raw] for raw in subscriber.keywords]
-        except KeyError:
-            request_kw += [number[raw] if raw in number else learn(raw) for raw in subscriber.keywords]
-        request_ptr.append(len(request_kw))
-        sent_docs += map(position, already, repeat(-1))
-        sent_ptr.append(len(sent_docs))
-        filters.append(filter_number(subscriber.window_days, subscriber.min_upvotes))
-        limit = subscriber.max_items
-        limits.append(limit)
-        mode = subscriber.mode
-        if mode == "keywords":
-            wanted.append(limit)
-            fill.append(False)
-        else:
-            wanted.append(0 if mode == "trending" else limit - round(limit * subscriber.trending_share))
-            fill.append(True)
     count = len(subscribers)
-    width = max(limits, default=1)
-    out_docs = np.empty((count, width), dtype=np.int64)
-    out_scores = np.empty((count, width))
-    out_reason = np.empty((count, width), dtype=np.int64)
-    several_ptr = np.empty(count * width + 1, dtype=np.int64)
-    several_parts = np.empty(max(len(request_kw) * width, 1), dtype=np.int64)
-    counts = np.empty(count, dtype=np.int64)
-    ints = partial(np.array, dtype=np.int64)
+    keywords = list(map(_KEYWORDS, subscribers))
+    limits = np.fromiter(map(_LIMIT, subscribers), dtype=np.int64, count=count)
+    modes = np.array(list(map(_MODE, subscribers)), dtype=object)
+    shares = np.fromiter(map(_SHARE, subscribers), dtype=np.float64, count=count)
+    mixed = limits - np.rint(limits * shares).astype(np.int64)  # round(), half to even as Python's
+    wanted = np.where(modes == "keywords", limits, np.where(modes == "trending", 0, mixed))
+    request_kw = table.numbers(chain.from_iterable(keywords))
+    sent_docs = np.fromiter(map(index._position.get, chain.from_iterable(sent), repeat(-1)), dtype=np.int64)
+    filters = table.filter_numbers(zip(map(_WINDOW, subscribers), map(_MIN_UPVOTES, subscribers)))
+    picks_at = np.empty(count + 1, dtype=np.int64)
+    total = int(limits.sum())
+    out_docs, out_scores, out_reason = (np.empty(total, dtype=dtype) for dtype in (np.int64, np.float64, np.int64))
+    several_ptr = np.empty(total + 1, dtype=np.int64)
+    several_parts = np.empty(max(len(request_kw) * int(limits.max(initial=1)), 1), dtype=np.int64)
     several = kernel(
         *table.arrays(),
-        ints(request_ptr), ints(request_kw), ints(sent_ptr), ints(sent_docs),
-        ints(filters), ints(wanted), ints(limits), np.array(fill, dtype=np.bool_),
+        _pointers(map(len, keywords), count), np.array(request_kw, dtype=np.int64),
+        _pointers(map(len, sent), count), sent_docs,
+        np.array(filters, dtype=np.int64), wanted, limits, modes != "keywords",
         *table.filter_arrays(), table.recency, len(PLACES), table.labels_at,
-        out_docs, out_scores, out_reason, several_ptr, several_parts, counts,
+        picks_at, out_docs, out_scores, out_reason, several_ptr, several_parts,
     )
-    parts, reasons, papers = table.parts, table.reasons, index.papers
+    reasons, end = table.reasons, int(picks_at[count])
     bounds = several_ptr[: several + 1].tolist()
     flat = several_parts[: bounds[-1]].tolist()
-    several = ["matched " + "; ".join([parts[part] for part in flat[start:end]]) for start, end in zip(bounds, bounds[1:])]
-    return [
-        [
-            Pick(papers[i], score, [reasons[reason] if reason >= 0 else several[~reason]])
-            for i, score, reason in zip(docs[:n], scores, why)
-        ]
-        for docs, scores, why, n in zip(out_docs.tolist(), out_scores.tolist(), out_reason.tolist(), counts.tolist())
-    ]
+    joined = ["".join(map(reasons.__getitem__, flat[start:stop])) for start, stop in pairwise(bounds)]
+    why = [[reasons[reason]] if reason >= 0 else [joined[~reason]] for reason in out_reason[:end].tolist()]
+    picks = list(map(Pick, map(index.papers.__getitem__, out_docs[:end].tolist()), out_scores[:end].tolist(), why))
+    return [picks[start:stop] for start, stop in pairwise(picks_at.tolist())]
+
+
+_KEYWORDS, _LIMIT, _MODE, _SHARE, _WINDOW, _MIN_UPVOTES = map(
+    attrgetter, ("keywords", "max_items", "mode", "trending_share", "window_days", "min_upvotes")
+)
+
+
+def _pointers(lengths: Iterable[int], count: int) -> np.ndarray:
+    """Where each of `count` runs of these lengths starts in their concatenation, and the total."""
+    pointers = np.zeros(count + 1, dtype=np.int64)
+    pointers[1:] = np.fromiter(lengths, dtype=np.int64, count=count)
+    return np.cumsum(pointers, out=pointers)

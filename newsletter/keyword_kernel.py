@@ -39,28 +39,34 @@ def select_batch(
     kw_row, kw_label, kw_weight, kw_exclude,
     request_ptr, request_kw, sent_ptr, sent_docs, request_filter, wanted, limits, fill,
     cuts, keep_rows, keeps, trend_ptr, trend_docs, trend_scores, recency, place_count, labels_at,
-    out_docs, out_scores, out_reason, several_ptr, several_parts, out_counts,
+    out_ptr, out_docs, out_scores, out_reason, several_ptr, several_parts,
 ):  # pragma: no cover - compiled; tests/test_keyword_batch.py checks it against `select`
     """Select for request r: its keywords request_kw[request_ptr[r]:request_ptr[r + 1]] (numbers into
     kw_*: a table row, a reason label, a weight, whether it excludes), papers already sent
     sent_docs[...] (-1: not in the index), filter f = request_filter[r]: papers [0, cuts[f]) kept by
     keeps[keep_rows[f]] (row -1: all), trending order trend_docs[trend_ptr[f]:trend_ptr[f + 1]].
     Its best wanted[r] keyword picks, then (fill[r]) trending picks up to limits[r], go to
-    out_docs[r] / out_scores[r]; out_reason[r, t] is the index of the pick's reason string: the
-    trending reason of paper d is d, one keyword's match `labels_at + label * place_count + place`;
-    a pick that several keywords matched gets ~m, m counting such picks in the batch, and their
-    parts (label * place_count + place, in the profile's keyword order) in several_parts[several_ptr[m]:...]."""
+    out_docs / out_scores [out_ptr[r]:out_ptr[r + 1]]; out_reason there is the index of each pick's
+    reason string: the trending reason of paper d is d; a keyword's match in a place is
+    `labels_at + label * 2 * place_count + place` ('matched "text" in title'), and the same plus
+    place_count its continuation ('; "text" in title'). A pick that several keywords matched gets
+    ~m, m counting such picks in the batch, its reason being the strings of several_parts[several_ptr[m]:
+    several_ptr[m + 1]] put together (a match, then continuations, in the profile's keyword order)."""
     count = recency.shape[0]
     total = np.zeros(count)
     seen = np.full(count, -1, dtype=np.int64)
     blocked = np.full(count, -1, dtype=np.int64)
     touched = np.empty(count, dtype=np.int64)
-    width = out_docs.shape[1]
+    width = 1
+    for r in range(limits.shape[0]):
+        width = max(width, wanted[r])
     best_scores = np.empty(width)
     best_recency = np.empty(width, dtype=np.int64)
     best_docs = np.empty(width, dtype=np.int64)
     several = 0
     several_ptr[0] = 0
+    o = 0
+    out_ptr[0] = 0
     for r in range(request_filter.shape[0]):
         f = request_filter[r]
         cut = cuts[f]
@@ -122,8 +128,8 @@ def select_batch(
         for t in range(kept):
             doc = best_docs[t]
             blocked[doc] = r
-            out_docs[r, t] = doc
-            out_scores[r, t] = best_scores[t]
+            out_docs[o] = doc
+            out_scores[o] = best_scores[t]
             start = several_ptr[several]
             matched = start
             for j in range(first, last):
@@ -134,24 +140,25 @@ def select_batch(
                 k = kw_row[k]
                 at = _search(docs, ptr[k], ptr[k + 1], doc)
                 if at < ptr[k + 1] and docs[at] == doc and places[at]:
-                    several_parts[matched] = label * place_count + places[at]
+                    several_parts[matched] = labels_at + (2 * label + (matched > start)) * place_count + places[at]
                     matched += 1
             if matched == start + 1:
-                out_reason[r, t] = labels_at + several_parts[start]
+                out_reason[o] = several_parts[start]
             else:
-                out_reason[r, t] = ~several
+                out_reason[o] = ~several
                 several += 1
                 several_ptr[several] = matched
-        n = kept
+            o += 1
         if fill[r]:
+            end = out_ptr[r] + limits[r]
             for i in range(trend_ptr[f], trend_ptr[f + 1]):
-                if n >= limits[r]:
+                if o >= end:
                     break
                 doc = trend_docs[i]
                 if blocked[doc] != r:
-                    out_docs[r, n] = doc
-                    out_scores[r, n] = trend_scores[doc]
-                    out_reason[r, n] = doc
-                    n += 1
-        out_counts[r] = n
+                    out_docs[o] = doc
+                    out_scores[o] = trend_scores[doc]
+                    out_reason[o] = doc
+                    o += 1
+        out_ptr[r + 1] = o
     return several
