@@ -14,12 +14,12 @@ per keyword; it runs on a sample of subscribers and is extrapolated.
     python benchmarks/bench_selection.py --check main    # same picks as main's selection.py, both ways? (no timing)
 
 It also times selection spread over forked worker processes (`--processes`,
-default one per core), the way a big `send` selects: numba loaded, every
-distinct keyword resolved and laid out once on the index, then the profiles
-shared out, each worker selecting CHUNK at a time with `select_many`'s compiled
-loop (`--way numpy`: one `select` call a profile instead). (`newsletter send`'s
-workers each build the index of their edition dates and resolve their own
-share's keywords.)
+default one per core), the way a big `send` selects: every distinct keyword
+resolved and laid out once on the index (its phrases found in forked children
+while numba loads), then the profiles shared out, each worker selecting CHUNK
+at a time with `select_many`'s compiled loop (`--way numpy`: one `select` call
+a profile instead). (`newsletter send`'s workers each build the index of their
+edition dates and resolve their own share's keywords.)
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import types
 from collections import Counter, defaultdict
 from datetime import date, timedelta
 from itertools import accumulate
+from itertools import chain as chained
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -226,7 +227,7 @@ def check(papers: list[Paper], subscribers: list[tuple[Subscriber, set[str]]], r
     old_index, index = old.PaperIndex(papers, TODAY), PaperIndex(papers, TODAY)
     index.resolve(keyword for subscriber, _ in subscribers for keyword in subscriber.keywords)  # as forked workers
     compiled = PaperIndex(papers, TODAY)
-    compiled.resolve((keyword for subscriber, _ in subscribers for keyword in subscriber.keywords), compiled=True)
+    compiled.resolve(chained.from_iterable(subscriber.keywords for subscriber, _ in subscribers), compiled=True, processes=2)
     sent_by_email = {subscriber.email: sent for subscriber, sent in subscribers}
     batched = []
     for at in range(0, len(subscribers), CHUNK):
@@ -288,14 +289,9 @@ def main() -> None:
         fresh = PaperIndex(papers, TODAY)
         gc.freeze()  # as `newsletter send` does once its subscribers are loaded: no collection rescans them
         start = time.perf_counter()
-        if args.way == "compiled":
-            from newsletter.keyword_batch import select_batch
-
-            select_batch(PaperIndex([], TODAY), [], [])  # timed apart: numba's import and its machine code's load
-        loaded = time.perf_counter() - start
-        fresh.resolve((keyword for subscriber, _ in subscribers for keyword in subscriber.keywords),
-                      compiled=args.way == "compiled")
-        resolved = time.perf_counter() - start - loaded
+        fresh.resolve(chained.from_iterable(subscriber.keywords for subscriber, _ in subscribers),
+                      compiled=args.way == "compiled", processes=args.processes)
+        resolved = time.perf_counter() - start
         global FORKED
         FORKED = (fresh, subscribers)
         gc.freeze()  # and what resolving made: collections in the workers must not touch (and copy) the shared pages
@@ -304,12 +300,11 @@ def main() -> None:
             shares = pool.map(select_share, [(n, args.processes, args.way == "compiled") for n in range(args.processes)])
         selected = time.perf_counter() - start
         assert sum(count for count, _ in shares) == picks
-        forked = loaded + resolved + selected
+        forked = resolved + selected
         print(
             f"select, {args.processes} processes, {args.way}: {forked:6.2f} s  ("
-            + (f"{loaded:.2f} s loading numba and the compiled loop, " if args.way == "compiled" else "")
-            + f"{resolved:.2f} s resolving {len(fresh._keywords):,} distinct keywords once"
-            + (" and laying them out," if args.way == "compiled" else ",")
+            f"{resolved:.2f} s resolving {len(fresh._keywords):,} distinct keywords once"
+            + (", loading numba meanwhile, and laying them out," if args.way == "compiled" else ",")
             + f" then {selected:.2f} s in forked workers,"
             f" {' + '.join(f'{cpu:.2f}' for _, cpu in shares)} s CPU); {built + forked:.2f} s with the index build"
         )

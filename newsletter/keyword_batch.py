@@ -211,8 +211,8 @@ def select_batch(index: PaperIndex, subscribers: list[Subscriber], sent: list[se
     )
     reasons, end = table.reasons, int(picks_at[count])
     bounds = several_ptr[: several + 1].tolist()
-    flat = several_parts[: bounds[-1]].tolist()
-    joined = ["".join(map(reasons.__getitem__, flat[start:stop])) for start, stop in pairwise(bounds)]
+    parts = list(map(reasons.__getitem__, several_parts[: bounds[-1]].tolist()))
+    joined = ["".join(parts[start:stop]) for start, stop in pairwise(bounds)]
     why = [[reasons[reason]] if reason >= 0 else [joined[~reason]] for reason in out_reason[:end].tolist()]
     picks = list(map(Pick, map(index.papers.__getitem__, out_docs[:end].tolist()), out_scores[:end].tolist(), why))
     return [picks[start:stop] for start, stop in pairwise(picks_at.tolist())]

@@ -56,9 +56,10 @@ alone) over the seven days ending on the edition date (`Subscriber.window_days`)
 from __future__ import annotations
 
 import math
+import multiprocessing
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
@@ -84,6 +85,7 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
+ASIDE_TERMS = 100  # finding fewer phrases and split words (~0.5 ms each) is quicker than forking for them
 BATCH_PROFILES = 20_000  # keyword readers in a run (a worker's share) from which select_many's compiled loop pays its load
 
 
@@ -113,6 +115,46 @@ class _Filter:
     cut: int  # the age limit keeps papers [0, cut)
     keep: np.ndarray | None  # then 1.0 / 0.0 per paper for min_upvotes; None when it keeps them all
     trending: list[int]  # kept papers in trending order
+
+
+def _find_aside(
+    index: PaperIndex, single: list[tuple[str]], others: list[tuple[str, ...]], children: int
+) -> Callable[[], dict] | None:
+    """Start finding these terms (`PaperIndex._unfound`'s) in `children` forked processes (None: too few
+    to be worth it); the returned call waits for their matches. The first child scores the words, each
+    child its share of the others; a share whose child died is missing (the index finds it when asked)."""
+    if children < 1 or len(others) < ASIDE_TERMS or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    fork = multiprocessing.get_context("fork")
+    started = []
+    for share in range(children):
+        receive, send = fork.Pipe(duplex=False)
+        terms = (single if share == 0 else [], others[share::children])
+        child = fork.Process(target=_send_found, args=(index, *terms, send), daemon=True)
+        child.start()
+        send.close()
+        started.append((child, receive))
+
+    def found() -> dict:
+        matches = {}
+        for child, receive in started:
+            try:
+                matches.update(receive.recv())
+            except EOFError:
+                pass
+            receive.close()
+            child.join()
+        return matches
+
+    return found
+
+
+def _send_found(index: PaperIndex, single: list[tuple[str]], others: list[tuple[str, ...]], send) -> None:
+    """In a child of `_find_aside`."""
+    found = index._words_found(single)
+    found.update((terms, index._find(terms)) for terms in others)
+    send.send(found)
+    send.close()
 
 
 def paper_age(paper: Paper, today: date) -> int | None:
@@ -291,7 +333,7 @@ class PaperIndex:
                 nearest = others[np.minimum(others.searchsorted(anchors - APART_WINDOW), len(others) - 1)]
                 anchors = anchors[(nearest >= anchors - APART_WINDOW) & (nearest <= anchors + APART_WINDOW)]
             found.append(anchors >> POSITION_BITS)
-        return np.unique(np.concatenate(found))
+        return np.flatnonzero(np.bincount(np.concatenate(found)))  # np.unique, without its hashing and sort
 
     def _known(self, term: str) -> bool:
         return term in self._vocabulary
@@ -321,26 +363,37 @@ class PaperIndex:
             found = _common(found, self._positions_of(field, term) - offset)
         return found
 
-    def resolve(self, keywords: Iterable[str], *, compiled: bool = False) -> None:
+    def resolve(self, keywords: Iterable[str], *, compiled: bool = False, processes: int = 1) -> None:
         """Find every distinct keyword once, up front: worker processes forked afterwards share the results
         instead of each finding them again. Raises `ValueError` for a keyword with bad syntax.
         `compiled`: also lay them out for `select_many(..., compiled=True)` and load its compiled loop.
 
-        The keywords of one word that no split turns into two (most of them) are scored all at once."""
+        The keywords of one word that no split turns into two (most of them) are scored all at once,
+        the others (phrases, words that split: ~0.5 ms each) one by one. With `processes` > 1 and many
+        keywords, that many - 1 forked children find them while this process loads the compiled loop."""
         keywords = set(keywords)
         raws = [raw for raw in keywords if raw not in self._keywords]
-        single = {
-            terms for terms in {parse_keyword(raw).terms for raw in raws}
-            if len(terms) == 1 and terms not in self._matches and len(self._variants(terms)) == 1
-        }
-        if len(single) > 1 and self.papers:
-            self._matches.update(self._find_words(sorted(single)))
+        single, others = self._unfound(raws)
+        aside = _find_aside(self, single, others, processes - 1)
+        if compiled:
+            from newsletter.keyword_batch import prepare, select_batch
+
+            select_batch(self, [], [])  # numba's load, while the children work
+        self._matches.update(self._words_found(single) if aside is None else aside())
         for raw in raws:
             self._keyword(raw)
         if compiled:
-            from newsletter.keyword_batch import prepare
-
             prepare(self, keywords)
+
+    def _unfound(self, raws: list[str]) -> tuple[list[tuple[str]], list[tuple[str, ...]]]:
+        """The terms of these keyword strings not found yet: the words no split turns into two, and the others."""
+        unknown = {parse_keyword(raw).terms for raw in raws}.difference(self._matches)
+        single = sorted(terms for terms in unknown if len(terms) == 1 and len(self._variants(terms)) == 1)
+        return single, sorted(unknown.difference(single))
+
+    def _words_found(self, single: list[tuple[str]]) -> dict[tuple[str], _Matches]:
+        """The matches of these words (`_unfound`'s first list), scored at once when there are several."""
+        return self._find_words(single) if len(single) > 1 and self.papers else {}
 
     def _keyword(self, raw: str) -> tuple[Keyword, _Matches]:
         """A keyword string parsed, with its matches (both kept for the next profile that has it)."""

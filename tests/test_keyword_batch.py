@@ -4,12 +4,13 @@ tests/test_selection.py runs every one of its tests both ways too (its `ranking_
 many assorted profiles are compared at once, and a big `send` is checked to take the compiled way.
 """
 
+import os
 import random
 import re
 from datetime import timedelta
 from pathlib import Path
 
-from newsletter import keyword_batch, pipeline
+from newsletter import keyword_batch, pipeline, selection
 from newsletter.delivery.memory import MemoryBackend
 from newsletter.models import Paper, Pick, Subscriber
 from newsletter.pipeline import run_edition
@@ -95,6 +96,43 @@ def test_keywords_resolved_for_workers_are_laid_out_once_and_select_alike():
     got = select_many(index, subscribers, sent, compiled=True)
     assert len(index._table.number) == learned
     assert [key(picks) for picks in got] == [key(select(s, index, already_sent=sent[s.email])) for s in subscribers]
+
+
+def test_resolving_on_several_cores_finds_the_same_matches_even_when_a_child_dies(monkeypatch):
+    """`resolve(..., processes=3)` finds the keywords in two forked children (one scores the words,
+    both share the phrases): the very arrays the index finds itself; a child that dies leaves its
+    share to this process, nothing lost."""
+    pairs = load_page(PAGE)
+    papers = [paper(title, abstract, days=n % 5, upvotes=n % 30) for n, (title, abstract) in enumerate(pairs)]
+    subscribers, sent, _ = assorted(random.Random(5), papers, pairs, 300)
+    raws = [raw for s in subscribers for raw in s.keywords]
+    alone = PaperIndex(papers, TODAY)
+    alone.resolve(raws)
+
+    def matches(index):
+        return {raw: (m.docs.tolist(), m.scores.tolist(), m.hits.tolist(), m.where) for raw, (_, m) in index._keywords.items()}
+
+    monkeypatch.setattr(selection, "ASIDE_TERMS", 1)
+    here = []  # terms found by this process (a child's finds are not counted here)
+    real_find, real_words = PaperIndex._find, PaperIndex._find_words
+    monkeypatch.setattr(PaperIndex, "_find", lambda self, terms: here.append(terms) or real_find(self, terms))
+    monkeypatch.setattr(PaperIndex, "_find_words", lambda self, single: here.extend(single) or real_words(self, single))
+    phrases = {terms for terms in alone._matches if len(terms) > 1}
+    assert len(phrases) > 50
+    together = PaperIndex(papers, TODAY)
+    together.resolve(raws, compiled=True, processes=3)
+    assert not here, "the children did not find the keywords"
+    assert matches(together) == matches(alone)
+    assert [key(picks) for picks in select_many(together, subscribers, sent, compiled=True)] == [
+        key(select(s, alone, already_sent=sent[s.email])) for s in subscribers
+    ]
+
+    here.clear()
+    monkeypatch.setattr(selection, "_send_found", lambda *args: os._exit(1))
+    orphaned = PaperIndex(papers, TODAY)
+    orphaned.resolve(raws, processes=2)
+    assert set(alone._matches) <= set(here)
+    assert matches(orphaned) == matches(alone)
 
 
 def test_a_big_send_selects_with_the_compiled_loop_and_records_the_same_picks(config, store, monkeypatch):
