@@ -39,7 +39,7 @@ class KeywordTable:
         self._columns = Columns(ptr=np.int64, hit_ptr=np.int64, docs=np.int64, scores=np.float64,
                                 places=np.uint8, hits=np.int64, row=np.int64, label=np.int64,
                                 weight=np.float64, exclude=np.bool_)
-        self._columns.append(ptr=[0], hit_ptr=[0])
+        self._columns.extend(ptr=[[0]], hit_ptr=[[0]])
         self.filters: dict[tuple[int, int | None], int] = {}  # (max age, min upvotes) -> filter number
         self._filter_arrays: tuple[np.ndarray, ...] = ()
         self.recency = np.array(index._recency, dtype=np.int64)
@@ -86,18 +86,18 @@ class KeywordTable:
         columns = self._columns
         if self._new:
             new, self._new = self._new, []
-            columns.append(
-                ptr=columns.last("ptr") + np.cumsum([len(m.docs) for m in new]),
-                hit_ptr=columns.last("hit_ptr") + np.cumsum([len(m.hits) for m in new]),
-                docs=np.concatenate([m.docs for m in new]),
-                scores=np.concatenate([m.scores for m in new]),
-                places=np.concatenate([np.frombuffer(m.where, dtype=np.uint8)[m.docs] for m in new]),
-                hits=np.concatenate([m.hits for m in new]),
+            columns.extend(
+                ptr=[columns.last("ptr") + np.cumsum([len(m.docs) for m in new])],
+                hit_ptr=[columns.last("hit_ptr") + np.cumsum([len(m.hits) for m in new])],
+                docs=[m.docs for m in new],
+                scores=[m.scores for m in new],
+                places=[np.frombuffer(m.where, dtype=np.uint8)[m.docs] for m in new],
+                hits=[m.hits for m in new],
             )
         if self._keywords:
             row, label, weight, exclude = zip(*self._keywords)
             self._keywords = []
-            columns.append(row=row, label=label, weight=weight, exclude=exclude)
+            columns.extend(row=[row], label=[label], weight=[weight], exclude=[exclude])
         return columns.view("ptr", "docs", "scores", "places", "hit_ptr", "hits", "row", "label", "weight", "exclude")
 
     def filter_arrays(self) -> tuple[np.ndarray, ...]:
@@ -127,16 +127,17 @@ class Columns:
         self._arrays = {name: np.empty(0, dtype=dtype) for name, dtype in dtypes.items()}
         self._sizes = dict.fromkeys(dtypes, 0)
 
-    def append(self, **values) -> None:
-        for name, some in values.items():
+    def extend(self, **pieces) -> None:
+        """Each named column extended by its pieces (sequences of values), copied once: straight into
+        the column, not through a concatenation first (fresh memory costs a page fault a page here)."""
+        for name, some in pieces.items():
             array, at = self._arrays[name], self._sizes[name]
-            some = np.asarray(some, dtype=array.dtype)
-            end = at + len(some)
+            end = at + sum(map(len, some))
             if end > len(array):
                 grown = np.empty(max(end, 2 * len(array)), dtype=array.dtype)
                 grown[:at] = array[:at]
                 array = self._arrays[name] = grown
-            array[at:end] = some
+            np.concatenate(some, out=array[at:end])
             self._sizes[name] = end
 
     def last(self, name: str):
