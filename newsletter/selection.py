@@ -56,10 +56,9 @@ alone) over the seven days ending on the edition date (`Subscriber.window_days`)
 from __future__ import annotations
 
 import math
-import multiprocessing
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import itemgetter
@@ -71,6 +70,7 @@ from newsletter.keywords import Keyword, parse_keyword, words
 from newsletter.models import Paper, Pick, Subscriber
 from newsletter.display import listed
 from newsletter.names import name_tokens, same_person
+from newsletter.parallel_find import find_aside
 
 DECAY_OFFSET = 2.0
 DECAY_POWER = 1.5
@@ -85,7 +85,6 @@ POSITION_BITS = 20
 MAX_VARIANTS = 32
 PLACES = ("", "in title", "in abstract", "in title and abstract", "with words apart")
 APART = 4
-ASIDE_TERMS = 100  # finding fewer phrases and split words (~0.5 ms each) is quicker than forking for them
 BATCH_PROFILES = 20_000  # keyword readers in a run (a worker's share) from which select_many's compiled loop pays its load
 
 
@@ -115,46 +114,6 @@ class _Filter:
     cut: int  # the age limit keeps papers [0, cut)
     keep: np.ndarray | None  # then 1.0 / 0.0 per paper for min_upvotes; None when it keeps them all
     trending: list[int]  # kept papers in trending order
-
-
-def _find_aside(
-    index: PaperIndex, single: list[tuple[str]], others: list[tuple[str, ...]], children: int
-) -> Callable[[], dict] | None:
-    """Start finding these terms (`PaperIndex._unfound`'s) in `children` forked processes (None: too few
-    to be worth it); the returned call waits for their matches. The first child scores the words, each
-    child its share of the others; a share whose child died is missing (the index finds it when asked)."""
-    if children < 1 or len(others) < ASIDE_TERMS or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    fork = multiprocessing.get_context("fork")
-    started = []
-    for share in range(children):
-        receive, send = fork.Pipe(duplex=False)
-        terms = (single if share == 0 else [], others[share::children])
-        child = fork.Process(target=_send_found, args=(index, *terms, send), daemon=True)
-        child.start()
-        send.close()
-        started.append((child, receive))
-
-    def found() -> dict:
-        matches = {}
-        for child, receive in started:
-            try:
-                matches.update(receive.recv())
-            except EOFError:
-                pass
-            receive.close()
-            child.join()
-        return matches
-
-    return found
-
-
-def _send_found(index: PaperIndex, single: list[tuple[str]], others: list[tuple[str, ...]], send) -> None:
-    """In a child of `_find_aside`."""
-    found = index._words_found(single)
-    found.update((terms, index._find(terms)) for terms in others)
-    send.send(found)
-    send.close()
 
 
 def paper_age(paper: Paper, today: date) -> int | None:
@@ -374,7 +333,7 @@ class PaperIndex:
         keywords = set(keywords)
         raws = [raw for raw in keywords if raw not in self._keywords]
         single, others = self._unfound(raws)
-        aside = _find_aside(self, single, others, processes - 1)
+        aside = find_aside(self, single, others, processes - 1)
         if compiled:
             from newsletter.keyword_batch import prepare, select_batch
 

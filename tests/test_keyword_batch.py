@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from newsletter import keyword_batch, pipeline, selection
+from newsletter import keyword_batch, parallel_find, pipeline
 from newsletter.delivery.memory import MemoryBackend
 from newsletter.models import Paper, Pick, Subscriber
 from newsletter.pipeline import run_edition
@@ -112,7 +112,7 @@ def test_resolving_on_several_cores_finds_the_same_matches_even_when_a_child_die
     def matches(index):
         return {raw: (m.docs.tolist(), m.scores.tolist(), m.hits.tolist(), m.where) for raw, (_, m) in index._keywords.items()}
 
-    monkeypatch.setattr(selection, "ASIDE_TERMS", 1)
+    monkeypatch.setattr(parallel_find, "ASIDE_TERMS", 1)
     here = []  # terms found by this process (a child's finds are not counted here)
     real_find, real_words = PaperIndex._find, PaperIndex._find_words
     monkeypatch.setattr(PaperIndex, "_find", lambda self, terms: here.append(terms) or real_find(self, terms))
@@ -128,7 +128,7 @@ def test_resolving_on_several_cores_finds_the_same_matches_even_when_a_child_die
     ]
 
     here.clear()
-    monkeypatch.setattr(selection, "_send_found", lambda *args: os._exit(1))
+    monkeypatch.setattr(parallel_find, "_write_found", lambda *args: os._exit(1))
     orphaned = PaperIndex(papers, TODAY)
     orphaned.resolve(raws, processes=2)
     assert set(alone._matches) <= set(here)
