@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)),
-                        help="also time selection shared out to this many forked workers (default: the cores)")
+                        help="also time selection shared out to this many forked workers, after resolving the keywords with as many processes (default: the cores)")
     parser.add_argument("--way", choices=["compiled", "numpy"], default="compiled",
                         help="how the forked workers select: select_many's compiled loop, CHUNK profiles a call"
                         " (default), or select one profile at a time (numpy)")
