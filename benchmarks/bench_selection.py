@@ -15,8 +15,8 @@ per keyword; it runs on a sample of subscribers and is extrapolated.
 
 It also times selection spread over forked worker processes (`--processes`,
 default one per core), the way a big `send` selects: every distinct keyword
-resolved and laid out once on the index (its phrases found in forked children
-while numba loads), then the profiles shared out, each worker selecting CHUNK
+resolved and laid out once on the index (its words and phrases found in forked
+children while numba loads), then the profiles shared out, each worker selecting CHUNK
 at a time with `select_many`'s compiled loop (`--way numpy`: one `select` call
 a profile instead). (`newsletter send`'s workers each build the index of their
 edition dates and resolve their own share's keywords.)
