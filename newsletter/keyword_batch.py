@@ -149,9 +149,15 @@ class Columns:
 
 def _ragged(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Lists of ints as (pointers, values), list r being values[pointers[r]:pointers[r + 1]]."""
-    pointers = np.zeros(len(lists) + 1, dtype=np.int64)
-    np.cumsum([len(values) for values in lists], out=pointers[1:])
+    pointers = _pointers(map(len, lists), len(lists))
     return pointers, np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(pointers[-1]))
+
+
+def _pointers(lengths: Iterable[int], count: int) -> np.ndarray:
+    """Where each of `count` runs of these lengths starts in their concatenation, and the total."""
+    pointers = np.zeros(count + 1, dtype=np.int64)
+    pointers[1:] = np.fromiter(lengths, dtype=np.int64, count=count)
+    return np.cumsum(pointers, out=pointers)
 
 
 def batchable(subscriber: Subscriber, similar: list[Pick] | None) -> bool:
@@ -222,10 +228,3 @@ def select_batch(index: PaperIndex, subscribers: list[Subscriber], sent: list[se
 _KEYWORDS, _LIMIT, _MODE, _SHARE, _WINDOW, _MIN_UPVOTES = map(
     attrgetter, ("keywords", "max_items", "mode", "trending_share", "window_days", "min_upvotes")
 )
-
-
-def _pointers(lengths: Iterable[int], count: int) -> np.ndarray:
-    """Where each of `count` runs of these lengths starts in their concatenation, and the total."""
-    pointers = np.zeros(count + 1, dtype=np.int64)
-    pointers[1:] = np.fromiter(lengths, dtype=np.int64, count=count)
-    return np.cumsum(pointers, out=pointers)
